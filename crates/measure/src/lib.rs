@@ -1,0 +1,13 @@
+//! Units, latency statistics and renderers: every tool states sizes, rates and latencies
+//! the same way, so figures from two tools can be compared without guessing units.
+
+mod latency;
+mod render;
+mod units;
+
+pub use latency::{LatencyRecorder, LatencySummary};
+pub use render::{write_csv, Table};
+pub use units::{
+    format_bytes, format_duration, gbit_per_s, gbyte_per_s, parse_duration, parse_size,
+    UnitError,
+};

@@ -1,0 +1,144 @@
+//! Real "nodes" on one machine for integration tests: network namespaces joined by veth
+//! pairs, optionally rate-shaped with `tc tbf`. Everything is torn down on drop.
+//!
+//! When `NODELINK_REQUIRE_NETNS=1` (set by `.ci/run`), a testbed that cannot be built is a
+//! test failure; otherwise the test prints why and returns early.
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The environment variable CI sets to make namespace tests mandatory.
+pub const REQUIRE_ENV: &str = "NODELINK_REQUIRE_NETNS";
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `ip ARGS`, returning stderr on failure.
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    run("ip", args)
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program} {}: {e}", args.join(" ")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// A network namespace that exists until dropped, with `lo` up.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Result<Self, String> {
+        let name = format!(
+            "nl-{}-{}",
+            std::process::id(),
+            NEXT_ID.fetch_add(1, Ordering::Relaxed)
+        );
+        ip(&["netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `ip -n NAME ARGS`.
+    pub fn ip(&self, args: &[&str]) -> Result<(), String> {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        ip(&full)
+    }
+
+    /// A command that runs inside this namespace (`ip netns exec NAME PROGRAM`).
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+
+    /// Runs `tc ARGS` inside the namespace.
+    pub fn tc(&self, args: &[&str]) -> Result<(), String> {
+        let mut full = vec!["netns", "exec", self.name.as_str(), "tc"];
+        full.extend_from_slice(args);
+        ip(&full)
+    }
+
+    pub fn output(&self, program: &str, args: &[&str]) -> Result<Output, String> {
+        self.command(program)
+            .args(args)
+            .output()
+            .map_err(|e| format!("{program}: {e}"))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// Two namespaces joined by one veth pair: `a` holds `IFACE`=10.77.0.1/24, `b` 10.77.0.2/24.
+#[derive(Debug)]
+pub struct Pair {
+    pub a: Netns,
+    pub b: Netns,
+}
+
+impl Pair {
+    pub const IFACE: &'static str = "nl0";
+    pub const ADDR_A: &'static str = "10.77.0.1";
+    pub const ADDR_B: &'static str = "10.77.0.2";
+
+    pub fn new() -> Result<Self, String> {
+        let a = Netns::new()?;
+        let b = Netns::new()?;
+        ip(&[
+            "link", "add", Self::IFACE, "netns", &a.name, "type", "veth", "peer", "name",
+            Self::IFACE, "netns", &b.name,
+        ])?;
+        for (ns, addr) in [(&a, Self::ADDR_A), (&b, Self::ADDR_B)] {
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", Self::IFACE])?;
+            ns.ip(&["link", "set", Self::IFACE, "up"])?;
+        }
+        Ok(Pair { a, b })
+    }
+
+    /// Shapes the egress of `ns`'s end of the link with a token bucket (e.g. "1gbit").
+    pub fn shape(ns: &Netns, rate: &str) -> Result<(), String> {
+        ns.tc(&[
+            "qdisc", "replace", "dev", Self::IFACE, "root", "tbf", "rate", rate, "burst",
+            "256kb", "latency", "50ms",
+        ])
+    }
+
+    /// Shapes both directions to the same rate.
+    pub fn shape_both(&self, rate: &str) -> Result<(), String> {
+        Self::shape(&self.a, rate)?;
+        Self::shape(&self.b, rate)
+    }
+}
+
+/// Builds a testbed, or decides what a test does when it cannot: fail under CI
+/// (`NODELINK_REQUIRE_NETNS=1`), otherwise print why and skip (None).
+pub fn build_or_skip<T>(build: impl FnOnce() -> Result<T, String>) -> Option<T> {
+    match build() {
+        Ok(testbed) => Some(testbed),
+        Err(why) if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") => {
+            panic!("{REQUIRE_ENV}=1 but the namespace testbed cannot be built: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipping: namespace testbed unavailable ({why}); set {REQUIRE_ENV}=1 to make this a failure");
+            None
+        }
+    }
+}
