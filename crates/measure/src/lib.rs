@@ -8,6 +8,5 @@ mod units;
 pub use latency::{LatencyRecorder, LatencySummary};
 pub use render::{write_csv, Table};
 pub use units::{
-    format_bytes, format_duration, gbit_per_s, gbyte_per_s, parse_duration, parse_size,
-    UnitError,
+    format_bytes, format_duration, gbit_per_s, gbyte_per_s, parse_duration, parse_size, UnitError,
 };

@@ -30,6 +30,10 @@ impl Table {
             .load_preset(presets::UTF8_FULL_CONDENSED)
             .set_content_arrangement(ContentArrangement::Dynamic)
             .set_header(&self.header);
+        // Piped output (logs, CI) has no terminal width: wrap at a width that reads well.
+        if table.width().is_none() {
+            table.set_width(150);
+        }
         for row in &self.rows {
             table.add_row(row);
         }

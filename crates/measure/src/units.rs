@@ -77,7 +77,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
         _ => return Err(UnitError::BadDuration(text.to_string())),
     };
     let seconds = value * seconds_per_unit;
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 1e9 {
+    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
         return Err(UnitError::BadDuration(text.to_string()));
     }
     Ok(Duration::from_secs_f64(seconds))

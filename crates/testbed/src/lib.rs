@@ -73,6 +73,21 @@ impl Netns {
         ip(&full)
     }
 
+    /// Binds a TCP listener inside the namespace (from a thread that enters it, so the
+    /// calling thread stays where it is). The socket keeps its namespace after the thread ends.
+    pub fn bind_tcp(&self, addr: &str) -> Result<std::net::TcpListener, String> {
+        let path = format!("/var/run/netns/{}", self.name);
+        let addr = addr.to_string();
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("setns {path}: {e}"))?;
+            std::net::TcpListener::bind(&addr).map_err(|e| format!("bind {addr}: {e}"))
+        })
+        .join()
+        .map_err(|_| "namespace thread panicked".to_string())?
+    }
+
     pub fn output(&self, program: &str, args: &[&str]) -> Result<Output, String> {
         self.command(program)
             .args(args)
@@ -103,8 +118,18 @@ impl Pair {
         let a = Netns::new()?;
         let b = Netns::new()?;
         ip(&[
-            "link", "add", Self::IFACE, "netns", &a.name, "type", "veth", "peer", "name",
-            Self::IFACE, "netns", &b.name,
+            "link",
+            "add",
+            Self::IFACE,
+            "netns",
+            &a.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            Self::IFACE,
+            "netns",
+            &b.name,
         ])?;
         for (ns, addr) in [(&a, Self::ADDR_A), (&b, Self::ADDR_B)] {
             ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", Self::IFACE])?;
@@ -116,8 +141,18 @@ impl Pair {
     /// Shapes the egress of `ns`'s end of the link with a token bucket (e.g. "1gbit").
     pub fn shape(ns: &Netns, rate: &str) -> Result<(), String> {
         ns.tc(&[
-            "qdisc", "replace", "dev", Self::IFACE, "root", "tbf", "rate", rate, "burst",
-            "256kb", "latency", "50ms",
+            "qdisc",
+            "replace",
+            "dev",
+            Self::IFACE,
+            "root",
+            "tbf",
+            "rate",
+            rate,
+            "burst",
+            "256kb",
+            "latency",
+            "50ms",
         ])
     }
 
