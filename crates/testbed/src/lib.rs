@@ -163,6 +163,76 @@ impl Pair {
     }
 }
 
+/// N namespaces ("nodes"), each with `nl0` = 10.78.0.(i+1)/24, joined through a bridge
+/// in a hub namespace: a switch with one port per node.
+#[derive(Debug)]
+pub struct Star {
+    pub nodes: Vec<Netns>,
+    pub hub: Netns,
+}
+
+impl Star {
+    pub const IFACE: &'static str = "nl0";
+
+    pub fn new(count: usize) -> Result<Self, String> {
+        let hub = Netns::new()?;
+        hub.ip(&["link", "add", "br0", "type", "bridge"])?;
+        hub.ip(&["link", "set", "br0", "up"])?;
+        let mut nodes = Vec::new();
+        for index in 0..count {
+            let node = Netns::new()?;
+            let port = format!("p{index}");
+            ip(&[
+                "link",
+                "add",
+                Self::IFACE,
+                "netns",
+                &node.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &hub.name,
+            ])?;
+            hub.ip(&["link", "set", &port, "master", "br0"])?;
+            hub.ip(&["link", "set", &port, "up"])?;
+            node.ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", Self::addr(index)),
+                "dev",
+                Self::IFACE,
+            ])?;
+            node.ip(&["link", "set", Self::IFACE, "up"])?;
+            nodes.push(node);
+        }
+        Ok(Star { nodes, hub })
+    }
+
+    pub fn addr(index: usize) -> String {
+        format!("10.78.0.{}", index + 1)
+    }
+
+    /// Shapes every node's link to `rate` in both directions (node egress and switch port
+    /// egress), like a NIC of that speed.
+    pub fn shape(&self, rate: &str) -> Result<(), String> {
+        for (index, node) in self.nodes.iter().enumerate() {
+            for (ns, dev) in [
+                (node, Self::IFACE.to_string()),
+                (&self.hub, format!("p{index}")),
+            ] {
+                ns.tc(&[
+                    "qdisc", "replace", "dev", &dev, "root", "tbf", "rate", rate, "burst", "256kb",
+                    "latency", "50ms",
+                ])?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Builds a testbed, or decides what a test does when it cannot: fail under CI
 /// (`NODELINK_REQUIRE_NETNS=1`), otherwise print why and skip (None).
 pub fn build_or_skip<T>(build: impl FnOnce() -> Result<T, String>) -> Option<T> {

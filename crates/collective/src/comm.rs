@@ -1,0 +1,525 @@
+//! A communicator: this rank's TCP connections to every other rank (a full mesh built by
+//! the rendezvous), and the engine that runs a collective's send/receive schedule over it.
+
+use crate::dtype::{reduce_into, DType, RedOp};
+use crate::error::CollError;
+use crate::rendezvous::{self, Bootstrap, Message};
+use crate::schedule::{Action, Schedule};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Below this many bytes sent per call, sends and receives interleave on one thread (the
+/// kernel socket buffers absorb them); above it a sender thread overlaps with receiving.
+pub(crate) const INLINE_BYTES: usize = 64 * 1024;
+/// Socket buffer size asked for on mesh connections.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+pub struct Communicator {
+    pub rank: usize,
+    pub world: usize,
+    peers: Vec<Option<TcpStream>>,
+    /// Non-zero ranks: the link to rank 0. Rank 0: links to ranks 1..n (index rank-1).
+    coordinator: Vec<TcpStream>,
+    scratch: Vec<u64>,
+    timeout: Duration,
+}
+
+impl Communicator {
+    /// Joins the job: rendezvous, full mesh, barrier; all within `timeout`.
+    /// Rank 0 may pass a listener already bound to the master address (tests, `--ranks`).
+    pub fn join(
+        boot: &Bootstrap,
+        timeout: Duration,
+        master_listener: Option<TcpListener>,
+    ) -> Result<Self, CollError> {
+        let deadline = Instant::now() + timeout;
+        let master_addr = rendezvous::resolve_addr(&boot.master)?;
+        let mut coordinator = Vec::new();
+        let (data_listener, table) = if boot.rank == 0 {
+            let listener = match master_listener {
+                Some(l) => l,
+                None => TcpListener::bind(master_addr).map_err(|e| CollError::Io {
+                    context: format!("rank 0 binding the master address {master_addr} (is another job using the port? pass another --master port)"),
+                    source: e,
+                })?,
+            };
+            let data = TcpListener::bind(SocketAddr::new(master_addr.ip(), 0))
+                .map_err(CollError::io("binding rank 0's data listener"))?;
+            let mut addrs: Vec<Option<SocketAddr>> = vec![None; boot.world];
+            addrs[0] = Some(
+                data.local_addr()
+                    .map_err(CollError::io("reading the data address"))?,
+            );
+            let mut links: Vec<Option<TcpStream>> = (0..boot.world).map(|_| None).collect();
+            while addrs.iter().any(Option::is_none) {
+                let Some(mut stream) = rendezvous::accept_until(&listener, deadline)? else {
+                    let missing: Vec<String> = (0..boot.world)
+                        .filter(|r| addrs[*r].is_none())
+                        .map(|r| r.to_string())
+                        .collect();
+                    let reason = format!(
+                        "rank {} of {} never joined within {:.0?} (master {})",
+                        missing.join(", "),
+                        boot.world,
+                        timeout,
+                        boot.master
+                    );
+                    for link in links.iter_mut().flatten() {
+                        let _ = rendezvous::send(
+                            link,
+                            &Message::Abort {
+                                reason: reason.clone(),
+                            },
+                            Instant::now() + Duration::from_secs(1),
+                        );
+                    }
+                    return Err(CollError::Timeout(reason));
+                };
+                // A stranger sending garbage must not stop the job: drop it and keep waiting.
+                match rendezvous::receive(
+                    &mut stream,
+                    deadline.min(Instant::now() + Duration::from_secs(5)),
+                    "a joining rank",
+                ) {
+                    Ok(Message::Hello {
+                        rank,
+                        world,
+                        data_addr,
+                    }) if world == boot.world
+                        && rank > 0
+                        && rank < world
+                        && addrs[rank].is_none() =>
+                    {
+                        addrs[rank] = Some(data_addr);
+                        links[rank] = Some(stream);
+                    }
+                    Ok(Message::Hello { rank, world, .. }) => {
+                        let reason = format!("a process claiming rank {rank} of {world} joined a job of {} ranks where that slot is invalid or taken: check --rank/--world on every node", boot.world);
+                        let _ = rendezvous::send(
+                            &mut stream,
+                            &Message::Abort {
+                                reason: reason.clone(),
+                            },
+                            deadline,
+                        );
+                        eprintln!("collbench: rank 0: {reason}");
+                    }
+                    Ok(other) => eprintln!(
+                        "collbench: rank 0: ignoring unexpected {other:?} from a joining process"
+                    ),
+                    Err(e) => eprintln!("collbench: rank 0: ignoring a connection: {e}"),
+                }
+            }
+            let table: Vec<SocketAddr> = addrs.into_iter().flatten().collect();
+            for link in links.iter_mut().skip(1).flatten() {
+                rendezvous::send(
+                    link,
+                    &Message::Table {
+                        addrs: table.clone(),
+                    },
+                    deadline,
+                )?;
+            }
+            coordinator = links.into_iter().skip(1).flatten().collect();
+            (data, table)
+        } else {
+            let mut link = rendezvous::connect_until(master_addr, deadline, "rank 0 (the master)")?;
+            let local_ip = link
+                .local_addr()
+                .map_err(CollError::io("reading the local address"))?
+                .ip();
+            let data = TcpListener::bind(SocketAddr::new(local_ip, 0))
+                .map_err(CollError::io("binding the data listener"))?;
+            let data_addr = data
+                .local_addr()
+                .map_err(CollError::io("reading the data address"))?;
+            rendezvous::send(
+                &mut link,
+                &Message::Hello {
+                    rank: boot.rank,
+                    world: boot.world,
+                    data_addr,
+                },
+                deadline,
+            )?;
+            let table = match rendezvous::receive(&mut link, deadline, "rank 0")? {
+                Message::Table { addrs } if addrs.len() == boot.world => addrs,
+                other => {
+                    return Err(CollError::Protocol(format!(
+                        "rank 0 answered {other:?} instead of the address table"
+                    )))
+                }
+            };
+            coordinator.push(link);
+            (data, table)
+        };
+
+        // Full mesh: connect to higher ranks, accept lower ones.
+        let mut peers: Vec<Option<TcpStream>> = (0..boot.world).map(|_| None).collect();
+        for (rank, addr) in table.iter().enumerate().skip(boot.rank + 1) {
+            let mut stream = rendezvous::connect_until(*addr, deadline, &format!("rank {rank}"))?;
+            rendezvous::send(&mut stream, &Message::Peer { rank: boot.rank }, deadline)?;
+            peers[rank] = Some(stream);
+        }
+        for _ in 0..boot.rank {
+            let Some(mut stream) = rendezvous::accept_until(&data_listener, deadline)? else {
+                let missing: Vec<String> = (0..boot.rank)
+                    .filter(|r| peers[*r].is_none())
+                    .map(|r| r.to_string())
+                    .collect();
+                return Err(CollError::Timeout(format!(
+                    "rank {} never connected to rank {}",
+                    missing.join(", "),
+                    boot.rank
+                )));
+            };
+            match rendezvous::receive(&mut stream, deadline, "a peer rank")? {
+                Message::Peer { rank } if rank < boot.rank && peers[rank].is_none() => {
+                    peers[rank] = Some(stream)
+                }
+                other => {
+                    return Err(CollError::Protocol(format!(
+                        "unexpected mesh greeting {other:?}"
+                    )))
+                }
+            }
+        }
+        for stream in peers.iter().flatten() {
+            tune(stream)?;
+        }
+        let mut comm = Communicator {
+            rank: boot.rank,
+            world: boot.world,
+            peers,
+            coordinator,
+            scratch: Vec::new(),
+            timeout,
+        };
+        comm.set_timeout(timeout)?;
+        comm.barrier_until(deadline)?;
+        Ok(comm)
+    }
+
+    /// Sets how long any one wait for a peer may take during collectives.
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), CollError> {
+        self.timeout = timeout;
+        for stream in self.peers.iter().flatten() {
+            stream
+                .set_read_timeout(Some(timeout))
+                .map_err(CollError::io("setting a socket timeout"))?;
+            stream
+                .set_write_timeout(Some(timeout))
+                .map_err(CollError::io("setting a socket timeout"))?;
+        }
+        Ok(())
+    }
+
+    pub fn barrier(&mut self) -> Result<(), CollError> {
+        self.barrier_until(Instant::now() + self.timeout)
+    }
+
+    fn barrier_until(&mut self, deadline: Instant) -> Result<(), CollError> {
+        if self.rank == 0 {
+            for (index, link) in self.coordinator.iter_mut().enumerate() {
+                match rendezvous::receive(link, deadline, &format!("rank {}", index + 1))? {
+                    Message::Ready => {}
+                    other => {
+                        return Err(CollError::Protocol(format!(
+                            "expected Ready, got {other:?}"
+                        )))
+                    }
+                }
+            }
+            for link in &mut self.coordinator {
+                rendezvous::send(link, &Message::Go, deadline)?;
+            }
+        } else if let Some(link) = self.coordinator.first_mut() {
+            rendezvous::send(link, &Message::Ready, deadline)?;
+            match rendezvous::receive(link, deadline, "rank 0")? {
+                Message::Go => {}
+                other => return Err(CollError::Protocol(format!("expected Go, got {other:?}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `schedule` over `buffer` (bytes of `dtype` elements, u64-aligned).
+    pub fn execute(
+        &mut self,
+        schedule: &Schedule,
+        buffer: &mut [u8],
+        dtype: DType,
+        op: RedOp,
+    ) -> Result<(), CollError> {
+        for (from, to) in &schedule.local_copies {
+            buffer.copy_within(from.clone(), to.start);
+        }
+        let scratch_words = schedule.max_segment.div_ceil(8);
+        if self.scratch.len() < scratch_words {
+            self.scratch.resize(scratch_words, 0);
+        }
+        let peers = &self.peers;
+        let scratch: &mut [u8] = bytemuck::cast_slice_mut(&mut self.scratch);
+        let base = SharedBuffer {
+            ptr: buffer.as_mut_ptr(),
+            len: buffer.len(),
+        };
+        let timeout = self.timeout;
+        let run = Run {
+            peers,
+            buffer: base,
+            dtype,
+            op,
+            timeout,
+        };
+        if schedule.send_bytes <= INLINE_BYTES {
+            return run_interleaved(schedule, &run, scratch);
+        }
+        let progress = Progress {
+            done: Mutex::new(Ok(0)),
+            changed: Condvar::new(),
+        };
+        std::thread::scope(|scope| {
+            let sender = scope.spawn(|| run_sends(schedule, peers, base, &progress, timeout));
+            let received = run_receives(schedule, &run, scratch, &progress);
+            if let Err(e) = &received {
+                progress.fail(e.to_string());
+            }
+            let sent = sender
+                .join()
+                .unwrap_or_else(|_| Err(CollError::Invalid("sender thread panicked".into())));
+            received.and(sent)
+        })
+    }
+}
+
+fn tune(stream: &TcpStream) -> Result<(), CollError> {
+    stream
+        .set_nodelay(true)
+        .map_err(CollError::io("setting TCP_NODELAY"))?;
+    let socket = socket2::SockRef::from(stream);
+    // Best effort: the kernel caps these at net.core.{w,r}mem_max.
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    Ok(())
+}
+
+/// The collective's buffer, shared by the sender thread (reading) and the receiver
+/// (writing).
+///
+/// SAFETY argument, upheld by every schedule: a send segment is only read once the receive
+/// segments it depends on are complete, and no receive writes a byte range while a send of
+/// that range can still be in flight: ring and chain algorithms only overwrite a chunk
+/// after data derived from our earlier send of it has come back around, which cannot
+/// happen before that send finished.
+#[derive(Clone, Copy)]
+struct SharedBuffer {
+    ptr: *mut u8,
+    len: usize,
+}
+
+unsafe impl Send for SharedBuffer {}
+unsafe impl Sync for SharedBuffer {}
+
+impl SharedBuffer {
+    /// # Safety
+    /// The range must not be written concurrently (see the type's safety argument).
+    unsafe fn slice(&self, range: &std::ops::Range<usize>) -> &[u8] {
+        assert!(range.end <= self.len);
+        unsafe { std::slice::from_raw_parts(self.ptr.add(range.start), range.len()) }
+    }
+
+    /// # Safety
+    /// The range must not be read or written concurrently.
+    #[allow(clippy::mut_from_ref)] // disjointness is the caller's contract, as documented
+    unsafe fn slice_mut(&self, range: &std::ops::Range<usize>) -> &mut [u8] {
+        assert!(range.end <= self.len);
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
+    }
+}
+
+/// How many receive segments are complete (or why the receiver stopped).
+struct Progress {
+    done: Mutex<Result<usize, String>>,
+    changed: Condvar,
+}
+
+impl Progress {
+    fn advance(&self, count: usize) {
+        if let Ok(mut done) = self.done.lock() {
+            if done.is_ok() {
+                *done = Ok(count);
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    fn fail(&self, reason: String) {
+        if let Ok(mut done) = self.done.lock() {
+            *done = Err(reason);
+        }
+        self.changed.notify_all();
+    }
+
+    fn wait_for(&self, count: usize, timeout: Duration) -> Result<(), CollError> {
+        let mut done = self
+            .done
+            .lock()
+            .map_err(|_| CollError::Invalid("progress lock poisoned".into()))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match &*done {
+                Ok(n) if *n >= count => return Ok(()),
+                Err(reason) => return Err(CollError::Aborted(reason.clone())),
+                Ok(_) => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(CollError::Timeout("waiting for data to forward".into()));
+            }
+            done = self
+                .changed
+                .wait_timeout(done, left)
+                .map_err(|_| CollError::Invalid("progress lock poisoned".into()))?
+                .0;
+        }
+    }
+}
+
+fn peer(peers: &[Option<TcpStream>], rank: usize) -> Result<&TcpStream, CollError> {
+    peers
+        .get(rank)
+        .and_then(Option::as_ref)
+        .ok_or_else(|| CollError::Invalid(format!("no connection to rank {rank}")))
+}
+
+fn io_error(rank: usize, sending: bool, timeout: Duration) -> impl Fn(std::io::Error) -> CollError {
+    move |e| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            CollError::Timeout(format!(
+                "rank {rank} {} for {:.0?}: it is stuck or its link is down",
+                if sending {
+                    "accepted no data"
+                } else {
+                    "sent nothing"
+                },
+                timeout
+            ))
+        }
+        std::io::ErrorKind::UnexpectedEof
+        | std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::BrokenPipe => CollError::PeerGone(format!(
+            "rank {rank} closed its connection mid-collective (killed or crashed)"
+        )),
+        _ => CollError::Io {
+            context: format!(
+                "{} rank {rank}",
+                if sending {
+                    "sending to"
+                } else {
+                    "receiving from"
+                }
+            ),
+            source: e,
+        },
+    }
+}
+
+fn run_sends(
+    schedule: &Schedule,
+    peers: &[Option<TcpStream>],
+    buffer: SharedBuffer,
+    progress: &Progress,
+    timeout: Duration,
+) -> Result<(), CollError> {
+    for send in &schedule.sends {
+        progress.wait_for(send.after, timeout)?;
+        // SAFETY: the segment's dependencies are complete and nothing rewrites it (see SharedBuffer).
+        let bytes = unsafe { buffer.slice(&send.range) };
+        let mut stream = peer(peers, send.peer)?;
+        stream
+            .write_all(bytes)
+            .map_err(io_error(send.peer, true, timeout))?;
+    }
+    Ok(())
+}
+
+/// What every receive needs: the connections, the buffer, the element type and reduction.
+struct Run<'a> {
+    peers: &'a [Option<TcpStream>],
+    buffer: SharedBuffer,
+    dtype: DType,
+    op: RedOp,
+    timeout: Duration,
+}
+
+fn receive_one(
+    recv: &crate::schedule::Recv,
+    run: &Run,
+    scratch: &mut [u8],
+) -> Result<(), CollError> {
+    let (buffer, timeout) = (run.buffer, run.timeout);
+    let mut stream = peer(run.peers, recv.peer)?;
+    // SAFETY: no send reads this range while it is being received (see SharedBuffer).
+    let target = unsafe { buffer.slice_mut(&recv.range) };
+    match recv.action {
+        Action::Copy => stream
+            .read_exact(target)
+            .map_err(io_error(recv.peer, false, timeout)),
+        Action::Reduce => {
+            let incoming = &mut scratch[..target.len()];
+            stream
+                .read_exact(incoming)
+                .map_err(io_error(recv.peer, false, timeout))?;
+            reduce_into(run.dtype, run.op, target, incoming);
+            Ok(())
+        }
+    }
+}
+
+fn run_receives(
+    schedule: &Schedule,
+    run: &Run,
+    scratch: &mut [u8],
+    progress: &Progress,
+) -> Result<(), CollError> {
+    for (index, recv) in schedule.recvs.iter().enumerate() {
+        receive_one(recv, run, scratch)?;
+        progress.advance(index + 1);
+    }
+    Ok(())
+}
+
+/// Small messages: one thread, sends written as soon as their inputs are complete.
+fn run_interleaved(schedule: &Schedule, run: &Run, scratch: &mut [u8]) -> Result<(), CollError> {
+    let (peers, buffer, timeout) = (run.peers, run.buffer, run.timeout);
+    let mut next_send = 0;
+    let mut received = 0;
+    loop {
+        while let Some(send) = schedule
+            .sends
+            .get(next_send)
+            .filter(|s| s.after <= received)
+        {
+            // SAFETY: single thread; the range is not borrowed elsewhere.
+            let bytes = unsafe { buffer.slice(&send.range) };
+            peer(peers, send.peer)?
+                .write_all(bytes)
+                .map_err(io_error(send.peer, true, timeout))?;
+            next_send += 1;
+        }
+        let Some(recv) = schedule.recvs.get(received) else {
+            break;
+        };
+        receive_one(recv, run, scratch)?;
+        received += 1;
+    }
+    if next_send != schedule.sends.len() {
+        return Err(CollError::Invalid(
+            "schedule has sends that depend on receives that never come".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! Element types and reductions. Reductions run over whole slices of one type so the
+//! compiler vectorises them; f16/bf16 go through f32 the way NCCL's CPU reference does.
+
+use half::{bf16, f16};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+    F16,
+    Bf16,
+    I32,
+}
+
+impl DType {
+    pub fn parse(text: &str) -> Option<DType> {
+        match text.to_ascii_lowercase().as_str() {
+            "f32" | "float" | "float32" => Some(DType::F32),
+            "f16" | "half" | "float16" => Some(DType::F16),
+            "bf16" | "bfloat16" => Some(DType::Bf16),
+            "i32" | "int" | "int32" => Some(DType::I32),
+            _ => None,
+        }
+    }
+
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::Bf16 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "float",
+            DType::F16 => "half",
+            DType::Bf16 => "bfloat16",
+            DType::I32 => "int32",
+        }
+    }
+
+    /// Writes `value(i)` for every element of `bytes`.
+    pub fn fill(self, bytes: &mut [u8], value: impl Fn(usize) -> f64) {
+        match self {
+            DType::F32 => each_mut::<f32>(bytes, |i, x| *x = value(i) as f32),
+            DType::I32 => each_mut::<i32>(bytes, |i, x| *x = value(i) as i32),
+            DType::F16 => each_mut::<f16>(bytes, |i, x| *x = f16::from_f64(value(i))),
+            DType::Bf16 => each_mut::<bf16>(bytes, |i, x| *x = bf16::from_f64(value(i))),
+        }
+    }
+
+    /// Counts elements that differ from `expected(i)` (values are small integers, exact in
+    /// every type, so equality is the right test).
+    pub fn count_wrong(self, bytes: &[u8], expected: impl Fn(usize) -> f64) -> u64 {
+        let mut wrong = 0;
+        let mut check = |i: usize, got: f64| {
+            if got != expected(i) {
+                wrong += 1;
+            }
+        };
+        match self {
+            DType::F32 => each::<f32>(bytes, |i, x| check(i, x as f64)),
+            DType::I32 => each::<i32>(bytes, |i, x| check(i, x as f64)),
+            DType::F16 => each::<f16>(bytes, |i, x| check(i, x.to_f64())),
+            DType::Bf16 => each::<bf16>(bytes, |i, x| check(i, x.to_f64())),
+        }
+        wrong
+    }
+}
+
+fn each_mut<T: bytemuck::Pod>(bytes: &mut [u8], mut f: impl FnMut(usize, &mut T)) {
+    for (i, x) in bytemuck::cast_slice_mut::<u8, T>(bytes)
+        .iter_mut()
+        .enumerate()
+    {
+        f(i, x);
+    }
+}
+
+fn each<T: bytemuck::Pod>(bytes: &[u8], mut f: impl FnMut(usize, T)) {
+    for (i, x) in bytemuck::cast_slice::<u8, T>(bytes).iter().enumerate() {
+        f(i, *x);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedOp {
+    Sum,
+    Max,
+    Min,
+}
+
+impl RedOp {
+    pub fn parse(text: &str) -> Option<RedOp> {
+        match text.to_ascii_lowercase().as_str() {
+            "sum" => Some(RedOp::Sum),
+            "max" => Some(RedOp::Max),
+            "min" => Some(RedOp::Min),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RedOp::Sum => "sum",
+            RedOp::Max => "max",
+            RedOp::Min => "min",
+        }
+    }
+
+    /// Folds `values` the way this op reduces them (for expected results).
+    pub fn fold(self, values: impl Iterator<Item = f64>) -> f64 {
+        match self {
+            RedOp::Sum => values.sum(),
+            RedOp::Max => values.fold(f64::MIN, f64::max),
+            RedOp::Min => values.fold(f64::MAX, f64::min),
+        }
+    }
+}
+
+/// `dst[i] = op(dst[i], src[i])`. Both slices hold whole elements of `dtype` and are
+/// aligned to it (buffers are allocated as u64 words, offsets are element multiples).
+pub fn reduce_into(dtype: DType, op: RedOp, dst: &mut [u8], src: &[u8]) {
+    debug_assert_eq!(dst.len(), src.len());
+    match dtype {
+        DType::F32 => native::<f32>(op, dst, src),
+        DType::I32 => integer(op, dst, src),
+        DType::F16 => widened::<f16>(op, dst, src, f16::to_f32, f16::from_f32),
+        DType::Bf16 => widened::<bf16>(op, dst, src, bf16::to_f32, bf16::from_f32),
+    }
+}
+
+fn native<T>(op: RedOp, dst: &mut [u8], src: &[u8])
+where
+    T: bytemuck::Pod + std::ops::Add<Output = T> + PartialOrd,
+{
+    let dst: &mut [T] = bytemuck::cast_slice_mut(dst);
+    let src: &[T] = bytemuck::cast_slice(src);
+    match op {
+        RedOp::Sum => dst.iter_mut().zip(src).for_each(|(d, s)| *d = *d + *s),
+        RedOp::Max => dst
+            .iter_mut()
+            .zip(src)
+            .for_each(|(d, s)| *d = if *s > *d { *s } else { *d }),
+        RedOp::Min => dst
+            .iter_mut()
+            .zip(src)
+            .for_each(|(d, s)| *d = if *s < *d { *s } else { *d }),
+    }
+}
+
+/// i32 sums wrap like NCCL's (repeated in-place timing runs grow values without bound).
+fn integer(op: RedOp, dst: &mut [u8], src: &[u8]) {
+    let dst: &mut [i32] = bytemuck::cast_slice_mut(dst);
+    let src: &[i32] = bytemuck::cast_slice(src);
+    match op {
+        RedOp::Sum => dst
+            .iter_mut()
+            .zip(src)
+            .for_each(|(d, s)| *d = d.wrapping_add(*s)),
+        RedOp::Max => dst.iter_mut().zip(src).for_each(|(d, s)| *d = (*d).max(*s)),
+        RedOp::Min => dst.iter_mut().zip(src).for_each(|(d, s)| *d = (*d).min(*s)),
+    }
+}
+
+fn widened<T: bytemuck::Pod>(
+    op: RedOp,
+    dst: &mut [u8],
+    src: &[u8],
+    to: fn(T) -> f32,
+    from: fn(f32) -> T,
+) {
+    let dst: &mut [T] = bytemuck::cast_slice_mut(dst);
+    let src: &[T] = bytemuck::cast_slice(src);
+    let combine: fn(f32, f32) -> f32 = match op {
+        RedOp::Sum => |a, b| a + b,
+        RedOp::Max => f32::max,
+        RedOp::Min => f32::min,
+    };
+    dst.iter_mut()
+        .zip(src)
+        .for_each(|(d, s)| *d = from(combine(to(*d), to(*s))));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(n: usize) -> Vec<u64> {
+        vec![0; n]
+    }
+
+    #[test]
+    fn every_type_and_op_reduces() {
+        for dtype in [DType::F32, DType::F16, DType::Bf16, DType::I32] {
+            for op in [RedOp::Sum, RedOp::Max, RedOp::Min] {
+                let mut a = words(4);
+                let mut b = words(4);
+                let count = 32 / dtype.size();
+                let a_bytes =
+                    &mut bytemuck::cast_slice_mut::<u64, u8>(&mut a)[..count * dtype.size()];
+                dtype.fill(a_bytes, |i| (i % 5) as f64);
+                let b_bytes =
+                    &mut bytemuck::cast_slice_mut::<u64, u8>(&mut b)[..count * dtype.size()];
+                dtype.fill(b_bytes, |i| (i % 3) as f64 - 1.0);
+                reduce_into(dtype, op, a_bytes, b_bytes);
+                let expected =
+                    |i: usize| op.fold([(i % 5) as f64, (i % 3) as f64 - 1.0].into_iter());
+                assert_eq!(dtype.count_wrong(a_bytes, expected), 0, "{dtype:?} {op:?}");
+            }
+        }
+    }
+}

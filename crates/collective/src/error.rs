@@ -1,0 +1,33 @@
+//! Errors of the collective layer, each a sentence with the cause and what to do.
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CollError {
+    #[error("{0}")]
+    Bootstrap(String),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("{0}")]
+    PeerGone(String),
+    #[error("rank 0 aborted the run: {0}")]
+    Aborted(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CollError {
+    pub(crate) fn io(context: &'static str) -> impl Fn(std::io::Error) -> CollError {
+        move |source| CollError::Io {
+            context: context.to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The one harness: for each size it lays out buffers, warms up, times out-of-place and
+//! in-place runs, checks every output element against the descriptor's expectation, and
+//! averages time and #wrong over ranks. Each collective only describes itself.
+
+use crate::comm::Communicator;
+use crate::dtype::{DType, RedOp};
+use crate::error::CollError;
+use crate::ops::{all, input, Collective, Ctx};
+use crate::schedule::{Builder, Schedule};
+use measure::LatencyRecorder;
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Clone)]
+pub struct RunConfig {
+    pub op: &'static dyn Collective,
+    pub dtype: DType,
+    pub redop: RedOp,
+    pub root: usize,
+    pub sizes: Vec<u64>,
+    pub iters: usize,
+    pub warmup: usize,
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct Timing {
+    pub time_us: f64,
+    pub algbw_gbs: f64,
+    pub busbw_gbs: f64,
+    pub wrong: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub bytes: u64,
+    pub count: u64,
+    pub dtype: DType,
+    pub redop: Option<RedOp>,
+    pub root: i64,
+    /// Out-of-place figures (nccl-tests' left block).
+    pub time_us: f64,
+    pub algbw_gbs: f64,
+    pub busbw_gbs: f64,
+    pub wrong: u64,
+    pub in_place: Timing,
+    /// Rank 0's per-iteration latency percentiles (out-of-place), microseconds.
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+impl Row {
+    pub fn dtype_name(&self) -> &'static str {
+        self.dtype.name()
+    }
+}
+
+/// Builds the schedule of `op` for this rank.
+pub fn plan(
+    op: &dyn Collective,
+    comm: &Communicator,
+    count: usize,
+    dtype: DType,
+    root: usize,
+) -> (Ctx, Schedule) {
+    let shape = op.shape(count, comm.rank, comm.world);
+    let ctx = Ctx {
+        rank: comm.rank,
+        world: comm.world,
+        root,
+        elem: dtype.size(),
+        shape,
+    };
+    let mut builder = Builder::new(dtype.size());
+    op.schedule(&ctx, &mut builder);
+    (ctx, builder.build())
+}
+
+fn words_for(bytes: usize) -> Vec<u64> {
+    vec![0u64; bytes.div_ceil(8)]
+}
+
+fn fill_input(ctx: &Ctx, dtype: DType, work: &mut [u8]) {
+    let send = ctx.bytes(ctx.shape.send_at..ctx.shape.send_at + ctx.shape.send_count);
+    let rank = ctx.rank;
+    dtype.fill(&mut work[send], |i| input(rank, i));
+}
+
+fn count_wrong(op: &dyn Collective, ctx: &Ctx, dtype: DType, redop: RedOp, work: &[u8]) -> u64 {
+    let recv = ctx.bytes(ctx.shape.recv_at..ctx.shape.recv_at + ctx.shape.recv_count);
+    if op.expected(ctx, redop, 0).is_none() && ctx.shape.recv_count > 0 {
+        return 0;
+    }
+    dtype.count_wrong(&work[recv], |i| {
+        op.expected(ctx, redop, i).unwrap_or(f64::NAN)
+    })
+}
+
+/// Sums small f32 figures over all ranks (times, error counts) with the TCP all_reduce.
+pub fn sum_over_ranks(comm: &mut Communicator, values: &[f32]) -> Result<Vec<f32>, CollError> {
+    let op = all()[0];
+    let (_, schedule) = plan(op, comm, values.len(), DType::F32, 0);
+    let mut words = words_for(values.len() * 4);
+    let bytes: &mut [u8] = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..values.len() * 4];
+    bytes.copy_from_slice(bytemuck::cast_slice(values));
+    comm.execute(&schedule, bytes, DType::F32, RedOp::Sum)?;
+    Ok(bytemuck::cast_slice::<u8, f32>(bytes).to_vec())
+}
+
+/// Runs the sweep; every rank returns the same rows.
+pub fn run(
+    comm: &mut Communicator,
+    config: &RunConfig,
+    mut on_row: impl FnMut(&Row),
+) -> Result<Vec<Row>, CollError> {
+    let op = config.op;
+    let dtype = config.dtype;
+    let elem = dtype.size() as u64;
+    if config.root >= comm.world {
+        return Err(CollError::Invalid(format!(
+            "root {} is not a rank of this {}-rank job: pass -r 0..{}",
+            config.root,
+            comm.world,
+            comm.world - 1
+        )));
+    }
+    let mut rows = Vec::new();
+    for &size in &config.sizes {
+        let count = (size / elem) as usize;
+        let (ctx, schedule) = plan(op, comm, count, dtype, config.root);
+        if ctx.shape.send_count == 0 || ctx.shape.recv_count == 0 {
+            continue; // smaller than one element per rank
+        }
+        let work_bytes = ctx.shape.work_count * dtype.size();
+        let mut work_words = words_for(work_bytes);
+        let work: &mut [u8] =
+            &mut bytemuck::cast_slice_mut::<u64, u8>(&mut work_words)[..work_bytes];
+        let send_range = ctx.bytes(ctx.shape.send_at..ctx.shape.send_at + ctx.shape.send_count);
+        let mut source_words = words_for(send_range.len());
+        let source: &mut [u8] =
+            &mut bytemuck::cast_slice_mut::<u64, u8>(&mut source_words)[..send_range.len()];
+        let rank = comm.rank;
+        dtype.fill(source, |i| input(rank, i));
+
+        let mut timings = [Timing::default(); 2];
+        let mut latency = LatencyRecorder::new();
+        for (mode, in_place) in [false, true].into_iter().enumerate() {
+            let once = |comm: &mut Communicator, work: &mut [u8]| -> Result<(), CollError> {
+                if !in_place {
+                    // Out-of-place: the send buffer is separate and the work buffer receives.
+                    work[send_range.clone()].copy_from_slice(source);
+                }
+                comm.execute(&schedule, work, dtype, config.redop)
+            };
+            fill_input(&ctx, dtype, work);
+            for _ in 0..config.warmup {
+                once(comm, work)?;
+            }
+            comm.barrier()?;
+            let start = Instant::now();
+            for _ in 0..config.iters {
+                let began = Instant::now();
+                once(comm, work)?;
+                if !in_place {
+                    latency.record(began.elapsed());
+                }
+            }
+            let seconds = start.elapsed().as_secs_f64() / config.iters.max(1) as f64;
+            let mut wrong = 0;
+            if config.check {
+                fill_input(&ctx, dtype, work);
+                once(comm, work)?;
+                wrong = count_wrong(op, &ctx, dtype, config.redop, work);
+            }
+            timings[mode] = Timing {
+                time_us: seconds * 1e6,
+                wrong,
+                ..Timing::default()
+            };
+        }
+        let summed = sum_over_ranks(
+            comm,
+            &[
+                timings[0].time_us as f32,
+                timings[1].time_us as f32,
+                timings[0].wrong as f32,
+                timings[1].wrong as f32,
+            ],
+        )?;
+        let world = comm.world as f64;
+        let bytes = (ctx.shape.send_count.max(ctx.shape.recv_count) as u64) * elem;
+        let finish = |time_sum: f32, wrong: f32| {
+            let time_us = time_sum as f64 / world;
+            let algbw = if time_us > 0.0 {
+                bytes as f64 / (time_us * 1e-6) / 1e9
+            } else {
+                0.0
+            };
+            Timing {
+                time_us,
+                algbw_gbs: algbw,
+                busbw_gbs: algbw * op.bus_factor(comm.world),
+                wrong: wrong as u64,
+            }
+        };
+        let out_of_place = finish(summed[0], summed[2]);
+        let in_place = finish(summed[1], summed[3]);
+        let summary = latency.summary();
+        let row = Row {
+            bytes,
+            count: bytes / elem,
+            dtype,
+            redop: op.has_redop().then_some(config.redop),
+            root: if op.has_root() {
+                config.root as i64
+            } else {
+                -1
+            },
+            time_us: out_of_place.time_us,
+            algbw_gbs: out_of_place.algbw_gbs,
+            busbw_gbs: out_of_place.busbw_gbs,
+            wrong: out_of_place.wrong,
+            in_place,
+            p50_us: summary.p50,
+            p99_us: summary.p99,
+        };
+        on_row(&row);
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// nccl-tests' "Avg bus bandwidth": the mean of out-of-place and in-place busbw.
+pub fn avg_busbw(rows: &[Row]) -> f64 {
+    if rows.is_empty() {
+        return 0.0;
+    }
+    rows.iter()
+        .map(|r| r.busbw_gbs + r.in_place.busbw_gbs)
+        .sum::<f64>()
+        / (2 * rows.len()) as f64
+}
+
+/// The sizes `-b -e -f` (or `-i`) give, as nccl-tests computes them.
+pub fn sweep(begin: u64, end: u64, factor: u64, increment: u64) -> Vec<u64> {
+    let mut sizes = Vec::new();
+    let mut size = begin.max(1);
+    while size <= end {
+        sizes.push(size);
+        let next = if increment > 0 {
+            size + increment
+        } else {
+            size.saturating_mul(factor.max(2))
+        };
+        if next <= size {
+            break;
+        }
+        size = next;
+    }
+    sizes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_matches_nccl_tests() {
+        assert_eq!(sweep(8, 64, 2, 0), vec![8, 16, 32, 64]);
+        assert_eq!(sweep(8, 100, 4, 0), vec![8, 32]);
+        assert_eq!(sweep(8, 24, 2, 8), vec![8, 16, 24]);
+        assert_eq!(sweep(64, 8, 2, 0), Vec::<u64>::new());
+    }
+}

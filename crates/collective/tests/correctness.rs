@@ -1,0 +1,98 @@
+//! Every operation x dtype x reduction on 2, 3 and 4 ranks (threads over loopback), odd
+//! sizes, in-place and out-of-place, with the harness's own element-by-element check.
+
+use collective::{ops, run, run_local, DType, RedOp, RunConfig};
+use std::time::Duration;
+
+const DTYPES: [DType; 4] = [DType::F32, DType::F16, DType::Bf16, DType::I32];
+const REDOPS: [RedOp; 3] = [RedOp::Sum, RedOp::Max, RedOp::Min];
+
+fn matrix(world: usize) {
+    let results = run_local(world, Duration::from_secs(20), |comm| {
+        let mut failures = Vec::new();
+        for op in ops::all() {
+            for dtype in DTYPES {
+                let elem = dtype.size() as u64;
+                // 1 and 7 elements (fewer than ranks for some ops), an odd count, and one
+                // large enough to use several pipeline segments and the sender thread.
+                let mut sizes = vec![elem, 7 * elem, 1001 * elem];
+                if dtype == DType::F32 || dtype == DType::Bf16 {
+                    sizes.push(600_001 * elem);
+                }
+                let redops: &[RedOp] = if op.has_redop() { &REDOPS } else { &REDOPS[..1] };
+                for &redop in redops {
+                    for root in 0..if op.has_root() { world } else { 1 } {
+                        let config = RunConfig { op, dtype, redop, root, sizes: sizes.clone(), iters: 1, warmup: 0, check: true };
+                        let rows = run(comm, &config, |_| {})?;
+                        for row in rows {
+                            if row.wrong != 0 || row.in_place.wrong != 0 {
+                                failures.push(format!(
+                                    "{} {:?} {:?} root {root} {} B: {} wrong out-of-place, {} in-place",
+                                    op.name(), dtype, redop, row.bytes, row.wrong, row.in_place.wrong
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(failures)
+    })
+    .expect("the local job runs");
+    let failures: Vec<String> = results.into_iter().flatten().collect();
+    assert!(
+        failures.is_empty(),
+        "{world} ranks:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn two_ranks() {
+    matrix(2);
+}
+
+#[test]
+fn three_ranks() {
+    matrix(3);
+}
+
+#[test]
+fn four_ranks() {
+    matrix(4);
+}
+
+#[test]
+fn one_rank_is_a_copy() {
+    matrix(1);
+}
+
+#[test]
+fn the_check_catches_a_wrong_result() {
+    // A schedule that skips the all-gather half leaves other ranks' chunks unreduced.
+    let wrong = run_local(2, Duration::from_secs(10), |comm| {
+        let op = ops::by_name("all_reduce").unwrap();
+        let (ctx, _) = collective::plan(op, comm, 64, DType::F32, 0);
+        let mut builder = collective::Builder::new(4);
+        let mut words = vec![0u64; 32];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+        DType::F32.fill(bytes, |i| ops::input(comm.rank, i));
+        let count = ctx.shape.work_count;
+        for step in 0..1 {
+            let send = collective::chunk(count, 2, (comm.rank + 2 - step - 1) % 2);
+            let recv = collective::chunk(count, 2, (comm.rank + 4 - step - 2) % 2);
+            builder
+                .step()
+                .send((comm.rank + 1) % 2, ctx.bytes(send))
+                .recv(
+                    (comm.rank + 1) % 2,
+                    ctx.bytes(recv),
+                    collective::Action::Reduce,
+                );
+        }
+        comm.execute(&builder.build(), bytes, DType::F32, RedOp::Sum)?;
+        Ok(DType::F32.count_wrong(bytes, |i| op.expected(&ctx, RedOp::Sum, i).unwrap()))
+    })
+    .unwrap();
+    assert!(wrong.iter().all(|&w| w == 32), "{wrong:?}");
+}

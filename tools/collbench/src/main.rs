@@ -1,0 +1,409 @@
+//! collbench: nccl-tests for any node. Resolves who this rank is (flags or the launcher's
+//! environment), joins the job, runs the sweep through the collective harness, and prints
+//! nccl-tests' columns (rank 0 only) or one JSON document.
+
+mod shaped;
+
+use anyhow::Context;
+use clap::Parser;
+use collective::{avg_busbw, ops, BootstrapFlags, Communicator, DType, RedOp, Row, RunConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Collective benchmarks (all_reduce, all_gather, reduce_scatter, broadcast, reduce,
+/// alltoall, sendrecv) with nccl-tests semantics: algbw = size/time, busbw = algbw x factor.
+///
+/// Ranks: --ranks N runs N ranks as threads here; --rank/--world/--master, or torchrun,
+/// Slurm, Open MPI, PMI or LeaderWorkerSet variables, run one rank per process.
+#[derive(Parser, Debug)]
+#[command(name = "collbench", version)]
+pub struct Args {
+    /// tcp (CPU ring over TCP, runs anywhere) or nccl (GPUs).
+    #[arg(long, default_value = "tcp")]
+    backend: String,
+    /// all_reduce, all_gather, reduce_scatter, broadcast, reduce, alltoall, sendrecv.
+    #[arg(long, default_value = "all_reduce")]
+    op: String,
+    /// Smallest size (bytes; 4K, 1M ...).
+    #[arg(short = 'b', long = "minbytes", default_value = "8", value_parser = cli::size_arg)]
+    min_bytes: u64,
+    /// Largest size.
+    #[arg(short = 'e', long = "maxbytes", default_value = "64M", value_parser = cli::size_arg)]
+    max_bytes: u64,
+    /// Multiplication factor between sizes.
+    #[arg(short = 'f', long = "stepfactor", default_value_t = 2)]
+    step_factor: u64,
+    /// Fixed increment between sizes (instead of -f).
+    #[arg(short = 'i', long = "stepbytes", value_parser = cli::size_arg)]
+    step_bytes: Option<u64>,
+    /// Timed iterations per size.
+    #[arg(short = 'n', long = "iters", default_value_t = 20)]
+    iters: usize,
+    /// Warm-up iterations per size.
+    #[arg(short = 'w', long = "warmup_iters", default_value_t = 5)]
+    warmup: usize,
+    /// f32, f16, bf16 or i32.
+    #[arg(short = 'd', long = "datatype", default_value = "f32")]
+    dtype: String,
+    /// sum, max or min.
+    #[arg(short = 'o', long = "op_reduce", default_value = "sum")]
+    redop: String,
+    /// Root rank for broadcast and reduce.
+    #[arg(short = 'r', long, default_value_t = 0)]
+    root: usize,
+    /// Check results (1) or not (0).
+    #[arg(short = 'c', long, default_value_t = 1)]
+    check: u8,
+    /// Add per-iteration p50/p99 (rank 0) columns.
+    #[arg(long)]
+    percentiles: bool,
+    /// Print one JSON document on stdout and nothing else.
+    #[arg(long)]
+    json: bool,
+    /// Also write the rows as CSV.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Run N ranks as threads in this process, over loopback.
+    #[arg(long, value_name = "N")]
+    ranks: Option<usize>,
+    /// This process's rank (with --world and --master).
+    #[arg(long)]
+    rank: Option<usize>,
+    /// Number of ranks in the job.
+    #[arg(long)]
+    world: Option<usize>,
+    /// Rank 0's rendezvous address HOST:PORT (default port 29500).
+    #[arg(long, value_name = "HOST:PORT")]
+    master: Option<String>,
+    /// Longest wait for a rank, at rendezvous and during collectives.
+    #[arg(long, default_value = "30s", value_parser = cli::duration_arg)]
+    timeout: Duration,
+    /// Model whose TP/PP messages to run (configs/models/*.toml).
+    #[arg(long)]
+    model: Option<String>,
+    /// Tensor-parallel group size (the job's world must equal it).
+    #[arg(long)]
+    tp: Option<usize>,
+    /// Pipeline stages (the job's world must equal it when --tp is not given).
+    #[arg(long)]
+    pp: Option<usize>,
+    /// decode (tokens = batch) or prefill (tokens = batch x --input-len).
+    #[arg(long, default_value = "decode")]
+    phase: String,
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
+    batch: Vec<u64>,
+    /// Prompt length for --phase prefill.
+    #[arg(long, default_value_t = 2000)]
+    input_len: u64,
+    /// Path of libnccl.so.2 for --backend nccl.
+    #[arg(long, value_name = "PATH")]
+    nccl_lib: Option<PathBuf>,
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    cli::main("collbench", run)
+}
+
+/// The job as resolved from flags and the environment.
+pub struct Job {
+    pub local_ranks: Option<usize>,
+    pub boot: Option<collective::Bootstrap>,
+}
+
+fn resolve_job(args: &Args) -> anyhow::Result<Job> {
+    let flags = BootstrapFlags {
+        rank: args.rank,
+        world: args.world,
+        master: args.master.clone(),
+    };
+    if let Some(n) = args.ranks {
+        if args.rank.is_some() || args.world.is_some() {
+            return Err(cli::usage("--ranks runs every rank in this process; it cannot be combined with --rank/--world"));
+        }
+        if n == 0 || n > 64 {
+            return Err(cli::usage(format!("--ranks {n}: pass 1..64")));
+        }
+        return Ok(Job {
+            local_ranks: Some(n),
+            boot: None,
+        });
+    }
+    let boot = collective::rendezvous::resolve(&flags, |k| std::env::var(k).ok())
+        .map_err(|e| cli::usage(e.to_string()))?;
+    Ok(Job {
+        local_ranks: if boot.is_none() { Some(1) } else { None },
+        boot,
+    })
+}
+
+fn run(args: Args) -> anyhow::Result<u8> {
+    let op = ops::by_name(&args.op).ok_or_else(|| {
+        let known: Vec<&str> = ops::all().iter().map(|c| c.name()).collect();
+        cli::usage(format!(
+            "--op {}: unknown operation; choose one of {}",
+            args.op,
+            known.join(", ")
+        ))
+    })?;
+    let dtype = DType::parse(&args.dtype).ok_or_else(|| {
+        cli::usage(format!(
+            "-d {}: unknown datatype; choose f32, f16, bf16 or i32",
+            args.dtype
+        ))
+    })?;
+    let redop = RedOp::parse(&args.redop).ok_or_else(|| {
+        cli::usage(format!(
+            "-o {}: unknown reduction; choose sum, max or min",
+            args.redop
+        ))
+    })?;
+    if args.iters == 0 {
+        return Err(cli::usage("-n 0: at least one timed iteration is needed"));
+    }
+    if args.min_bytes > args.max_bytes {
+        return Err(cli::usage(format!(
+            "-b {} is larger than -e {}: the sweep would be empty",
+            args.min_bytes, args.max_bytes
+        )));
+    }
+    let job = resolve_job(&args)?;
+    match args.backend.as_str() {
+        "tcp" => {}
+        "nccl" => {
+            let site = python_site_packages();
+            let dirs = collective::nccl::search_dirs(
+                std::env::var("LD_LIBRARY_PATH").ok().as_deref(),
+                &site,
+            );
+            let library = collective::nccl::check_environment(
+                args.nccl_lib.as_deref(),
+                &dirs,
+                std::path::Path::new("/"),
+            )
+            .map_err(anyhow::Error::msg)?;
+            anyhow::bail!(
+                "found {} and a GPU, but this build of collbench has no NCCL execution path yet: use --backend tcp (see the project's open issue on the NCCL backend)",
+                library.display()
+            );
+        }
+        other => return Err(cli::usage(format!("--backend {other}: choose tcp or nccl"))),
+    }
+    if args.model.is_some() || args.tp.is_some() || args.pp.is_some() {
+        return shaped::run(&args, &job, dtype);
+    }
+    let config = RunConfig {
+        op,
+        dtype,
+        redop,
+        root: args.root,
+        sizes: collective::sweep(
+            args.min_bytes,
+            args.max_bytes,
+            args.step_factor,
+            args.step_bytes.unwrap_or(0),
+        ),
+        iters: args.iters,
+        warmup: args.warmup,
+        check: args.check != 0,
+    };
+    let body =
+        |comm: &mut Communicator| -> Result<(Vec<Row>, usize, usize), collective::CollError> {
+            let printing = comm.rank == 0 && !args.json && !args.quiet;
+            if printing {
+                print_header(&args, op, comm.world, config.iters, config.warmup);
+            }
+            let rows = collective::run(comm, &config, |row| {
+                if printing {
+                    print_row(row, args.percentiles);
+                }
+            })?;
+            Ok((rows, comm.rank, comm.world))
+        };
+    let (rows, rank, world) = on_ranks(&job, args.timeout, body)?;
+    if rank != 0 {
+        return Ok(if rows.iter().any(|r| r.wrong + r.in_place.wrong > 0) {
+            cli::exit::FAIL
+        } else {
+            cli::exit::OK
+        });
+    }
+    let wrong: u64 = rows.iter().map(|r| r.wrong + r.in_place.wrong).sum();
+    let average = avg_busbw(&rows);
+    if let Some(path) = &args.csv {
+        write_csv(path, &rows).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        let document = serde_json::json!({
+            "op": op.name(), "backend": args.backend, "world": world, "dtype": dtype, "redop": op.has_redop().then_some(redop),
+            "rows": rows, "avg_busbw_gbs": average, "wrong": wrong,
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else if !args.quiet {
+        println!(
+            "# Out of bounds values : {wrong} {}",
+            if wrong == 0 { "OK" } else { "FAILED" }
+        );
+        println!("# Avg bus bandwidth    : {average:.4} GB/s");
+    }
+    if wrong > 0 {
+        anyhow::bail!("{wrong} output elements were wrong: the transport corrupted data or ranks disagree on the operation");
+    }
+    Ok(cli::exit::OK)
+}
+
+/// Runs `body` on every local rank (threads) or on this process's rank; returns rank 0's
+/// result (or this rank's, in a multi-process job).
+pub fn on_ranks<T: Send>(
+    job: &Job,
+    timeout: Duration,
+    body: impl Fn(&mut Communicator) -> Result<T, collective::CollError> + Sync,
+) -> anyhow::Result<T> {
+    if let Some(n) = job.local_ranks {
+        let results = collective::run_local(n, timeout, body)?;
+        return results.into_iter().next().context("no ranks ran");
+    }
+    let boot = job.boot.as_ref().context("no bootstrap")?;
+    let mut comm = Communicator::join(boot, timeout, None).with_context(|| {
+        format!(
+            "rank {} of {} joining via {} ({})",
+            boot.rank, boot.world, boot.master, boot.source
+        )
+    })?;
+    let rank = boot.rank;
+    body(&mut comm).with_context(|| format!("rank {rank}"))
+}
+
+fn print_header(
+    args: &Args,
+    op: &dyn collective::ops::Collective,
+    world: usize,
+    iters: usize,
+    warmup: usize,
+) {
+    println!(
+        "# collbench {}: {} over backend {}, {world} ranks; iters {iters}, warmup {warmup}, check {}",
+        env!("CARGO_PKG_VERSION"),
+        op.name(),
+        args.backend,
+        if args.check != 0 { "on" } else { "off" }
+    );
+    println!(
+        "# GB/s = 1e9 bytes/s; algbw = size/time; busbw = algbw x {:.3} for {world} ranks",
+        op.bus_factor(world)
+    );
+    println!("#");
+    let extra = if args.percentiles {
+        "   p50(us)   p99(us)"
+    } else {
+        ""
+    };
+    println!("# {:>62}{:>36}", "out-of-place", "in-place");
+    println!(
+        "# {:>10} {:>12} {:>9} {:>6} {:>6} {:>9} {:>7} {:>7} {:>6} {:>9} {:>7} {:>7} {:>6}{extra}",
+        "size",
+        "count",
+        "type",
+        "redop",
+        "root",
+        "time",
+        "algbw",
+        "busbw",
+        "#wrong",
+        "time",
+        "algbw",
+        "busbw",
+        "#wrong"
+    );
+    println!(
+        "# {:>10} {:>12} {:>9} {:>6} {:>6} {:>9} {:>7} {:>7} {:>6} {:>9} {:>7} {:>7} {:>6}",
+        "(B)",
+        "(elements)",
+        "",
+        "",
+        "",
+        "(us)",
+        "(GB/s)",
+        "(GB/s)",
+        "",
+        "(us)",
+        "(GB/s)",
+        "(GB/s)",
+        ""
+    );
+}
+
+fn print_row(row: &Row, percentiles: bool) {
+    let mut line = format!(
+        "  {:>10} {:>12} {:>9} {:>6} {:>6} {:>9.2} {:>7.3} {:>7.3} {:>6} {:>9.2} {:>7.3} {:>7.3} {:>6}",
+        row.bytes,
+        row.count,
+        row.dtype_name(),
+        row.redop.map_or("none", |r| r.name()),
+        row.root,
+        row.time_us,
+        row.algbw_gbs,
+        row.busbw_gbs,
+        row.wrong,
+        row.in_place.time_us,
+        row.in_place.algbw_gbs,
+        row.in_place.busbw_gbs,
+        row.in_place.wrong
+    );
+    if percentiles {
+        line.push_str(&format!(" {:>9.2} {:>9.2}", row.p50_us, row.p99_us));
+    }
+    println!("{line}");
+}
+
+fn write_csv(path: &std::path::Path, rows: &[Row]) -> std::io::Result<()> {
+    let mut table = measure::Table::new([
+        "bytes",
+        "count",
+        "dtype",
+        "redop",
+        "root",
+        "time_us",
+        "algbw_gbs",
+        "busbw_gbs",
+        "wrong",
+        "in_place_time_us",
+        "in_place_algbw_gbs",
+        "in_place_busbw_gbs",
+        "in_place_wrong",
+        "p50_us",
+        "p99_us",
+    ]);
+    for r in rows {
+        table.push([
+            r.bytes.to_string(),
+            r.count.to_string(),
+            r.dtype_name().to_string(),
+            r.redop.map_or("none", |o| o.name()).to_string(),
+            r.root.to_string(),
+            format!("{:.3}", r.time_us),
+            format!("{:.6}", r.algbw_gbs),
+            format!("{:.6}", r.busbw_gbs),
+            r.wrong.to_string(),
+            format!("{:.3}", r.in_place.time_us),
+            format!("{:.6}", r.in_place.algbw_gbs),
+            format!("{:.6}", r.in_place.busbw_gbs),
+            r.in_place.wrong.to_string(),
+            format!("{:.3}", r.p50_us),
+            format!("{:.3}", r.p99_us),
+        ]);
+    }
+    measure::write_csv(path, &table)
+}
+
+/// Python site-packages directories (for the nvidia-nccl-cu12 wheel); empty without python.
+fn python_site_packages() -> Vec<PathBuf> {
+    std::process::Command::new("python3")
+        .args(["-c", "import site,sys; print('\\n'.join(site.getsitepackages()+[site.getusersitepackages()]))"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(PathBuf::from).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,157 @@
+//! `--model M --tp N [--pp M]`: the exact messages tensor and pipeline parallelism put on
+//! the network per forward step (tokens x hidden x dtype), measured, then priced per step
+//! and per token.
+
+use crate::{on_ranks, Args, Job};
+use anyhow::Context;
+use collective::{ops, Communicator, DType, RedOp, RunConfig};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+struct ShapedRow {
+    batch: u64,
+    tokens: u64,
+    /// TP: all-reduces per forward step (2 per layer), their size and measured time.
+    allreduces_per_step: u64,
+    allreduce_bytes: u64,
+    allreduce_us: f64,
+    tp_comm_ms_per_step: f64,
+    tp_comm_ms_per_token: f64,
+    /// PP: one activation hop per stage boundary per step.
+    pp_boundaries: u64,
+    pp_send_us: f64,
+    pp_comm_ms_per_step: f64,
+}
+
+pub fn run(args: &Args, job: &Job, _dtype: DType) -> anyhow::Result<u8> {
+    let name = args
+        .model
+        .as_deref()
+        .ok_or_else(|| cli::usage("--tp/--pp need --model NAME (see configs/models)"))?;
+    let shape =
+        model::find_model(&model::configs_dir(), name).map_err(|e| cli::usage(e.to_string()))?;
+    let world = job
+        .local_ranks
+        .or(job.boot.as_ref().map(|b| b.world))
+        .unwrap_or(1);
+    let tp = args.tp.unwrap_or(1);
+    let pp = args.pp.unwrap_or(1);
+    let group = if args.tp.is_some() { tp } else { pp };
+    if group != world {
+        return Err(cli::usage(format!(
+            "--{} {group} needs {group} ranks but this job has {world}: launch {group} ranks (e.g. --ranks {group}) or pass --{} {world}",
+            if args.tp.is_some() { "tp" } else { "pp" },
+            if args.tp.is_some() { "tp" } else { "pp" }
+        )));
+    }
+    let prefill = match args.phase.as_str() {
+        "decode" => false,
+        "prefill" => true,
+        other => {
+            return Err(cli::usage(format!(
+                "--phase {other}: choose decode or prefill"
+            )))
+        }
+    };
+    if args.batch.is_empty() || args.batch.contains(&0) {
+        return Err(cli::usage(
+            "--batch needs positive sizes, e.g. --batch 1,8,32",
+        ));
+    }
+    let dtype = if shape.dtype_bytes() == 4 {
+        DType::F32
+    } else {
+        DType::Bf16
+    };
+    let body = |comm: &mut Communicator| -> Result<Vec<ShapedRow>, collective::CollError> {
+        let mut rows = Vec::new();
+        for &batch in &args.batch {
+            let tokens = if prefill {
+                batch * args.input_len
+            } else {
+                batch
+            };
+            let bytes = shape.activation_bytes(tokens);
+            let measure = |comm: &mut Communicator, op: &'static str| {
+                let config = RunConfig {
+                    op: ops::by_name(op).expect("built-in op"),
+                    dtype,
+                    redop: RedOp::Sum,
+                    root: 0,
+                    sizes: vec![bytes],
+                    iters: args.iters,
+                    warmup: args.warmup,
+                    check: args.check != 0,
+                };
+                collective::run(comm, &config, |_| {})
+                    .map(|rows| rows.first().map_or(0.0, |r| r.time_us))
+            };
+            let allreduce_us = if tp > 1 {
+                measure(comm, "all_reduce")?
+            } else {
+                0.0
+            };
+            let pp_send_us = if pp > 1 {
+                measure(comm, "sendrecv")?
+            } else {
+                0.0
+            };
+            let per_step = shape.tp_allreduces_per_step();
+            let tp_ms = if tp > 1 {
+                per_step as f64 * allreduce_us / 1e3
+            } else {
+                0.0
+            };
+            rows.push(ShapedRow {
+                batch,
+                tokens,
+                allreduces_per_step: if tp > 1 { per_step } else { 0 },
+                allreduce_bytes: bytes,
+                allreduce_us,
+                tp_comm_ms_per_step: tp_ms,
+                tp_comm_ms_per_token: tp_ms / batch as f64,
+                pp_boundaries: (pp - 1) as u64,
+                pp_send_us,
+                pp_comm_ms_per_step: (pp - 1) as f64 * pp_send_us / 1e3,
+            });
+        }
+        Ok(rows)
+    };
+    let rows = on_ranks(job, args.timeout, body).context("measuring the model's messages")?;
+    if args.json {
+        let document = serde_json::json!({
+            "model": shape.name, "tp": tp, "pp": pp, "phase": args.phase, "world": world,
+            "backend": args.backend, "dtype": dtype, "rows": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+        return Ok(cli::exit::OK);
+    }
+    println!(
+        "# {} {} step, TP {tp} x PP {pp} over {world} ranks ({}): {} layers, hidden {}, {} all-reduces per step",
+        shape.name, args.phase, args.backend, shape.layers, shape.hidden, shape.tp_allreduces_per_step()
+    );
+    let mut table = measure::Table::new([
+        "batch",
+        "tokens",
+        "msg",
+        "all-reduce (us)",
+        "TP comm/step (ms)",
+        "TP comm/token (ms)",
+        "PP hop (us)",
+        "PP comm/step (ms)",
+    ]);
+    for r in &rows {
+        table.push([
+            r.batch.to_string(),
+            r.tokens.to_string(),
+            measure::format_bytes(r.allreduce_bytes),
+            format!("{:.1}", r.allreduce_us),
+            format!("{:.3}", r.tp_comm_ms_per_step),
+            format!("{:.4}", r.tp_comm_ms_per_token),
+            format!("{:.1}", r.pp_send_us),
+            format!("{:.3}", r.pp_comm_ms_per_step),
+        ]);
+    }
+    println!("{}", table.render());
+    Ok(cli::exit::OK)
+}

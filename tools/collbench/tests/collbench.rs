@@ -1,0 +1,329 @@
+//! Runs the real collbench binary: local ranks, ranks in separate network namespaces
+//! joined by a switch, launcher environments, and ranks that never come or die mid-run.
+
+use serde_json::Value;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use testbed::{build_or_skip, Star};
+
+const BIN: &str = env!("CARGO_BIN_EXE_collbench");
+
+fn json_of(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "not one JSON document ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn assert_rows_correct(document: &Value, world: u64) {
+    assert_eq!(document["world"], world);
+    let rows = document["rows"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    for row in rows {
+        assert_eq!(row["wrong"], 0, "{row}");
+        assert_eq!(row["in_place"]["wrong"], 0, "{row}");
+        assert!(row["time_us"].as_f64().unwrap() > 0.0);
+        let algbw = row["algbw_gbs"].as_f64().unwrap();
+        let expected = row["bytes"].as_f64().unwrap() / row["time_us"].as_f64().unwrap() / 1e3;
+        assert!((algbw - expected).abs() <= 1e-9 + expected * 1e-6, "{row}");
+    }
+}
+
+#[test]
+fn local_ranks_json_has_the_nccl_tests_fields() {
+    let output = Command::new(BIN)
+        .args([
+            "--ranks", "3", "-b", "8", "-e", "64K", "-f", "4", "-n", "2", "-w", "1", "--json",
+            "-d", "bf16",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let document = json_of(&output);
+    assert_rows_correct(&document, 3);
+    assert_eq!(document["op"], "all_reduce");
+    let row = &document["rows"][0];
+    for key in [
+        "bytes",
+        "count",
+        "dtype",
+        "redop",
+        "time_us",
+        "algbw_gbs",
+        "busbw_gbs",
+        "wrong",
+    ] {
+        assert!(!row[key].is_null(), "{key} missing in {row}");
+    }
+    // busbw = algbw x 2(n-1)/n for all_reduce.
+    let ratio = row["busbw_gbs"].as_f64().unwrap() / row["algbw_gbs"].as_f64().unwrap();
+    assert!((ratio - 4.0 / 3.0).abs() < 1e-9);
+    assert!(document["avg_busbw_gbs"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn text_output_has_nccl_tests_columns() {
+    let output = Command::new(BIN)
+        .args([
+            "--ranks",
+            "2",
+            "--op",
+            "all_gather",
+            "-b",
+            "1K",
+            "-e",
+            "4K",
+            "-n",
+            "2",
+            "-w",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("#wrong") && text.contains("algbw") && text.contains("busbw"));
+    assert!(text.contains("# Avg bus bandwidth"));
+    assert_eq!(
+        text.lines().filter(|l| !l.starts_with('#')).count(),
+        3,
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_flags_exit_64_with_a_sentence() {
+    for args in [
+        &["--op", "allreduce_typo"][..],
+        &["-d", "f64"][..],
+        &["-o", "prod"][..],
+        &["-b", "1M", "-e", "1K"][..],
+        &["--rank", "0"][..],
+        &["--ranks", "2", "--rank", "0", "--world", "2"][..],
+        &["--ranks", "2", "--model", "llama-3.1-8b", "--tp", "4"][..],
+        &["--ranks", "2", "--model", "gpt-9", "--tp", "2"][..],
+    ] {
+        let output = Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(64),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.starts_with("collbench: error:") || stderr.contains("error:"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn nccl_backend_without_a_gpu_is_a_clean_error() {
+    let output = Command::new(BIN)
+        .args(["--backend", "nccl", "--ranks", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no NVIDIA GPU") && stderr.contains("--backend tcp"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn model_shaped_decode_reports_per_step_costs() {
+    let output = Command::new(BIN)
+        .args([
+            "--ranks",
+            "2",
+            "--model",
+            "llama-3.1-8b",
+            "--tp",
+            "2",
+            "--batch",
+            "1,8",
+            "-n",
+            "2",
+            "-w",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let document = json_of(&output);
+    let rows = document["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["allreduces_per_step"], 64);
+    assert_eq!(rows[0]["allreduce_bytes"], 8192);
+    assert_eq!(rows[1]["allreduce_bytes"], 8 * 8192);
+    let per_step = rows[1]["tp_comm_ms_per_step"].as_f64().unwrap();
+    assert!((per_step - 64.0 * rows[1]["allreduce_us"].as_f64().unwrap() / 1e3).abs() < 1e-6);
+}
+
+fn spawn_rank(star: &Star, rank: usize, world: usize, extra: &[&str]) -> Child {
+    let master = format!("{}:29500", Star::addr(0));
+    let mut command = star.nodes[rank].command(BIN);
+    command
+        .args([
+            "--rank",
+            &rank.to_string(),
+            "--world",
+            &world.to_string(),
+            "--master",
+            &master,
+            "--json",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command.spawn().unwrap()
+}
+
+#[test]
+fn four_ranks_in_four_namespaces_agree_on_every_op() {
+    let Some(star) = build_or_skip(|| Star::new(4)) else {
+        return;
+    };
+    for op in [
+        "all_reduce",
+        "all_gather",
+        "reduce_scatter",
+        "broadcast",
+        "reduce",
+        "alltoall",
+        "sendrecv",
+    ] {
+        let args = [
+            "--op", op, "-b", "4", "-e", "1M", "-f", "16", "-n", "2", "-w", "1", "-d", "f16", "-o",
+            "max", "-r", "2",
+        ];
+        let children: Vec<Child> = (0..4).map(|r| spawn_rank(&star, r, 4, &args)).collect();
+        let outputs: Vec<Output> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        for (rank, output) in outputs.iter().enumerate() {
+            assert!(
+                output.status.success(),
+                "{op} rank {rank}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        assert_rows_correct(&json_of(&outputs[0]), 4);
+        assert!(outputs[1].stdout.is_empty(), "only rank 0 prints");
+    }
+}
+
+#[test]
+fn torchrun_environment_is_enough_to_join() {
+    let Some(star) = build_or_skip(|| Star::new(2)) else {
+        return;
+    };
+    let children: Vec<Child> = (0..2)
+        .map(|rank| {
+            star.nodes[rank]
+                .command(BIN)
+                .args(["-b", "1K", "-e", "1K", "-n", "1", "-w", "0", "--json"])
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", Star::addr(0))
+                .env("MASTER_PORT", "29511")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    assert!(outputs.iter().all(|o| o.status.success()), "{outputs:?}");
+    assert_rows_correct(&json_of(&outputs[0]), 2);
+}
+
+#[test]
+fn a_missing_rank_is_named_by_everyone_within_the_timeout() {
+    let Some(star) = build_or_skip(|| Star::new(3)) else {
+        return;
+    };
+    let started = Instant::now();
+    // Rank 2 never starts.
+    let children: Vec<Child> = (0..2)
+        .map(|r| spawn_rank(&star, r, 3, &["--timeout", "3s"]))
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    for (rank, output) in outputs.iter().enumerate() {
+        assert_eq!(output.status.code(), Some(2), "rank {rank}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("rank 2 of 3 never joined"),
+            "rank {rank}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_rank_killed_mid_run_fails_the_others_cleanly() {
+    let Some(star) = build_or_skip(|| Star::new(3)) else {
+        return;
+    };
+    // Large, slow sweep so the kill lands mid-collective.
+    let args = [
+        "-b",
+        "64M",
+        "-e",
+        "64M",
+        "-n",
+        "50",
+        "-w",
+        "0",
+        "--timeout",
+        "5s",
+    ];
+    let mut children: Vec<Child> = (0..3).map(|r| spawn_rank(&star, r, 3, &args)).collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    children[1].kill().unwrap();
+    let started = Instant::now();
+    for (rank, child) in children.into_iter().enumerate() {
+        let output = child.wait_with_output().unwrap();
+        if rank == 1 {
+            continue;
+        }
+        assert_eq!(output.status.code(), Some(2), "rank {rank}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("rank 1") || stderr.contains("rank "),
+            "rank {rank}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+}
