@@ -76,17 +76,23 @@ pub fn plan(
     (ctx, builder.build())
 }
 
-fn words_for(bytes: usize) -> Vec<u64> {
+pub(crate) fn words_for(bytes: usize) -> Vec<u64> {
     vec![0u64; bytes.div_ceil(8)]
 }
 
-fn fill_input(ctx: &Ctx, dtype: DType, work: &mut [u8]) {
+pub(crate) fn fill_input(ctx: &Ctx, dtype: DType, work: &mut [u8]) {
     let send = ctx.bytes(ctx.shape.send_at..ctx.shape.send_at + ctx.shape.send_count);
     let rank = ctx.rank;
     dtype.fill(&mut work[send], |i| input(rank, i));
 }
 
-fn count_wrong(op: &dyn Collective, ctx: &Ctx, dtype: DType, redop: RedOp, work: &[u8]) -> u64 {
+pub(crate) fn count_wrong(
+    op: &dyn Collective,
+    ctx: &Ctx,
+    dtype: DType,
+    redop: RedOp,
+    work: &[u8],
+) -> u64 {
     let recv = ctx.bytes(ctx.shape.recv_at..ctx.shape.recv_at + ctx.shape.recv_count);
     if op.expected(ctx, redop, 0).is_none() && ctx.shape.recv_count > 0 {
         return 0;
@@ -178,56 +184,70 @@ pub fn run(
                 ..Timing::default()
             };
         }
-        let summed = sum_over_ranks(
-            comm,
-            &[
-                timings[0].time_us as f32,
-                timings[1].time_us as f32,
-                timings[0].wrong as f32,
-                timings[1].wrong as f32,
-            ],
-        )?;
-        let world = comm.world as f64;
-        let bytes = (ctx.shape.send_count.max(ctx.shape.recv_count) as u64) * elem;
-        let finish = |time_sum: f32, wrong: f32| {
-            let time_us = time_sum as f64 / world;
-            let algbw = if time_us > 0.0 {
-                bytes as f64 / (time_us * 1e-6) / 1e9
-            } else {
-                0.0
-            };
-            Timing {
-                time_us,
-                algbw_gbs: algbw,
-                busbw_gbs: algbw * op.bus_factor(comm.world),
-                wrong: wrong as u64,
-            }
-        };
-        let out_of_place = finish(summed[0], summed[2]);
-        let in_place = finish(summed[1], summed[3]);
-        let summary = latency.summary();
-        let row = Row {
-            bytes,
-            count: bytes / elem,
-            dtype,
-            redop: op.has_redop().then_some(config.redop),
-            root: if op.has_root() {
-                config.root as i64
-            } else {
-                -1
-            },
-            time_us: out_of_place.time_us,
-            algbw_gbs: out_of_place.algbw_gbs,
-            busbw_gbs: out_of_place.busbw_gbs,
-            wrong: out_of_place.wrong,
-            in_place,
-            p50_us: summary.p50,
-            p99_us: summary.p99,
-        };
+        let row = summarize(comm, op, &ctx, config, timings, &latency)?;
         on_row(&row);
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// Averages time and sums #wrong over ranks (through the TCP communicator), then derives
+/// algbw and busbw: one row, whichever backend moved the data.
+pub fn summarize(
+    comm: &mut Communicator,
+    op: &dyn Collective,
+    ctx: &Ctx,
+    config: &RunConfig,
+    timings: [Timing; 2],
+    latency: &LatencyRecorder,
+) -> Result<Row, CollError> {
+    let summed = sum_over_ranks(
+        comm,
+        &[
+            timings[0].time_us as f32,
+            timings[1].time_us as f32,
+            timings[0].wrong as f32,
+            timings[1].wrong as f32,
+        ],
+    )?;
+    let world = comm.world as f64;
+    let elem = config.dtype.size() as u64;
+    let bytes = (ctx.shape.send_count.max(ctx.shape.recv_count) as u64) * elem;
+    let finish = |time_sum: f32, wrong: f32| {
+        let time_us = time_sum as f64 / world;
+        let algbw = if time_us > 0.0 {
+            bytes as f64 / (time_us * 1e-6) / 1e9
+        } else {
+            0.0
+        };
+        Timing {
+            time_us,
+            algbw_gbs: algbw,
+            busbw_gbs: algbw * op.bus_factor(comm.world),
+            wrong: wrong as u64,
+        }
+    };
+    let out_of_place = finish(summed[0], summed[2]);
+    let in_place = finish(summed[1], summed[3]);
+    let summary = latency.summary();
+    Ok(Row {
+        bytes,
+        count: bytes / elem,
+        dtype: config.dtype,
+        redop: op.has_redop().then_some(config.redop),
+        root: if op.has_root() {
+            config.root as i64
+        } else {
+            -1
+        },
+        time_us: out_of_place.time_us,
+        algbw_gbs: out_of_place.algbw_gbs,
+        busbw_gbs: out_of_place.busbw_gbs,
+        wrong: out_of_place.wrong,
+        in_place,
+        p50_us: summary.p50,
+        p99_us: summary.p99,
+    })
 }
 
 /// nccl-tests' "Avg bus bandwidth": the mean of out-of-place and in-place busbw.

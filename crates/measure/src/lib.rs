@@ -2,10 +2,12 @@
 //! the same way, so figures from two tools can be compared without guessing units.
 
 mod latency;
+mod plot;
 mod render;
 mod units;
 
 pub use latency::{LatencyRecorder, LatencySummary};
+pub use plot::{write_chart, Chart, PlotError, Series};
 pub use render::{write_csv, Table};
 pub use units::{
     format_bytes, format_duration, gbit_per_s, gbyte_per_s, parse_duration, parse_size, UnitError,

@@ -63,6 +63,9 @@ pub struct Args {
     /// Also write the rows as CSV.
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
+    /// Draw bus bandwidth against size (FILE.svg).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
     /// Run N ranks as threads in this process, over loopback.
     #[arg(long, value_name = "N")]
     ranks: Option<usize>,
@@ -96,6 +99,9 @@ pub struct Args {
     /// Prompt length for --phase prefill.
     #[arg(long, default_value_t = 2000)]
     input_len: u64,
+    /// GPU ordinal for --backend nccl [default: LOCAL_RANK (or rank) modulo the GPU count].
+    #[arg(long)]
+    device: Option<usize>,
     /// Path of libnccl.so.2 for --backend nccl.
     #[arg(long, value_name = "PATH")]
     nccl_lib: Option<PathBuf>,
@@ -169,28 +175,34 @@ fn run(args: Args) -> anyhow::Result<u8> {
             args.min_bytes, args.max_bytes
         )));
     }
+    if let Some(path) = &args.plot {
+        if path.extension().and_then(|e| e.to_str()) != Some("svg") {
+            return Err(cli::usage(format!(
+                "--plot {}: charts are written as SVG; name the file *.svg",
+                path.display()
+            )));
+        }
+    }
     let job = resolve_job(&args)?;
-    match args.backend.as_str() {
-        "tcp" => {}
+    let nccl = match args.backend.as_str() {
+        "tcp" => None,
         "nccl" => {
+            if args.model.is_some() {
+                return Err(cli::usage(
+                    "--model runs on --backend tcp only for now; drop --backend nccl",
+                ));
+            }
             let site = python_site_packages();
-            let dirs = collective::nccl::search_dirs(
-                std::env::var("LD_LIBRARY_PATH").ok().as_deref(),
-                &site,
-            );
-            let library = collective::nccl::check_environment(
-                args.nccl_lib.as_deref(),
-                &dirs,
-                std::path::Path::new("/"),
-            )
-            .map_err(anyhow::Error::msg)?;
-            anyhow::bail!(
-                "found {} and a GPU, but this build of collbench has no NCCL execution path yet: use --backend tcp (see the project's open issue on the NCCL backend)",
-                library.display()
-            );
+            let ld_path = std::env::var("LD_LIBRARY_PATH").ok();
+            let dirs = collective::nccl::search_dirs(ld_path.as_deref(), &site);
+            let root = std::path::Path::new("/");
+            let library =
+                collective::nccl::check_environment(args.nccl_lib.as_deref(), &dirs, root)
+                    .map_err(anyhow::Error::msg)?;
+            Some(collective::nccl::NcclLib::open(&library).map_err(anyhow::Error::msg)?)
         }
         other => return Err(cli::usage(format!("--backend {other}: choose tcp or nccl"))),
-    }
+    };
     if args.model.is_some() || args.tp.is_some() || args.pp.is_some() {
         return shaped::run(&args, &job, dtype);
     }
@@ -215,11 +227,15 @@ fn run(args: Args) -> anyhow::Result<u8> {
             if printing {
                 print_header(&args, op, comm.world, config.iters, config.warmup);
             }
-            let rows = collective::run(comm, &config, |row| {
+            let print = |row: &Row| {
                 if printing {
                     print_row(row, args.percentiles);
                 }
-            })?;
+            };
+            let rows = match &nccl {
+                Some(lib) => collective::nccl::run(comm, lib, args.device, &config, print)?,
+                None => collective::run(comm, &config, print)?,
+            };
             Ok((rows, comm.rank, comm.world))
         };
     let (rows, rank, world) = on_ranks(&job, args.timeout, body)?;
@@ -234,6 +250,27 @@ fn run(args: Args) -> anyhow::Result<u8> {
     let average = avg_busbw(&rows);
     if let Some(path) = &args.csv {
         write_csv(path, &rows).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let series = |name: &str, pick: fn(&Row) -> f64| measure::Series {
+            name: name.to_string(),
+            points: rows.iter().map(|r| (r.bytes as f64, pick(r))).collect(),
+        };
+        let chart = measure::Chart {
+            title: format!(
+                "{} busbw, {world} ranks, {} backend",
+                op.name(),
+                args.backend
+            ),
+            x_label: "message size (bytes)".into(),
+            y_label: "bus bandwidth (GB/s, 1e9 B/s)".into(),
+            x_log2_bytes: true,
+            series: vec![
+                series("out-of-place", |r| r.busbw_gbs),
+                series("in-place", |r| r.in_place.busbw_gbs),
+            ],
+        };
+        measure::write_chart(path, &chart)?;
     }
     if args.json {
         let document = serde_json::json!({
@@ -284,7 +321,7 @@ fn print_header(
     warmup: usize,
 ) {
     println!(
-        "# collbench {}: {} over backend {}, {world} ranks; iters {iters}, warmup {warmup}, check {}",
+        "# collbench {}: {} over backend {}, {world} ranks; iters {iters}, warmup {warmup}, check {} (times: CUDA events for nccl, wall clock for tcp)",
         env!("CARGO_PKG_VERSION"),
         op.name(),
         args.backend,

@@ -327,3 +327,34 @@ fn a_rank_killed_mid_run_fails_the_others_cleanly() {
         started.elapsed()
     );
 }
+
+#[test]
+fn csv_and_plot_files_hold_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("rows.csv");
+    let svg = dir.path().join("busbw.svg");
+    let output = Command::new(BIN)
+        .args([
+            "--ranks", "2", "-b", "1K", "-e", "16K", "-n", "1", "-w", "0", "-q", "--csv",
+        ])
+        .arg(&csv)
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 1 + 5, "{text}");
+    assert!(text.starts_with("bytes,count,dtype"));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    let bad = Command::new(BIN)
+        .args(["--ranks", "1", "-e", "8", "--plot", "x.png"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("SVG"));
+}

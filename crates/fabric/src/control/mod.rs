@@ -1,0 +1,16 @@
+//! The versioned control protocol, sans-IO: frames and messages are plain functions over
+//! byte buffers, so every rule (magic, version, size bounds) is testable without sockets.
+//!
+//! Frame: `"NLNK"` | u16 version (BE) | u8 kind | u32 payload length (BE) | JSON payload.
+//! The length is checked against [`MAX_PAYLOAD`] before anything is allocated.
+
+mod auth;
+mod frame;
+mod message;
+
+pub use auth::{nonce, proof, verify_proof, AuthPlan, Role};
+pub use frame::{decode, encode, parse_header, Header, HEADER_LEN, MAGIC, MAX_PAYLOAD, VERSION};
+pub use message::{
+    Accept, AuthMsg, CpuUsage, Direction, Done, ErrorMsg, Hello, Join, Message, Results,
+    StreamStats, TestKind, TestRequest,
+};

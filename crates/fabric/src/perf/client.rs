@@ -1,0 +1,324 @@
+//! The client side of a linkbench session: handshake, one test at a time over the same
+//! control connection (so a size sweep authenticates once), reports merged from both sides.
+
+use super::report::{merge, BwContext, CpuReport, LatReport};
+pub use super::report::{BwReport, Mode};
+use super::stream::{self, SendPlan, StreamOutcome, Until};
+use super::{validate, FINISH_GRACE, HANDSHAKE_TIMEOUT};
+use crate::channel::Channel;
+use crate::control::{
+    nonce, proof, verify_proof, AuthMsg, AuthPlan, Direction, Done, Hello, Join, Message, Results,
+    Role, TestKind, TestRequest, VERSION,
+};
+use crate::cpu::{CpuMeter, Scope};
+use crate::error::{FabricError, ProtocolError, Result};
+use crate::tcp::{self, SocketOptions};
+use measure::LatencyRecorder;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub peer: SocketAddr,
+    pub connect_timeout: Duration,
+    /// `NODELINK_TOKEN`, when set.
+    pub token: Option<Vec<u8>>,
+    /// SO_BINDTODEVICE for every connection.
+    pub iface: Option<String>,
+}
+
+/// A bandwidth test.
+#[derive(Debug, Clone)]
+pub struct BwSpec {
+    pub mode: Mode,
+    pub streams: u32,
+    pub size: u64,
+    pub duration: Duration,
+    pub window: Option<u64>,
+    pub congestion: Option<String>,
+    pub zerocopy: bool,
+}
+
+/// A ping-pong latency test.
+#[derive(Debug, Clone)]
+pub struct LatSpec {
+    pub size: u64,
+    pub until: Until,
+    /// Both sides spin instead of sleeping while waiting (a busy core each).
+    pub busy_poll: bool,
+}
+
+pub struct Client {
+    channel: Channel,
+    config: ClientConfig,
+}
+
+impl Client {
+    /// Connects the control channel and authenticates.
+    pub fn connect(config: ClientConfig) -> Result<Client> {
+        let options = SocketOptions {
+            iface: config.iface.clone(),
+            nodelay: true,
+            ..SocketOptions::default()
+        };
+        let stream = tcp::connect(config.peer, config.connect_timeout, &options)?;
+        let mut channel = Channel::new(stream, config.peer.to_string());
+        let client_nonce = nonce()?;
+        channel.send(
+            &Message::Hello(Hello {
+                version: VERSION,
+                tool: "linkbench".into(),
+                software: env!("CARGO_PKG_VERSION").into(),
+                nonce: client_nonce.clone(),
+                auth: config.token.is_some(),
+            }),
+            HANDSHAKE_TIMEOUT,
+        )?;
+        let hello = match channel.recv_ok(HANDSHAKE_TIMEOUT, "waiting for the greeting from")? {
+            Message::Hello(hello) => hello,
+            other => return Err(unexpected("Hello", &other)),
+        };
+        let plan = AuthPlan::decide(Role::Client, config.token.is_some(), hello.auth)?;
+        if let (AuthPlan::Hmac, Some(token)) = (plan, &config.token) {
+            channel.send(
+                &Message::Auth(AuthMsg {
+                    mac: proof(token, Role::Client, &client_nonce, &hello.nonce),
+                }),
+                HANDSHAKE_TIMEOUT,
+            )?;
+            let mac = match channel.recv_ok(HANDSHAKE_TIMEOUT, "waiting for authentication from")? {
+                Message::Auth(AuthMsg { mac }) => mac,
+                other => return Err(unexpected("Auth", &other)),
+            };
+            if !verify_proof(token, Role::Server, &client_nonce, &hello.nonce, &mac) {
+                return Err(FabricError::Auth(
+                    "the server's proof does not match NODELINK_TOKEN: set the same token on both nodes".into(),
+                ));
+            }
+        }
+        Ok(Client { channel, config })
+    }
+
+    /// Sends the request, opens and registers the data connections, waits for Start.
+    fn begin(&mut self, request: &TestRequest, options: &SocketOptions) -> Result<Vec<TcpStream>> {
+        validate(request).map_err(FabricError::Config)?;
+        self.channel
+            .send(&Message::Request(request.clone()), HANDSHAKE_TIMEOUT)?;
+        let cookie = match self.channel.recv_ok(
+            HANDSHAKE_TIMEOUT,
+            "waiting for the server to accept the test:",
+        )? {
+            Message::Accept(accept) => accept.cookie,
+            other => return Err(unexpected("Accept", &other)),
+        };
+        let count = if request.bidir {
+            request.streams * 2
+        } else {
+            request.streams
+        };
+        let mut streams = Vec::with_capacity(count as usize);
+        for index in 0..count {
+            let stream = tcp::connect(self.config.peer, self.config.connect_timeout, options)?;
+            let mut data = Channel::new(stream, self.config.peer.to_string());
+            data.send(
+                &Message::Join(Join {
+                    cookie: cookie.clone(),
+                    index,
+                }),
+                HANDSHAKE_TIMEOUT,
+            )?;
+            streams.push(data.into_stream());
+        }
+        match self.channel.recv_ok(
+            HANDSHAKE_TIMEOUT,
+            "waiting for the server to start the test:",
+        )? {
+            Message::Start => Ok(streams),
+            other => Err(unexpected("Start", &other)),
+        }
+    }
+
+    /// Tells the server this side is done and collects its figures.
+    fn finish(&mut self, iterations: u64) -> Result<Results> {
+        self.channel
+            .send(&Message::Done(Done { iterations }), HANDSHAKE_TIMEOUT)?;
+        match self
+            .channel
+            .recv_ok(FINISH_GRACE, "waiting for the results from")?
+        {
+            Message::Results(results) => Ok(results),
+            other => Err(unexpected("Results", &other)),
+        }
+    }
+
+    /// Runs one bandwidth test; `progress` is called about every 100 ms with the elapsed time.
+    pub fn bandwidth(
+        &mut self,
+        spec: &BwSpec,
+        progress: &mut dyn FnMut(Duration),
+    ) -> Result<BwReport> {
+        let request = TestRequest {
+            kind: TestKind::Bw,
+            size: spec.size,
+            streams: spec.streams,
+            duration_ms: spec.duration.as_millis() as u64,
+            iterations: 0,
+            reverse: spec.mode == Mode::Reverse,
+            bidir: spec.mode == Mode::Bidir,
+            window: spec.window,
+            congestion: spec.congestion.clone(),
+            zerocopy: spec.zerocopy,
+            busy_poll: false,
+        };
+        let options = SocketOptions {
+            window: spec.window,
+            congestion: spec.congestion.clone(),
+            iface: self.config.iface.clone(),
+            nodelay: false,
+        };
+        let streams = self.begin(&request, &options)?;
+        let cpu = CpuMeter::start(Scope::Process);
+        let start = Instant::now();
+        let plan = SendPlan {
+            size: spec.size as usize,
+            duration: spec.duration,
+            zerocopy: spec.zerocopy,
+        };
+        let (tx, rx) = mpsc::channel::<Result<StreamOutcome>>();
+        let total = streams.len();
+        for (i, stream) in streams.into_iter().enumerate() {
+            let index = i as u32;
+            let direction = match spec.mode {
+                Mode::Forward => Direction::ClientToServer,
+                Mode::Reverse => Direction::ServerToClient,
+                Mode::Bidir if index < spec.streams => Direction::ClientToServer,
+                Mode::Bidir => Direction::ServerToClient,
+            };
+            let what = format!("stream {index} with {}", self.config.peer);
+            let tx = tx.clone();
+            std::thread::Builder::new()
+                .name(format!("stream {index}"))
+                .spawn(move || {
+                    let outcome = match direction {
+                        Direction::ClientToServer => {
+                            stream::send_for(stream, index, direction, plan, start, &what)
+                        }
+                        Direction::ServerToClient => {
+                            stream::receive(stream, index, direction, start, &what)
+                        }
+                    };
+                    let _ = tx.send(outcome);
+                })
+                .map_err(|e| FabricError::io("starting a stream thread", e))?;
+        }
+        drop(tx);
+        let mut outcomes = Vec::with_capacity(total);
+        while outcomes.len() < total {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(outcome) => outcomes.push(outcome?),
+                Err(mpsc::RecvTimeoutError::Timeout) => progress(start.elapsed()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(FabricError::Config(
+                        "a stream thread ended without a result".into(),
+                    ))
+                }
+            }
+        }
+        let local_cpu = cpu.used().usage(cpu.wall());
+        let results = self.finish(0)?;
+        let local: Vec<_> = outcomes.into_iter().map(|o| o.stats).collect();
+        Ok(merge(
+            BwContext {
+                mode: spec.mode,
+                streams: spec.streams,
+                msg_size: spec.size,
+                window: spec.window,
+                congestion: spec.congestion.clone(),
+                zerocopy: spec.zerocopy,
+                cpu: CpuReport {
+                    local: local_cpu,
+                    remote: results.cpu,
+                },
+            },
+            &local,
+            &results.streams,
+        ))
+    }
+
+    /// Runs one ping-pong test; `progress` gets (round trips, elapsed) now and then.
+    pub fn latency(
+        &mut self,
+        spec: &LatSpec,
+        progress: &mut dyn FnMut(u64, Duration),
+    ) -> Result<LatReport> {
+        let (iterations, duration_ms) = match spec.until {
+            Until::Iterations(n) => (n, 0),
+            Until::Elapsed(d) => (0, d.as_millis().max(1) as u64),
+        };
+        let request = TestRequest {
+            kind: TestKind::Lat,
+            size: spec.size,
+            streams: 1,
+            duration_ms,
+            iterations,
+            reverse: false,
+            bidir: false,
+            window: None,
+            congestion: None,
+            zerocopy: false,
+            busy_poll: spec.busy_poll,
+        };
+        let options = SocketOptions {
+            iface: self.config.iface.clone(),
+            nodelay: true,
+            ..SocketOptions::default()
+        };
+        let streams = self.begin(&request, &options)?;
+        let stream = streams
+            .into_iter()
+            .next()
+            .ok_or_else(|| FabricError::Config("no data connection".into()))?;
+        let cpu = CpuMeter::start(Scope::Process);
+        let mut recorder = LatencyRecorder::new();
+        let what = format!("latency stream with {}", self.config.peer);
+        let done = stream::ping(
+            &stream,
+            spec.size as usize,
+            spec.until,
+            &mut recorder,
+            spec.busy_poll,
+            progress,
+            &what,
+        )?;
+        let wall = cpu.wall();
+        let local_cpu = cpu.used().usage(wall);
+        let results = self.finish(done)?;
+        Ok(LatReport {
+            transport: "tcp",
+            msg_size: spec.size,
+            iterations: done,
+            seconds: wall.as_secs_f64(),
+            one_way: "round trip / 2",
+            latency_us: recorder.summary_scaled(0.5),
+            busy_poll: spec.busy_poll,
+            cpu: CpuReport {
+                local: local_cpu,
+                remote: results.cpu,
+            },
+        })
+    }
+
+    /// Ends the session politely; errors do not matter any more.
+    pub fn close(mut self) {
+        let _ = self.channel.send(&Message::Bye, Duration::from_secs(1));
+    }
+}
+
+fn unexpected(expected: &'static str, got: &Message) -> FabricError {
+    ProtocolError::Unexpected {
+        expected,
+        got: got.name(),
+    }
+    .into()
+}

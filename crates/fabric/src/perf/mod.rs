@@ -1,0 +1,80 @@
+//! The linkbench engine: a server that runs any number of tests at once, and a client
+//! that negotiates a test over the control channel, moves the bytes, and merges both
+//! sides' measurements into one report.
+//!
+//! Bandwidth is measured on the receiving side, from the first to the last byte each
+//! receiver saw (connection setup excluded, no warm-up omitted); every direction's figure
+//! comes from its receiver, whichever node that is.
+
+mod client;
+mod report;
+mod server;
+mod stream;
+
+pub use client::{BwSpec, Client, ClientConfig, LatSpec, Mode};
+pub use report::{BwReport, CpuReport, DirectionReport, LatReport, StreamReport};
+pub use server::{Server, ServerConfig};
+pub use stream::{Until, STALL_TIMEOUT};
+
+use crate::control::{TestKind, TestRequest};
+use std::time::Duration;
+
+/// perftest's port, for familiarity.
+pub const DEFAULT_PORT: u16 = 18515;
+pub const MAX_STREAMS: u32 = 128;
+/// Largest message; the receiving side allocates buffers of this size.
+pub const MAX_MESSAGE: u64 = 64 << 20;
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_WINDOW: u64 = 1 << 30;
+/// Hello, auth, accept, joins: each step must answer within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the test time, how long draining and the result exchange may take.
+pub const FINISH_GRACE: Duration = Duration::from_secs(15);
+
+/// Checks a request's bounds; both sides use it (the server never trusts the client).
+pub fn validate(request: &TestRequest) -> Result<(), String> {
+    if request.size == 0 || request.size > MAX_MESSAGE {
+        return Err(format!(
+            "message size {} is out of range (1 byte .. {} MiB)",
+            request.size,
+            MAX_MESSAGE >> 20
+        ));
+    }
+    if request.streams == 0 || request.streams > MAX_STREAMS {
+        return Err(format!(
+            "{} streams is out of range (1 .. {MAX_STREAMS})",
+            request.streams
+        ));
+    }
+    if Duration::from_millis(request.duration_ms) > MAX_DURATION {
+        return Err(format!("duration {} ms exceeds 24 h", request.duration_ms));
+    }
+    if request.kind == TestKind::Bw && request.duration_ms == 0 {
+        return Err("a bandwidth test needs a duration".into());
+    }
+    if request.kind == TestKind::Lat && (request.streams != 1 || request.reverse || request.bidir) {
+        return Err("a latency test uses one stream, no --reverse or --bidir".into());
+    }
+    if request.kind == TestKind::Lat && request.duration_ms == 0 && request.iterations == 0 {
+        return Err("a latency test needs iterations or a duration".into());
+    }
+    if request.reverse && request.bidir {
+        return Err("--reverse and --bidir cannot be combined".into());
+    }
+    if let Some(window) = request.window {
+        if window == 0 || window > MAX_WINDOW {
+            return Err(format!("window {window} is out of range (1 byte .. 1 GiB)"));
+        }
+    }
+    if let Some(name) = &request.congestion {
+        if name.is_empty()
+            || name.len() > 15
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!("'{name}' is not a congestion control name"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,480 @@
+//! `linkbench serve`: an accept loop that hands every connection to its own thread. A
+//! control connection becomes a session; a data connection presents its session's cookie
+//! and is routed there, so concurrent clients never mix streams. A bad client is
+//! answered with an Error frame where possible, logged, and forgotten.
+
+use super::stream::{self, SendPlan, StreamOutcome};
+use super::{validate, FINISH_GRACE, HANDSHAKE_TIMEOUT};
+use crate::channel::Channel;
+use crate::control::{
+    nonce, proof, verify_proof, Accept, AuthMsg, AuthPlan, Direction, ErrorMsg, Hello, Message,
+    Results, Role, StreamStats, TestKind, TestRequest, VERSION,
+};
+use crate::cpu::{CpuMeter, CpuTime, Scope};
+use crate::error::{FabricError, ProtocolError, Result};
+use crate::tcp::{self, SocketOptions};
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a session may sit idle between tests.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct ServerConfig {
+    /// `NODELINK_TOKEN`: when set, clients must prove they hold it.
+    pub token: Option<Vec<u8>>,
+    /// SO_BINDTODEVICE for the listener (accepted sockets inherit it).
+    pub iface: Option<String>,
+    /// Return after the first session (with its error, if it failed).
+    pub once: bool,
+    /// Connections served at once; more are refused (threads are not free).
+    pub max_connections: usize,
+    /// Where session events go (the binary prints them on stderr).
+    pub log: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+type Routes = Arc<Mutex<HashMap<String, SyncSender<(u32, TcpStream)>>>>;
+
+pub struct Server {
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    routes: Routes,
+    active: Arc<AtomicUsize>,
+}
+
+impl Server {
+    pub fn bind(addr: SocketAddr, config: ServerConfig) -> Result<Server> {
+        let listener = tcp::listen(addr, config.iface.as_deref())?;
+        Ok(Server {
+            listener,
+            config: Arc::new(config),
+            routes: Arc::default(),
+            active: Arc::default(),
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(|e| FabricError::io("reading the listening address", e))
+    }
+
+    /// Serves until killed, or with `once`, until the first session ends.
+    pub fn run(self) -> Result<()> {
+        let (done_tx, done_rx) = mpsc::channel::<Result<()>>();
+        let once = self.config.once;
+        let acceptor = std::thread::Builder::new()
+            .name("accept".into())
+            .spawn(move || self.accept_loop(done_tx))
+            .map_err(|e| FabricError::io("starting the accept thread", e))?;
+        if once {
+            return done_rx
+                .recv()
+                .unwrap_or_else(|_| Err(FabricError::Config("the accept loop ended".into())));
+        }
+        match acceptor.join() {
+            Ok(result) => result,
+            Err(_) => Err(FabricError::Config("the accept loop panicked".into())),
+        }
+    }
+
+    fn accept_loop(self, done: mpsc::Sender<Result<()>>) -> Result<()> {
+        loop {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: say so, back off, keep serving.
+                    (self.config.log)(&format!("accept failed: {e}"));
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            let config = Arc::clone(&self.config);
+            let routes = Arc::clone(&self.routes);
+            let active = Arc::clone(&self.active);
+            let done = done.clone();
+            if active.fetch_add(1, Ordering::SeqCst) >= config.max_connections {
+                active.fetch_sub(1, Ordering::SeqCst);
+                let mut channel = Channel::new(stream, peer.to_string());
+                refuse(
+                    &mut channel,
+                    "server busy: too many connections, try again later",
+                );
+                (config.log)(&format!(
+                    "{peer}: refused, {} connections open",
+                    config.max_connections
+                ));
+                continue;
+            }
+            let spawned = std::thread::Builder::new()
+                .name(format!("conn {peer}"))
+                .spawn(move || {
+                    let outcome = handle_connection(stream, peer, &config, &routes);
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    match outcome {
+                        Outcome::Data => {}
+                        Outcome::Rejected(e) => (config.log)(&format!("{peer}: rejected: {e}")),
+                        Outcome::Session(result) => {
+                            match &result {
+                                Ok(()) => (config.log)(&format!("{peer}: session ended")),
+                                Err(e) => (config.log)(&format!("{peer}: error: {e}")),
+                            }
+                            let _ = done.send(result);
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                self.active.fetch_sub(1, Ordering::SeqCst);
+                (self.config.log)(&format!("{peer}: cannot start a thread: {e}"));
+            }
+        }
+    }
+}
+
+fn refuse(channel: &mut Channel, message: &str) {
+    let _ = channel.send(
+        &Message::Error(ErrorMsg {
+            message: message.to_string(),
+        }),
+        Duration::from_secs(1),
+    );
+}
+
+/// What became of one accepted connection.
+enum Outcome {
+    /// Handed to its session.
+    Data,
+    /// Never got past its first message (garbage, other version, unknown cookie).
+    Rejected(FabricError),
+    /// A control session ran (`--once` waits for the first of these).
+    Session(Result<()>),
+}
+
+fn handle_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: &ServerConfig,
+    routes: &Routes,
+) -> Outcome {
+    let mut channel = Channel::new(stream, peer.to_string());
+    let first = match channel.recv(HANDSHAKE_TIMEOUT, "waiting for the first message from") {
+        Ok(message) => message,
+        Err(e) => {
+            refuse(&mut channel, &e.to_string());
+            return Outcome::Rejected(e);
+        }
+    };
+    match first {
+        Message::Hello(hello) => {
+            let result = session(&mut channel, hello, config, routes);
+            if let Err(e) = &result {
+                // Tell the client why, unless the client is the one that went away.
+                if !matches!(e, FabricError::PeerClosed { .. } | FabricError::Remote(_)) {
+                    refuse(&mut channel, &e.to_string());
+                }
+            }
+            Outcome::Session(result)
+        }
+        Message::Join(join) => {
+            let route = routes
+                .lock()
+                .ok()
+                .and_then(|routes| routes.get(&join.cookie).cloned());
+            let Some(route) = route else {
+                let message =
+                    "data connection for an unknown session (its test is over or never began)";
+                refuse(&mut channel, message);
+                return Outcome::Rejected(FabricError::Config(message.into()));
+            };
+            let index = join.index;
+            if let Err(
+                mpsc::TrySendError::Full((_, stream))
+                | mpsc::TrySendError::Disconnected((_, stream)),
+            ) = route.try_send((index, channel.into_stream()))
+            {
+                let mut channel = Channel::new(stream, peer.to_string());
+                refuse(&mut channel, "too many data connections for this test");
+            }
+            Outcome::Data
+        }
+        other => {
+            let error = FabricError::Protocol(ProtocolError::Unexpected {
+                expected: "Hello or Join",
+                got: other.name(),
+            });
+            refuse(&mut channel, &error.to_string());
+            Outcome::Rejected(error)
+        }
+    }
+}
+
+fn session(
+    channel: &mut Channel,
+    hello: Hello,
+    config: &ServerConfig,
+    routes: &Routes,
+) -> Result<()> {
+    let plan = AuthPlan::decide(Role::Server, config.token.is_some(), hello.auth)?;
+    let server_nonce = nonce()?;
+    channel.send(
+        &Message::Hello(Hello {
+            version: VERSION,
+            tool: "linkbench".into(),
+            software: env!("CARGO_PKG_VERSION").into(),
+            nonce: server_nonce.clone(),
+            auth: config.token.is_some(),
+        }),
+        HANDSHAKE_TIMEOUT,
+    )?;
+    if let (AuthPlan::Hmac, Some(token)) = (plan, &config.token) {
+        let mac = match channel.recv_ok(HANDSHAKE_TIMEOUT, "waiting for authentication from")? {
+            Message::Auth(AuthMsg { mac }) => mac,
+            other => {
+                return Err(ProtocolError::Unexpected {
+                    expected: "Auth",
+                    got: other.name(),
+                }
+                .into())
+            }
+        };
+        if !verify_proof(token, Role::Client, &hello.nonce, &server_nonce, &mac) {
+            return Err(FabricError::Auth(
+                "refused: NODELINK_TOKEN differs between the two nodes; set the same token on both"
+                    .into(),
+            ));
+        }
+        channel.send(
+            &Message::Auth(AuthMsg {
+                mac: proof(token, Role::Server, &hello.nonce, &server_nonce),
+            }),
+            HANDSHAKE_TIMEOUT,
+        )?;
+    }
+    loop {
+        let message = match channel.recv(IDLE_TIMEOUT, "waiting for the next request from") {
+            Ok(message) => message,
+            // A client that hangs up between tests is done, not broken.
+            Err(FabricError::PeerClosed { detail, .. }) if detail.is_empty() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match message {
+            Message::Bye => return Ok(()),
+            Message::Request(request) => {
+                validate(&request).map_err(FabricError::Config)?;
+                (config.log)(&format!(
+                    "{}: {} test, {} B messages, {} stream(s){}{}",
+                    channel.peer(),
+                    match request.kind {
+                        TestKind::Bw => "bandwidth",
+                        TestKind::Lat => "latency",
+                    },
+                    request.size,
+                    request.streams,
+                    if request.reverse { ", reverse" } else { "" },
+                    if request.bidir { ", bidir" } else { "" },
+                ));
+                run_test(channel, &request, routes)?;
+            }
+            Message::Error(e) => return Err(FabricError::Remote(e.message)),
+            other => {
+                return Err(ProtocolError::Unexpected {
+                    expected: "Request or Bye",
+                    got: other.name(),
+                }
+                .into())
+            }
+        }
+    }
+}
+
+/// Removes the session's route however the test ends.
+struct RouteGuard<'a> {
+    routes: &'a Routes,
+    cookie: String,
+}
+
+impl Drop for RouteGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut routes) = self.routes.lock() {
+            routes.remove(&self.cookie);
+        }
+    }
+}
+
+fn collect_streams(
+    rx: &Receiver<(u32, TcpStream)>,
+    count: u32,
+    options: &SocketOptions,
+) -> Result<Vec<TcpStream>> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut slots: Vec<Option<TcpStream>> = (0..count).map(|_| None).collect();
+    let mut joined = 0;
+    while joined < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((index, stream)) => {
+                let slot = slots.get_mut(index as usize).ok_or_else(|| {
+                    FabricError::Config(format!(
+                        "data connection with stream index {index} out of range"
+                    ))
+                })?;
+                if slot.is_some() {
+                    return Err(FabricError::Config(format!(
+                        "stream index {index} joined twice"
+                    )));
+                }
+                tcp::apply(&stream, options)?;
+                *slot = Some(stream);
+                joined += 1;
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                return Err(FabricError::Timeout {
+                    what: format!("waiting for data connections ({joined} of {count} arrived)"),
+                    after: HANDSHAKE_TIMEOUT,
+                })
+            }
+        }
+    }
+    Ok(slots.into_iter().flatten().collect())
+}
+
+fn run_test(channel: &mut Channel, request: &TestRequest, routes: &Routes) -> Result<()> {
+    let control_cpu = CpuMeter::start(Scope::Thread);
+    let connections = if request.bidir {
+        request.streams * 2
+    } else {
+        request.streams
+    };
+    let cookie = nonce()?;
+    let (tx, rx) = mpsc::sync_channel(connections as usize);
+    routes
+        .lock()
+        .map_err(|_| FabricError::Config("session table poisoned".into()))?
+        .insert(cookie.clone(), tx);
+    let guard = RouteGuard {
+        routes,
+        cookie: cookie.clone(),
+    };
+    channel.send(&Message::Accept(Accept { cookie }), HANDSHAKE_TIMEOUT)?;
+    let options = SocketOptions {
+        window: request.window,
+        congestion: request.congestion.clone(),
+        iface: None,
+        nodelay: request.kind == TestKind::Lat,
+    };
+    let streams = collect_streams(&rx, connections, &options)?;
+    drop(guard);
+    channel.send(&Message::Start, HANDSHAKE_TIMEOUT)?;
+    let start = Instant::now();
+    let peer = channel.peer().to_string();
+    let duration = Duration::from_millis(request.duration_ms);
+
+    let (stats, stream_cpu, echoed) = match request.kind {
+        TestKind::Lat => {
+            let mut streams = streams;
+            let stream = streams
+                .pop()
+                .ok_or_else(|| FabricError::Config("no data connection".into()))?;
+            let (count, cpu) = stream::echo(
+                stream,
+                request.size as usize,
+                request.busy_poll,
+                &format!("latency stream from {peer}"),
+            )?;
+            (Vec::new(), cpu, Some(count))
+        }
+        TestKind::Bw => {
+            let plan = SendPlan {
+                size: request.size as usize,
+                duration,
+                zerocopy: request.zerocopy,
+            };
+            let handles: Vec<_> = streams
+                .into_iter()
+                .enumerate()
+                .map(|(i, stream)| {
+                    let index = i as u32;
+                    let direction = if request.bidir {
+                        if index < request.streams {
+                            Direction::ClientToServer
+                        } else {
+                            Direction::ServerToClient
+                        }
+                    } else if request.reverse {
+                        Direction::ServerToClient
+                    } else {
+                        Direction::ClientToServer
+                    };
+                    let what = format!("stream {index} with {peer}");
+                    std::thread::Builder::new()
+                        .name(format!("stream {index}"))
+                        .spawn(move || match direction {
+                            Direction::ServerToClient => {
+                                stream::send_for(stream, index, direction, plan, start, &what)
+                            }
+                            Direction::ClientToServer => {
+                                stream::receive(stream, index, direction, start, &what)
+                            }
+                        })
+                        .map_err(|e| FabricError::io("starting a stream thread", e))
+                })
+                .collect::<Result<_>>()?;
+            let mut outcomes: Vec<StreamOutcome> = Vec::new();
+            let mut first_error = None;
+            for handle in handles {
+                match handle.join() {
+                    Ok(Ok(outcome)) => outcomes.push(outcome),
+                    Ok(Err(e)) => {
+                        first_error.get_or_insert(e);
+                    }
+                    Err(_) => {
+                        first_error
+                            .get_or_insert(FabricError::Config("a stream thread panicked".into()));
+                    }
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+            let cpu = outcomes
+                .iter()
+                .fold(CpuTime::default(), |acc, o| acc + o.cpu);
+            let stats: Vec<StreamStats> = outcomes.into_iter().map(|o| o.stats).collect();
+            (stats, cpu, None)
+        }
+    };
+    let wall = start.elapsed();
+    // The client says it is done; a client that died mid-test says nothing.
+    let done = match channel.recv_ok(
+        duration + FINISH_GRACE,
+        "waiting for the client to finish the test:",
+    )? {
+        Message::Done(done) => done,
+        other => {
+            return Err(ProtocolError::Unexpected {
+                expected: "Done",
+                got: other.name(),
+            }
+            .into())
+        }
+    };
+    if let Some(count) = echoed {
+        if count != done.iterations {
+            return Err(FabricError::Config(format!(
+                "the client counted {} ping-pongs, this server echoed {count}",
+                done.iterations
+            )));
+        }
+    }
+    let cpu = (stream_cpu + control_cpu.used()).usage(wall);
+    channel.send(
+        &Message::Results(Results {
+            streams: stats,
+            cpu,
+        }),
+        HANDSHAKE_TIMEOUT,
+    )
+}

@@ -1,0 +1,342 @@
+//! The data path: one blocking thread per stream (like iperf3 -P), buffers allocated once
+//! per stream, every wait bounded by socket timeouts so a dead peer is an error.
+
+use crate::control::{Direction, StreamStats};
+use crate::cpu::{CpuMeter, CpuTime, Scope};
+use crate::error::{FabricError, Result};
+use crate::tcp::{enable_zerocopy, tcp_info, ZeroCopyWriter};
+use measure::LatencyRecorder;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// How long a stream may stall (no byte in or out) before the peer counts as dead.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Receive buffer: large reads mean fewer syscalls; iperf3 reads one block per call.
+const RECV_CHUNK: usize = 256 * 1024;
+
+/// A zeroed buffer that starts on a page boundary: the kernel copies page-aligned user
+/// memory faster (and MSG_ZEROCOPY pins whole pages). Allocated once per stream.
+struct PageBuffer {
+    storage: Vec<u8>,
+    offset: usize,
+    len: usize,
+}
+
+impl PageBuffer {
+    const PAGE: usize = 4096;
+
+    fn new(len: usize) -> Self {
+        let storage = vec![0u8; len + Self::PAGE];
+        let offset = storage.as_ptr().align_offset(Self::PAGE).min(Self::PAGE);
+        Self {
+            storage,
+            offset,
+            len,
+        }
+    }
+
+    fn as_ref(&self) -> &[u8] {
+        &self.storage[self.offset..self.offset + self.len]
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.offset..self.offset + self.len]
+    }
+}
+
+/// One stream's figures from this side, and the CPU its thread used.
+#[derive(Debug, Clone)]
+pub struct StreamOutcome {
+    pub stats: StreamStats,
+    pub cpu: CpuTime,
+}
+
+fn nanos_since(start: Instant, at: Instant) -> u64 {
+    at.saturating_duration_since(start).as_nanos() as u64
+}
+
+fn stream_error(what: &str, error: std::io::Error) -> FabricError {
+    match error.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => FabricError::Timeout {
+            what: what.to_string(),
+            after: STALL_TIMEOUT,
+        },
+        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => {
+            FabricError::PeerClosed {
+                what: what.to_string(),
+                detail: format!(" mid-test ({error}); did the peer process die?"),
+            }
+        }
+        _ => FabricError::io(what, error),
+    }
+}
+
+fn set_timeouts(stream: &TcpStream, what: &str) -> Result<()> {
+    stream
+        .set_read_timeout(Some(STALL_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(STALL_TIMEOUT)))
+        .map_err(|e| FabricError::io(what, e))
+}
+
+/// What a sending stream does.
+#[derive(Debug, Clone, Copy)]
+pub struct SendPlan {
+    pub size: usize,
+    pub duration: Duration,
+    pub zerocopy: bool,
+}
+
+/// Sends `size`-byte messages for `duration`, then closes its half and waits for the
+/// receiver to finish, so TCP_INFO includes every retransmit.
+pub fn send_for(
+    stream: TcpStream,
+    index: u32,
+    direction: Direction,
+    plan: SendPlan,
+    start: Instant,
+    what: &str,
+) -> Result<StreamOutcome> {
+    let SendPlan {
+        size,
+        duration,
+        zerocopy,
+    } = plan;
+    let cpu = CpuMeter::start(Scope::Thread);
+    set_timeouts(&stream, what)?;
+    if zerocopy {
+        enable_zerocopy(&stream)?;
+    }
+    // Not all zeros: some paths (compression, zero-page tricks) would flatter them.
+    let mut storage = PageBuffer::new(size);
+    for (i, byte) in storage.as_mut().iter_mut().enumerate() {
+        *byte = (i * 131 % 251) as u8;
+    }
+    let buffer = storage.as_ref();
+    let mut bytes = 0u64;
+    let first = Instant::now();
+    let deadline = first + duration;
+    let mut zc = zerocopy.then(|| ZeroCopyWriter::new(&stream));
+    let last = loop {
+        let written = match zc.as_mut() {
+            Some(writer) => writer.write_all(buffer),
+            None => (&stream).write_all(buffer),
+        };
+        written.map_err(|e| stream_error(what, e))?;
+        bytes += size as u64;
+        let now = Instant::now();
+        if now >= deadline {
+            break now;
+        }
+    };
+    if let Some(writer) = zc.as_mut() {
+        let _ = writer.flush();
+    }
+    stream
+        .shutdown(Shutdown::Write)
+        .map_err(|e| stream_error(what, e))?;
+    // The receiver closes after reading everything; a reset here still means it got our FIN.
+    let mut sink = [0u8; 64];
+    loop {
+        match (&stream).read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(stream_error(what, e))
+            }
+            Err(_) => break,
+        }
+    }
+    let info = tcp_info(&stream);
+    Ok(StreamOutcome {
+        stats: StreamStats {
+            index,
+            direction,
+            bytes,
+            first_ns: nanos_since(start, first),
+            last_ns: nanos_since(start, last),
+            retransmits: info.map(|i| i.total_retrans),
+            rtt_us: info.map(|i| i.rtt_us),
+        },
+        cpu: cpu.used(),
+    })
+}
+
+/// Reads until the sender closes; counts bytes and the first/last byte times.
+pub fn receive(
+    stream: TcpStream,
+    index: u32,
+    direction: Direction,
+    start: Instant,
+    what: &str,
+) -> Result<StreamOutcome> {
+    let cpu = CpuMeter::start(Scope::Thread);
+    set_timeouts(&stream, what)?;
+    let mut storage = PageBuffer::new(RECV_CHUNK);
+    let buffer = storage.as_mut();
+    let mut bytes = 0u64;
+    let mut first = None;
+    let mut last = start;
+    loop {
+        match (&stream).read(buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                last = Instant::now();
+                first.get_or_insert(last);
+                bytes += n as u64;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(stream_error(what, e)),
+        }
+    }
+    let info = tcp_info(&stream);
+    drop(stream);
+    Ok(StreamOutcome {
+        stats: StreamStats {
+            index,
+            direction,
+            bytes,
+            first_ns: nanos_since(start, first.unwrap_or(start)),
+            last_ns: nanos_since(start, last),
+            retransmits: None,
+            rtt_us: info.map(|i| i.rtt_us),
+        },
+        cpu: cpu.used(),
+    })
+}
+
+/// Reads what is there. With `busy`, spins on a non-blocking receive instead of sleeping:
+/// no wake-up on the reply's path (the way sockperf and perftest's polling mode measure),
+/// at the price of a busy core. The spin is still bounded by [`STALL_TIMEOUT`].
+fn read_some(stream: &TcpStream, buf: &mut [u8], busy: bool) -> std::io::Result<usize> {
+    if !busy {
+        return (&*stream).read(buf);
+    }
+    let fd = stream.as_raw_fd();
+    let mut started: Option<Instant> = None;
+    let mut spins = 0u32;
+    loop {
+        // SAFETY: buf is a live, writable slice of buf.len() bytes.
+        let rc = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if rc >= 0 {
+            return Ok(rc as usize);
+        }
+        let error = std::io::Error::last_os_error();
+        match error.kind() {
+            ErrorKind::WouldBlock => {
+                std::hint::spin_loop();
+                spins = spins.wrapping_add(1);
+                if spins & 1023 == 0 {
+                    let since = *started.get_or_insert_with(Instant::now);
+                    if since.elapsed() > STALL_TIMEOUT {
+                        return Err(ErrorKind::TimedOut.into());
+                    }
+                }
+            }
+            ErrorKind::Interrupted => {}
+            _ => return Err(error),
+        }
+    }
+}
+
+/// Fills `buf` completely; EOF before that is an error.
+fn read_full(stream: &TcpStream, buf: &mut [u8], busy: bool) -> std::io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match read_some(stream, &mut buf[filled..], busy) {
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// When a latency test ends: after a number of round trips or at a deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    Iterations(u64),
+    Elapsed(Duration),
+}
+
+/// Client side of the ping-pong: records every round trip, in nanoseconds.
+pub fn ping(
+    stream: &TcpStream,
+    size: usize,
+    until: Until,
+    recorder: &mut LatencyRecorder,
+    busy_poll: bool,
+    progress: &mut dyn FnMut(u64, Duration),
+    what: &str,
+) -> Result<u64> {
+    set_timeouts(stream, what)?;
+    let out: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let mut back = vec![0u8; size];
+    let start = Instant::now();
+    let mut done = 0u64;
+    let mut next_progress = 0u64;
+    loop {
+        match until {
+            Until::Iterations(n) if done >= n => break,
+            Until::Elapsed(d) if start.elapsed() >= d => break,
+            _ => {}
+        }
+        let sent = Instant::now();
+        let mut s = stream;
+        s.write_all(&out).map_err(|e| stream_error(what, e))?;
+        read_full(stream, &mut back, busy_poll).map_err(|e| match e.kind() {
+            ErrorKind::UnexpectedEof => FabricError::PeerClosed {
+                what: what.to_string(),
+                detail: " mid-test; did the peer process die?".into(),
+            },
+            _ => stream_error(what, e),
+        })?;
+        recorder.record(sent.elapsed());
+        done += 1;
+        if done >= next_progress {
+            progress(done, start.elapsed());
+            next_progress = done + 1000;
+        }
+    }
+    stream
+        .shutdown(Shutdown::Write)
+        .map_err(|e| stream_error(what, e))?;
+    Ok(done)
+}
+
+/// Server side of the ping-pong: echoes whole messages until the client closes.
+pub fn echo(stream: TcpStream, size: usize, busy_poll: bool, what: &str) -> Result<(u64, CpuTime)> {
+    let cpu = CpuMeter::start(Scope::Thread);
+    set_timeouts(&stream, what)?;
+    let mut buffer = vec![0u8; size];
+    let mut count = 0u64;
+    let mut s = &stream;
+    loop {
+        // Read the first byte separately: EOF there is the normal end, anywhere else it is not.
+        let mut filled = match read_some(&stream, &mut buffer, busy_poll) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(stream_error(what, e)),
+        };
+        while filled < size {
+            match read_some(&stream, &mut buffer[filled..], busy_poll) {
+                Ok(0) => {
+                    return Err(FabricError::PeerClosed {
+                        what: what.to_string(),
+                        detail: " in the middle of a ping".into(),
+                    })
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(stream_error(what, e)),
+            }
+        }
+        s.write_all(&buffer).map_err(|e| stream_error(what, e))?;
+        count += 1;
+    }
+    Ok((count, cpu.used()))
+}

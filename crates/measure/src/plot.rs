@@ -1,0 +1,306 @@
+//! Line charts as SVG: throughput or latency against message size, written by hand so no
+//! font or graphics dependency is needed. PNG is not drawn here (yet): convert the SVG.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlotError {
+    #[error("writing {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot draw '{0}': charts are written as SVG; name the file *.svg (for PNG: rsvg-convert FILE.svg -o FILE.png)")]
+    Format(String),
+}
+
+/// One line on the chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    /// Message sizes: a log2 axis labelled in bytes (2, 64, 1K, 1M).
+    pub x_log2_bytes: bool,
+    pub series: Vec<Series>,
+}
+
+const WIDTH: f64 = 800.0;
+const HEIGHT: f64 = 480.0;
+const LEFT: f64 = 80.0;
+const RIGHT: f64 = 30.0;
+const TOP: f64 = 50.0;
+const BOTTOM: f64 = 60.0;
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+];
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A "nice" step (1, 2 or 5 times a power of ten) giving about five ticks up to `max`.
+fn nice_step(max: f64) -> f64 {
+    let raw = (max / 5.0).max(f64::MIN_POSITIVE);
+    let power = 10f64.powf(raw.log10().floor());
+    let fraction = raw / power;
+    let nice = if fraction <= 1.0 {
+        1.0
+    } else if fraction <= 2.0 {
+        2.0
+    } else if fraction <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * power
+}
+
+fn byte_label(bytes: f64) -> String {
+    let b = bytes.round() as u64;
+    if b >= 1 << 30 && b.trailing_zeros() >= 30 {
+        format!("{}G", b >> 30)
+    } else if b >= 1 << 20 && b.trailing_zeros() >= 20 {
+        format!("{}M", b >> 20)
+    } else if b >= 1 << 10 && b.trailing_zeros() >= 10 {
+        format!("{}K", b >> 10)
+    } else {
+        format!("{b}")
+    }
+}
+
+fn number_label(value: f64) -> String {
+    if value == 0.0 {
+        "0".into()
+    } else if value.abs() >= 100.0 || value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 1.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+impl Chart {
+    pub fn to_svg(&self) -> String {
+        let points = self.series.iter().flat_map(|s| s.points.iter());
+        let xs: Vec<f64> = points
+            .clone()
+            .map(|p| {
+                if self.x_log2_bytes {
+                    p.0.max(1.0).log2()
+                } else {
+                    p.0
+                }
+            })
+            .filter(|x| x.is_finite())
+            .collect();
+        let (x_min, mut x_max) = xs
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+                (lo.min(x), hi.max(x))
+            });
+        let x_min = if x_min.is_finite() { x_min } else { 0.0 };
+        if x_max <= x_min || x_max.is_nan() {
+            x_max = x_min + 1.0;
+        }
+        let y_top = points
+            .map(|p| p.1)
+            .filter(|y| y.is_finite())
+            .fold(0.0, f64::max);
+        let step = nice_step(if y_top > 0.0 { y_top } else { 1.0 });
+        let y_max = ((y_top / step).ceil().max(1.0)) * step;
+        let plot_w = WIDTH - LEFT - RIGHT;
+        let plot_h = HEIGHT - TOP - BOTTOM;
+        let sx = |x: f64| LEFT + (x - x_min) / (x_max - x_min) * plot_w;
+        let sy = |y: f64| TOP + plot_h - (y / y_max) * plot_h;
+
+        let mut svg = String::new();
+        let _ = writeln!(
+            svg,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="28" text-anchor="middle" font-size="16">{}</text>"#,
+            WIDTH / 2.0,
+            escape(&self.title)
+        );
+        // Horizontal grid and y labels.
+        let mut y = 0.0;
+        while y <= y_max + step / 2.0 {
+            let py = sy(y);
+            let _ = writeln!(
+                svg,
+                r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+                LEFT + plot_w,
+                LEFT - 6.0,
+                py + 4.0,
+                number_label(y)
+            );
+            y += step;
+        }
+        // X ticks: every integer (power of two) on a log axis, about eight otherwise.
+        let x_step = if self.x_log2_bytes {
+            ((x_max - x_min) / 12.0).ceil().max(1.0)
+        } else {
+            nice_step(x_max - x_min)
+        };
+        let mut x = if self.x_log2_bytes {
+            x_min.ceil()
+        } else {
+            (x_min / x_step).ceil() * x_step
+        };
+        while x <= x_max + 1e-9 {
+            let px = sx(x);
+            let label = if self.x_log2_bytes {
+                byte_label(2f64.powf(x))
+            } else {
+                number_label(x)
+            };
+            let _ = writeln!(
+                svg,
+                r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#eee"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+                TOP + plot_h,
+                TOP + plot_h + 18.0,
+                escape(&label)
+            );
+            x += x_step;
+        }
+        let _ = writeln!(
+            svg,
+            r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>"##
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            LEFT + plot_w / 2.0,
+            HEIGHT - 15.0,
+            escape(&self.x_label)
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">{}</text>"#,
+            TOP + plot_h / 2.0,
+            TOP + plot_h / 2.0,
+            escape(&self.y_label)
+        );
+        for (i, series) in self.series.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let path: Vec<String> = series
+                .points
+                .iter()
+                .filter(|p| p.0.is_finite() && p.1.is_finite())
+                .map(|&(x, y)| {
+                    let x = if self.x_log2_bytes {
+                        x.max(1.0).log2()
+                    } else {
+                        x
+                    };
+                    format!("{:.1},{:.1}", sx(x), sy(y))
+                })
+                .collect();
+            let _ = writeln!(
+                svg,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+                path.join(" ")
+            );
+            for point in &path {
+                if let Some((px, py)) = point.split_once(',') {
+                    let _ = writeln!(svg, r#"<circle cx="{px}" cy="{py}" r="3" fill="{color}"/>"#);
+                }
+            }
+            let ly = TOP + 16.0 + 18.0 * i as f64;
+            let _ = writeln!(
+                svg,
+                r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+                LEFT + 12.0,
+                LEFT + 32.0,
+                LEFT + 38.0,
+                ly + 4.0,
+                escape(&series.name)
+            );
+        }
+        svg.push_str("</svg>\n");
+        svg
+    }
+}
+
+/// Writes the chart; the file name's extension picks the format (SVG only, for now).
+pub fn write_chart(path: &Path, chart: &Chart) -> Result<(), PlotError> {
+    let is_svg = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    if !is_svg {
+        return Err(PlotError::Format(path.display().to_string()));
+    }
+    std::fs::write(path, chart.to_svg()).map_err(|source| PlotError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chart() -> Chart {
+        Chart {
+            title: "TCP bandwidth <veth>".into(),
+            x_label: "message size (bytes)".into(),
+            y_label: "Gbit/s".into(),
+            x_log2_bytes: true,
+            series: vec![Series {
+                name: "receiver".into(),
+                points: (1..=23).map(|p| (2f64.powi(p), p as f64 * 0.5)).collect(),
+            }],
+        }
+    }
+
+    #[test]
+    fn svg_has_every_point_labels_and_escapes() {
+        let svg = chart().to_svg();
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        assert_eq!(svg.matches("<circle").count(), 23);
+        assert!(svg.contains("&lt;veth&gt;"));
+        assert!(svg.contains(">8M<") && svg.contains(">2K<") && svg.contains(">2<"));
+        assert!(svg.contains("Gbit/s"));
+    }
+
+    #[test]
+    fn empty_and_flat_charts_still_render() {
+        let mut empty = chart();
+        empty.series.clear();
+        assert!(empty.to_svg().contains("</svg>"));
+        let mut flat = chart();
+        flat.series[0].points = vec![(64.0, 0.0)];
+        assert!(!flat.to_svg().contains("NaN"));
+    }
+
+    #[test]
+    fn only_svg_files_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("x.png");
+        assert!(matches!(
+            write_chart(&png, &chart()),
+            Err(PlotError::Format(_))
+        ));
+        let svg = dir.path().join("x.svg");
+        write_chart(&svg, &chart()).unwrap();
+        assert!(std::fs::read_to_string(svg).unwrap().contains("<polyline"));
+    }
+}

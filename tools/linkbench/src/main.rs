@@ -1,0 +1,416 @@
+//! `linkbench`: node-to-node TCP bandwidth and latency in one tool. This file only parses,
+//! resolves flags into a plan (rejecting contradictions in one place), calls
+//! `fabric::perf`, and hands the records to `report` for printing.
+//!
+//! Exit codes: 0 measured, 2 failed (peer dead, refused, timed out), 64 bad invocation.
+
+mod report;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fabric::perf::{
+    self, BwSpec, Client, ClientConfig, LatSpec, Mode, Server, ServerConfig, Until,
+};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "linkbench",
+    version,
+    about = "Node-to-node TCP bandwidth and latency, measured at the receiver."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve tests to any number of clients at once; runs until killed (or --once).
+    Serve(ServeArgs),
+    /// Bandwidth: streams of back-to-back messages, measured by the receiver.
+    Bw(BwArgs),
+    /// Latency: ping-pong round trips, reported one-way as round trip / 2.
+    Lat(LatArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on [default: the --iface address, else all addresses].
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<IpAddr>,
+    #[arg(long, default_value_t = perf::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    port: u16,
+    /// Serve on this interface only (its address, and SO_BINDTODEVICE).
+    #[arg(long, value_name = "IFACE")]
+    iface: Option<String>,
+    /// Exit after the first client session; its failure is this process's failure.
+    #[arg(long)]
+    once: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Tcp,
+}
+
+/// Flags every client subcommand shares.
+#[derive(Args, Debug)]
+struct Common {
+    /// The node running `linkbench serve`.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    peer: String,
+    /// Port when --peer has none.
+    #[arg(long, default_value_t = perf::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    port: u16,
+    #[arg(long, value_enum, default_value = "tcp")]
+    transport: Transport,
+    /// Send from this interface (SO_BINDTODEVICE).
+    #[arg(long, value_name = "IFACE")]
+    iface: Option<String>,
+    /// Give up connecting after this long.
+    #[arg(long, default_value = "5s", value_parser = cli::duration_arg, value_name = "DURATION")]
+    connect_timeout: Duration,
+    /// Sweep message sizes 2 B .. 8 MiB (powers of two), one row per size.
+    #[arg(short = 'a', long)]
+    all_sizes: bool,
+    /// One JSON document on stdout, nothing else.
+    #[arg(long)]
+    json: bool,
+    /// Also write the table as CSV.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Draw the sweep (needs -a) as an SVG chart.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct BwArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Parallel streams (per direction with --bidir), each on its own thread.
+    #[arg(
+        short = 'P',
+        long = "parallel",
+        default_value_t = 1,
+        value_name = "STREAMS"
+    )]
+    streams: u32,
+    /// Test length [default: 10s; 1s per size with -a].
+    #[arg(short = 't', long = "time", value_parser = cli::duration_arg, value_name = "DURATION")]
+    time: Option<Duration>,
+    /// Bytes per write.
+    #[arg(long, value_parser = cli::size_arg, value_name = "MSG")]
+    size: Option<u64>,
+    /// Server sends, client receives.
+    #[arg(short = 'R', long)]
+    reverse: bool,
+    /// Both directions at once.
+    #[arg(long)]
+    bidir: bool,
+    /// Socket buffer size (SO_SNDBUF/SO_RCVBUF) on both sides.
+    #[arg(short = 'w', long, value_parser = cli::size_arg, value_name = "BYTES")]
+    window: Option<u64>,
+    /// TCP congestion control on both sides (e.g. cubic, bbr).
+    #[arg(short = 'C', long, value_name = "NAME")]
+    congestion: Option<String>,
+    /// Send with MSG_ZEROCOPY.
+    #[arg(short = 'Z', long)]
+    zerocopy: bool,
+}
+
+#[derive(Args, Debug)]
+struct LatArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Bytes per ping (and per pong).
+    #[arg(long, value_parser = cli::size_arg, value_name = "MSG")]
+    size: Option<u64>,
+    /// Round trips [default: 10000; 1000 per size with -a].
+    #[arg(short = 'n', long = "iters", value_name = "ITERS", value_parser = clap::value_parser!(u64).range(1..))]
+    iters: Option<u64>,
+    /// Run for this long instead of a number of round trips.
+    #[arg(short = 't', long = "time", value_parser = cli::duration_arg, value_name = "DURATION")]
+    time: Option<Duration>,
+    /// Both sides spin on the socket instead of sleeping for the reply: lowest latency
+    /// (no wake-up on the path), one busy core per side.
+    #[arg(long)]
+    busy_poll: bool,
+}
+
+/// Message sizes of a sweep: 2 B .. 8 MiB, like perftest's -a.
+fn sweep_sizes() -> Vec<u64> {
+    (1..=23).map(|p| 1u64 << p).collect()
+}
+
+/// What a client run will do, after every flag has been checked.
+struct Plan {
+    config: ClientConfig,
+    sizes: Vec<u64>,
+    sweep: bool,
+    output: report::Output,
+    quiet: bool,
+}
+
+fn resolve_common(common: &Common, size: Option<u64>, default_size: u64) -> anyhow::Result<Plan> {
+    if common.all_sizes && size.is_some() {
+        return Err(cli::usage(
+            "--all-sizes sweeps the message size, so --size cannot be given with it",
+        ));
+    }
+    if common.plot.is_some() && !common.all_sizes {
+        return Err(cli::usage("--plot draws a size sweep: add -a/--all-sizes"));
+    }
+    if let Some(path) = &common.plot {
+        let svg = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+        if !svg {
+            return Err(cli::usage(format!(
+                "--plot {}: charts are written as SVG; name the file *.svg",
+                path.display()
+            )));
+        }
+    }
+    if common.transport != Transport::Tcp {
+        return Err(cli::usage("only --transport tcp is available"));
+    }
+    let size = size.unwrap_or(default_size);
+    if size == 0 || size > perf::MAX_MESSAGE {
+        return Err(cli::usage(format!(
+            "--size must be 1 byte .. {} MiB",
+            perf::MAX_MESSAGE >> 20
+        )));
+    }
+    let peer = fabric::tcp::resolve_peer(&common.peer, common.port).map_err(|e| match e {
+        fabric::FabricError::Config(text) => cli::usage(format!("--peer: {text}")),
+        other => anyhow::Error::new(other).context("--peer"),
+    })?;
+    Ok(Plan {
+        config: ClientConfig {
+            peer,
+            connect_timeout: common.connect_timeout,
+            token: token(),
+            iface: common.iface.clone(),
+        },
+        sizes: if common.all_sizes {
+            sweep_sizes()
+        } else {
+            vec![size]
+        },
+        sweep: common.all_sizes,
+        output: report::Output {
+            json: common.json,
+            csv: common.csv.clone(),
+            plot: common.plot.clone(),
+            peer: peer.to_string(),
+        },
+        quiet: common.quiet || common.json,
+    })
+}
+
+fn token() -> Option<Vec<u8>> {
+    std::env::var_os("NODELINK_TOKEN")
+        .filter(|t| !t.is_empty())
+        .map(|t| t.into_encoded_bytes())
+}
+
+fn bw(args: BwArgs) -> anyhow::Result<u8> {
+    if args.reverse && args.bidir {
+        return Err(cli::usage(
+            "--reverse and --bidir contradict each other: --bidir already measures both directions",
+        ));
+    }
+    if args.streams == 0 || args.streams > perf::MAX_STREAMS {
+        return Err(cli::usage(format!(
+            "-P/--parallel must be 1 .. {}",
+            perf::MAX_STREAMS
+        )));
+    }
+    if let Some(window) = args.window {
+        if window == 0 || window > perf::MAX_WINDOW {
+            return Err(cli::usage("--window must be 1 byte .. 1 GiB"));
+        }
+    }
+    let plan = resolve_common(&args.common, args.size, 128 * 1024)?;
+    let duration = args.time.unwrap_or(if plan.sweep {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(10)
+    });
+    if duration < Duration::from_millis(100) || duration > perf::MAX_DURATION {
+        return Err(cli::usage("-t/--time must be 100ms .. 24h"));
+    }
+    let mode = if args.bidir {
+        Mode::Bidir
+    } else if args.reverse {
+        Mode::Reverse
+    } else {
+        Mode::Forward
+    };
+    let mut client = connect(&plan)?;
+    let total = duration * plan.sizes.len() as u32;
+    let bar = cli::progress(
+        total.as_millis() as u64,
+        "bandwidth",
+        !plan.quiet && total > Duration::from_secs(2),
+    );
+    let mut reports = Vec::new();
+    for (i, &size) in plan.sizes.iter().enumerate() {
+        let spec = BwSpec {
+            mode,
+            streams: args.streams,
+            size,
+            duration,
+            window: args.window,
+            congestion: args.congestion.clone(),
+            zerocopy: args.zerocopy,
+        };
+        let done_before = duration * i as u32;
+        let report = client
+            .bandwidth(&spec, &mut |elapsed| {
+                bar.set_position((done_before + elapsed.min(duration)).as_millis() as u64)
+            })
+            .with_context(|| format!("bandwidth test with {size}-byte messages"))?;
+        reports.push(report);
+    }
+    bar.finish_and_clear();
+    client.close();
+    report::bandwidth(&plan.output, plan.sweep, &reports)?;
+    Ok(cli::exit::OK)
+}
+
+fn lat(args: LatArgs) -> anyhow::Result<u8> {
+    if args.iters.is_some() && args.time.is_some() {
+        return Err(cli::usage(
+            "-n/--iters and -t/--time both say when to stop: give one of them",
+        ));
+    }
+    let plan = resolve_common(&args.common, args.size, 64)?;
+    let until = match (args.iters, args.time) {
+        (_, Some(time)) if time.is_zero() || time > perf::MAX_DURATION => {
+            return Err(cli::usage("-t/--time must be more than 0 and at most 24h"))
+        }
+        (_, Some(time)) => Until::Elapsed(time),
+        (Some(n), None) => Until::Iterations(n),
+        (None, None) => Until::Iterations(if plan.sweep { 1000 } else { 10_000 }),
+    };
+    let mut client = connect(&plan)?;
+    let (total, visible) = match until {
+        Until::Iterations(n) => (
+            n * plan.sizes.len() as u64,
+            n * plan.sizes.len() as u64 > 50_000,
+        ),
+        Until::Elapsed(d) => (
+            (d * plan.sizes.len() as u32).as_millis() as u64,
+            d * plan.sizes.len() as u32 > Duration::from_secs(2),
+        ),
+    };
+    let bar = cli::progress(total, "latency", !plan.quiet && visible);
+    let mut reports = Vec::new();
+    for (i, &size) in plan.sizes.iter().enumerate() {
+        let spec = LatSpec {
+            size,
+            until,
+            busy_poll: args.busy_poll,
+        };
+        let report = client
+            .latency(&spec, &mut |count, elapsed| match until {
+                Until::Iterations(n) => bar.set_position(n * i as u64 + count),
+                Until::Elapsed(d) => {
+                    bar.set_position(((d * i as u32) + elapsed.min(d)).as_millis() as u64)
+                }
+            })
+            .with_context(|| format!("latency test with {size}-byte messages"))?;
+        reports.push(report);
+    }
+    bar.finish_and_clear();
+    client.close();
+    report::latency(&plan.output, plan.sweep, &reports)?;
+    Ok(cli::exit::OK)
+}
+
+fn connect(plan: &Plan) -> anyhow::Result<Client> {
+    Client::connect(plan.config.clone())
+        .with_context(|| format!("linkbench server at {}", plan.config.peer))
+}
+
+/// The IPv4 address of `iface`, so the listener binds there and not to every address.
+fn iface_address(iface: &str) -> anyhow::Result<IpAddr> {
+    let addrs = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
+    let mut found = false;
+    let mut v6 = None;
+    for addr in addrs.filter(|a| a.interface_name == iface) {
+        found = true;
+        let Some(address) = addr.address else {
+            continue;
+        };
+        if let Some(v4) = address.as_sockaddr_in() {
+            return Ok(IpAddr::V4(v4.ip()));
+        }
+        if let Some(six) = address.as_sockaddr_in6() {
+            v6.get_or_insert(IpAddr::V6(six.ip()));
+        }
+    }
+    match (found, v6) {
+        (_, Some(v6)) => Ok(v6),
+        (true, None) => {
+            anyhow::bail!("interface {iface} has no IP address: add one, or pass --bind")
+        }
+        (false, None) => Err(cli::usage(format!(
+            "no interface named {iface} (see `ip -br addr`)"
+        ))),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<u8> {
+    let ip = match (&args.bind, &args.iface) {
+        (Some(ip), _) => *ip,
+        (None, Some(iface)) => iface_address(iface)?,
+        (None, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    let config = ServerConfig {
+        token: token(),
+        iface: args.iface.clone(),
+        once: args.once,
+        max_connections: 1024,
+        log: Arc::new(|line: &str| eprintln!("linkbench serve: {line}")),
+    };
+    let auth = if config.token.is_some() {
+        "NODELINK_TOKEN required"
+    } else {
+        "no authentication"
+    };
+    let server = Server::bind(SocketAddr::new(ip, args.port), config)?;
+    eprintln!(
+        "linkbench serve: listening on {} (protocol v{}, {auth}){}",
+        server.local_addr()?,
+        fabric::control::VERSION,
+        if ip.is_unspecified() {
+            "; all addresses: pass --iface or --bind to restrict"
+        } else {
+            ""
+        }
+    );
+    server.run()?;
+    Ok(cli::exit::OK)
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Bw(args) => bw(args),
+        Command::Lat(args) => lat(args),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    cli::main("linkbench", run)
+}

@@ -1,0 +1,682 @@
+//! Runs the real linkbench binary: on loopback (no root needed) for the protocol, the JSON
+//! shape, sweeps and failure handling; in network namespaces joined by a tbf-shaped veth
+//! for the proof that it measures the shaped rate in every direction.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use testbed::{build_or_skip, Netns, Pair};
+
+const BIN: &str = env!("CARGO_BIN_EXE_linkbench");
+
+/// Tests that move data take turns, so one test's traffic cannot skew another's figures.
+static TRAFFIC: Mutex<()> = Mutex::new(());
+
+fn traffic() -> std::sync::MutexGuard<'static, ()> {
+    TRAFFIC
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A running `linkbench serve`, killed on drop; its stderr is collected.
+struct Served {
+    child: Child,
+    addr: String,
+    log: mpsc::Receiver<String>,
+}
+
+impl Served {
+    fn start(ns: Option<&Netns>, bind: &str, extra: &[&str], env: &[(&str, &str)]) -> Served {
+        let port = if ns.is_some() {
+            18515
+        } else {
+            // A free port on loopback: ask the kernel, then hand it over.
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let mut command = match ns {
+            Some(ns) => ns.command(BIN),
+            None => Command::new(BIN),
+        };
+        command
+            .args(["serve", "--bind", bind, "--port", &port.to_string()])
+            .args(extra)
+            .env_remove("NODELINK_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start linkbench serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[serve] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("listening on") => break,
+                Ok(_) => continue,
+                Err(_) => panic!("linkbench serve did not start: {:?}", child.try_wait()),
+            }
+        }
+        Served {
+            child,
+            addr: format!("{bind}:{port}"),
+            log: rx,
+        }
+    }
+
+    /// Waits for the server to exit by itself (with --once).
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server still running after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_contains(&self, text: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while let Ok(line) = self
+            .log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if line.contains(text) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client(ns: Option<&Netns>, args: &[&str]) -> Command {
+    let mut command = match ns {
+        Some(ns) => ns.command(BIN),
+        None => Command::new(BIN),
+    };
+    command.args(args).env_remove("NODELINK_TOKEN");
+    command
+}
+
+fn run(ns: Option<&Netns>, args: &[&str]) -> Output {
+    client(ns, args).output().expect("run linkbench")
+}
+
+fn json_of(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "linkbench failed: {:?}\nstdout: {stdout}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{stdout}"))
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_bw_shape(document: &Value) {
+    for key in [
+        "transport",
+        "streams",
+        "seconds",
+        "bytes",
+        "throughput_gbps",
+        "per_stream",
+        "cpu",
+        "retransmits",
+    ] {
+        assert!(!document[key].is_null(), "{key} missing in {document}");
+    }
+    assert_eq!(document["transport"], "tcp");
+    assert_eq!(document["tool"], "linkbench");
+    for side in ["local", "remote"] {
+        assert!(document["cpu"][side]["total_pct"].as_f64().unwrap() >= 0.0);
+    }
+}
+
+fn assert_latency_sane(latency: &Value) {
+    let get = |key: &str| {
+        latency[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing in {latency}"))
+    };
+    let (min, p50, p90, p99, p999, max) = (
+        get("min"),
+        get("p50"),
+        get("p90"),
+        get("p99"),
+        get("p999"),
+        get("max"),
+    );
+    assert!(get("mean") > 0.0);
+    assert!(
+        0.0 < min && min <= p50 && p50 <= p90 && p90 <= p99 && p99 <= p999 && p999 <= max,
+        "{latency}"
+    );
+}
+
+// ---------------------------------------------------------------- flags
+
+#[test]
+fn bad_flags_exit_64_naming_the_flags() {
+    for (args, needle) in [
+        (
+            &["bw", "--peer", "127.0.0.1", "--reverse", "--bidir"][..],
+            "--bidir",
+        ),
+        (
+            &["lat", "--peer", "127.0.0.1", "-n", "5", "-t", "1s"][..],
+            "-t/--time",
+        ),
+        (
+            &["bw", "--peer", "127.0.0.1", "--plot", "x.svg"][..],
+            "--all-sizes",
+        ),
+        (
+            &["lat", "--peer", "127.0.0.1", "-a", "--size", "64"][..],
+            "--size",
+        ),
+        (&["bw", "--peer", "127.0.0.1", "-P", "0"][..], "-P"),
+        (&["bw", "--peer", "127.0.0.1", "--size", "4Q"][..], "4Q"),
+        (&["bw", "--peer", "host:port"][..], "--peer"),
+        (
+            &["bw", "--peer", "127.0.0.1", "--transport", "rdma"][..],
+            "rdma",
+        ),
+        (&["bw"][..], "--peer"),
+        (&["bogus"][..], "bogus"),
+    ] {
+        let output = run(None, args);
+        assert_eq!(output.status.code(), Some(64), "{args:?}: {output:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+        assert!(
+            stderr_of(&output).contains(needle),
+            "{args:?}: {}",
+            stderr_of(&output)
+        );
+    }
+}
+
+// ---------------------------------------------------------------- loopback
+
+#[test]
+fn loopback_bandwidth_latency_sweeps_csv_and_plot() {
+    let _turn = traffic();
+    let server = Served::start(None, "127.0.0.1", &[], &[]);
+    let peer = server.addr.as_str();
+
+    let document = json_of(&run(
+        None,
+        &["bw", "--peer", peer, "-t", "1s", "-P", "2", "--json"],
+    ));
+    assert_bw_shape(&document);
+    assert_eq!(document["streams"], 2);
+    assert_eq!(document["per_stream"].as_array().unwrap().len(), 2);
+    assert!(
+        document["throughput_gbps"].as_f64().unwrap() > 0.1,
+        "{document}"
+    );
+
+    let document = json_of(&run(None, &["lat", "--peer", peer, "-n", "2000", "--json"]));
+    assert_eq!(document["iterations"], 2000);
+    assert_latency_sane(&document["latency_us"]);
+    let document = json_of(&run(
+        None,
+        &["lat", "--peer", peer, "-n", "2000", "--busy-poll", "--json"],
+    ));
+    assert_eq!(document["busy_poll"], true);
+    assert_latency_sane(&document["latency_us"]);
+
+    let dir = tempfile_dir();
+    let csv = dir.join("lat.csv");
+    let svg = dir.join("lat.svg");
+    let document = json_of(&run(
+        None,
+        &[
+            "lat",
+            "--peer",
+            peer,
+            "-a",
+            "-n",
+            "20",
+            "--json",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--plot",
+            svg.to_str().unwrap(),
+        ],
+    ));
+    let sweep = document["sweep"].as_array().unwrap();
+    assert_eq!(sweep.len(), 23, "one row per size, 2 B .. 8 MiB");
+    assert_eq!(sweep[0]["msg_size"], 2);
+    assert_eq!(sweep[22]["msg_size"], 8 << 20);
+    for row in sweep {
+        assert_latency_sane(&row["latency_us"]);
+    }
+    assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 24);
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
+
+    let output = run(None, &["bw", "--peer", peer, "-a", "-t", "100ms"]);
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("Gbit/s") && text.contains("8388608"),
+        "{text}"
+    );
+
+    let output = run(None, &["lat", "--peer", peer, "-n", "100"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("round trip / 2"),
+        "the header says how one-way is derived: {text}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("linkbench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn refused_port_fails_fast_with_exit_2() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let output = run(
+        None,
+        &["bw", "--peer", &format!("127.0.0.1:{port}"), "-t", "1s"],
+    );
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.starts_with("linkbench: error: ") && stderr.contains("refused"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+fn read_error_frame(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    assert!(reply.starts_with(b"NLNK"), "no Error frame: {reply:?}");
+    String::from_utf8_lossy(&reply[11..]).into_owned()
+}
+
+#[test]
+fn garbage_and_other_versions_are_refused_and_the_server_keeps_serving() {
+    let _turn = traffic();
+    let server = Served::start(None, "127.0.0.1", &[], &[]);
+
+    let mut garbage = TcpStream::connect(&server.addr).unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(read_error_frame(&mut garbage).contains("not speaking the nodelink protocol"));
+
+    let mut newer = TcpStream::connect(&server.addr).unwrap();
+    let mut frame = b"NLNK\x00\x02\x01\x00\x00\x00\x02{}".to_vec();
+    newer.write_all(&frame).unwrap();
+    assert!(read_error_frame(&mut newer)
+        .contains("v2, this is v1: run the same nodelink version on both nodes"));
+
+    // Oversized length: refused from the header alone.
+    let mut huge = TcpStream::connect(&server.addr).unwrap();
+    frame = b"NLNK\x00\x01\x01\xff\xff\xff\xff".to_vec();
+    huge.write_all(&frame).unwrap();
+    assert!(read_error_frame(&mut huge).contains("limit"));
+
+    // A connection that says nothing at all does not block anybody else.
+    let _silent = TcpStream::connect(&server.addr).unwrap();
+    assert!(server.log_contains("rejected", Duration::from_secs(5)));
+
+    let document = json_of(&run(
+        None,
+        &["bw", "--peer", &server.addr, "-t", "300ms", "--json"],
+    ));
+    assert!(document["throughput_gbps"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_server_of_another_version_is_a_clear_client_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut hello = [0u8; 11];
+        stream.read_exact(&mut hello).unwrap();
+        stream
+            .write_all(b"NLNK\x00\x02\x01\x00\x00\x00\x02{}")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let output = run(None, &["lat", "--peer", &addr.to_string(), "-n", "10"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(
+        stderr_of(&output).contains("peer speaks nodelink protocol v2, this is v1: run the same nodelink version on both nodes"),
+        "{}",
+        stderr_of(&output)
+    );
+    fake.join().unwrap();
+}
+
+#[test]
+fn token_mismatch_is_refused_with_a_clear_message() {
+    let _turn = traffic();
+    let server = Served::start(None, "127.0.0.1", &[], &[("NODELINK_TOKEN", "s3cret")]);
+    let lat = ["lat", "--peer", server.addr.as_str(), "-n", "50"];
+
+    let output = client(None, &lat)
+        .env("NODELINK_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("NODELINK_TOKEN differs"),
+        "{}",
+        stderr_of(&output)
+    );
+
+    let output = client(None, &lat).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("requires NODELINK_TOKEN"),
+        "{}",
+        stderr_of(&output)
+    );
+
+    let output = client(None, &lat)
+        .env("NODELINK_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
+fn server_killed_mid_test_fails_the_client_without_a_hang() {
+    let _turn = traffic();
+    for args in [
+        &["bw", "-t", "8s"][..],
+        &["bw", "-t", "8s", "--reverse"][..],
+        &["lat", "-t", "8s"][..],
+    ] {
+        let mut server = Served::start(None, "127.0.0.1", &[], &[]);
+        let mut child = client(None, args)
+            .args(["--peer", &server.addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        let killed = Instant::now();
+        server.child.kill().unwrap();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(20),
+                "{args:?}: client hangs"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("linkbench: error: "),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            killed.elapsed() < Duration::from_secs(8),
+            "{args:?}: took {:?}",
+            killed.elapsed()
+        );
+    }
+}
+
+#[test]
+fn client_killed_mid_test_fails_a_once_server() {
+    let _turn = traffic();
+    for args in [
+        &["bw", "-t", "8s"][..],
+        &["bw", "-t", "8s", "--reverse"][..],
+        &["lat", "-t", "8s"][..],
+    ] {
+        let mut server = Served::start(None, "127.0.0.1", &["--once"], &[]);
+        let mut child = client(None, args)
+            .args(["--peer", &server.addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        child.kill().unwrap();
+        let _ = child.wait();
+        let status = server.wait(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(2), "{args:?}");
+    }
+}
+
+// ---------------------------------------------------------------- namespaces
+
+fn shaped_pair(rate: &str) -> Option<Pair> {
+    build_or_skip(|| {
+        let pair = Pair::new()?;
+        pair.shape_both(rate)?;
+        Ok(pair)
+    })
+}
+
+fn bw_in(pair: &Pair, extra: &[&str]) -> Value {
+    let mut args = vec!["bw", "--peer", Pair::ADDR_A, "-t", "2s", "--json"];
+    args.extend_from_slice(extra);
+    let document = json_of(&run(Some(&pair.b), &args));
+    assert_bw_shape(&document);
+    document
+}
+
+fn assert_rate(document: &Value, low: f64, high: f64, what: &str) {
+    for direction in document["directions"].as_array().unwrap() {
+        let rate = direction["throughput_gbps"].as_f64().unwrap();
+        assert!(
+            (low..=high).contains(&rate),
+            "{what}: {} measured {rate:.3} Gbit/s, expected {low}..{high}\n{document}",
+            direction["direction"]
+        );
+    }
+}
+
+#[test]
+fn shaped_veth_measures_the_tbf_rate_in_every_direction() {
+    let _turn = traffic();
+    for (rate, low, high) in [("1gbit", 0.93, 1.02), ("2gbit", 1.86, 2.04)] {
+        let Some(pair) = shaped_pair(rate) else {
+            return;
+        };
+        let _server = Served::start(Some(&pair.a), Pair::ADDR_A, &[], &[]);
+        for extra in [
+            &[][..],
+            &["--reverse"][..],
+            &["--bidir"][..],
+            &["-P", "4"][..],
+        ] {
+            let document = bw_in(&pair, extra);
+            assert_rate(&document, low, high, &format!("{rate} {extra:?}"));
+            let streams = if extra.contains(&"-P") { 4 } else { 1 };
+            assert_eq!(document["streams"], streams);
+            let expected_rows = if extra.contains(&"--bidir") {
+                2 * streams
+            } else {
+                streams
+            };
+            assert_eq!(
+                document["per_stream"].as_array().unwrap().len(),
+                expected_rows
+            );
+            if extra.contains(&"--bidir") {
+                assert_eq!(document["directions"].as_array().unwrap().len(), 2);
+            } else {
+                let total = document["throughput_gbps"].as_f64().unwrap();
+                assert!((low..=high).contains(&total), "{rate} {extra:?}: {total}");
+            }
+        }
+    }
+}
+
+#[test]
+fn latency_in_namespaces_is_ordered_and_the_sweep_has_a_row_per_size() {
+    let _turn = traffic();
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    let _server = Served::start(Some(&pair.a), Pair::ADDR_A, &[], &[]);
+    let document = json_of(&run(
+        Some(&pair.b),
+        &["lat", "--peer", Pair::ADDR_A, "-n", "3000", "--json"],
+    ));
+    assert_latency_sane(&document["latency_us"]);
+    assert_eq!(document["latency_us"]["samples"], 3000);
+    let document = json_of(&run(
+        Some(&pair.b),
+        &["lat", "--peer", Pair::ADDR_A, "-a", "-n", "20", "--json"],
+    ));
+    let sizes: Vec<u64> = document["sweep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["msg_size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, (1..=23).map(|p| 1u64 << p).collect::<Vec<_>>());
+}
+
+#[test]
+fn two_clients_at_once_both_complete_with_sane_figures() {
+    let _turn = traffic();
+    let Some(pair) = shaped_pair("1gbit") else {
+        return;
+    };
+    let _server = Served::start(Some(&pair.a), Pair::ADDR_A, &[], &[]);
+    let spawn = |extra: &[&str]| {
+        client(
+            Some(&pair.b),
+            &["bw", "--peer", Pair::ADDR_A, "-t", "2s", "--json"],
+        )
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let first = spawn(&[]);
+    let second = spawn(&["-P", "2"]);
+    let first = json_of(&first.wait_with_output().unwrap());
+    let second = json_of(&second.wait_with_output().unwrap());
+    assert_eq!(first["per_stream"].as_array().unwrap().len(), 1);
+    assert_eq!(second["per_stream"].as_array().unwrap().len(), 2);
+    let (a, b) = (
+        first["throughput_gbps"].as_f64().unwrap(),
+        second["throughput_gbps"].as_f64().unwrap(),
+    );
+    assert!(a > 0.1 && b > 0.1, "{a} {b}");
+    // They share one 1 Gbit/s link (and overlap for most of the test).
+    assert!(a + b < 1.3, "{a} + {b}");
+}
+
+#[test]
+fn dead_address_fails_within_the_connect_timeout() {
+    // Inside the pair's subnet, nobody home: a static neighbour entry makes the SYN vanish
+    // (no "host unreachable" from a failed ARP), so only the timeout can end the wait.
+    let Some(pair) = build_or_skip(|| {
+        let pair = Pair::new()?;
+        pair.b.ip(&[
+            "neigh",
+            "add",
+            "10.77.0.99",
+            "lladdr",
+            "02:00:00:00:00:99",
+            "dev",
+            Pair::IFACE,
+            "nud",
+            "permanent",
+        ])?;
+        Ok(pair)
+    }) else {
+        return;
+    };
+    let started = Instant::now();
+    let output = run(
+        Some(&pair.b),
+        &[
+            "bw",
+            "--peer",
+            "10.77.0.99",
+            "--connect-timeout",
+            "1s",
+            "-t",
+            "1s",
+        ],
+    );
+    let took = started.elapsed();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert!(
+        stderr_of(&output).contains("no answer within 1s"),
+        "{}",
+        stderr_of(&output)
+    );
+
+    let started = Instant::now();
+    let output = run(Some(&pair.b), &["lat", "--peer", "10.77.0.99"]);
+    let took = started.elapsed();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(8),
+        "default is 5 s, took {took:?}"
+    );
+}
