@@ -268,6 +268,7 @@ impl Communicator {
         };
         let timeout = self.timeout;
         let run = Run {
+            poll: schedule.send_bytes <= INLINE_BYTES,
             peers,
             buffer: base,
             dtype,
@@ -446,8 +447,35 @@ fn run_sends(
     Ok(())
 }
 
+/// How long a small receive polls before it blocks: a sleeping reader costs a wake-up
+/// (tens of microseconds on a loaded VM), which dominates tiny collectives.
+const POLL_BUDGET: Duration = Duration::from_micros(500);
+
+/// Reads `into` fully, first with non-blocking receives and `sched_yield` between them (so
+/// oversubscribed ranks still make progress), then blocking once the budget is spent.
+fn read_polling(stream: &TcpStream, into: &mut [u8]) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    let started = Instant::now();
+    let mut filled = 0;
+    while filled < into.len() && started.elapsed() < POLL_BUDGET {
+        // SAFETY: initialised bytes viewed as MaybeUninit for socket2's recv; it only writes.
+        let window =
+            unsafe { &mut *(&mut into[filled..] as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+        match socket.recv_with_flags(window, libc::MSG_DONTWAIT) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    (&mut &*stream).read_exact(&mut into[filled..])
+}
+
 /// What every receive needs: the connections, the buffer, the element type and reduction.
 struct Run<'a> {
+    /// Poll before blocking (small, latency-bound schedules).
+    poll: bool,
     peers: &'a [Option<TcpStream>],
     buffer: SharedBuffer,
     dtype: DType,
@@ -461,18 +489,21 @@ fn receive_one(
     scratch: &mut [u8],
 ) -> Result<(), CollError> {
     let (buffer, timeout) = (run.buffer, run.timeout);
-    let mut stream = peer(run.peers, recv.peer)?;
+    let stream = peer(run.peers, recv.peer)?;
     // SAFETY: no send reads this range while it is being received (see SharedBuffer).
     let target = unsafe { buffer.slice_mut(&recv.range) };
+    let read = |into: &mut [u8]| {
+        if run.poll {
+            read_polling(stream, into)
+        } else {
+            (&mut &*stream).read_exact(into)
+        }
+    };
     match recv.action {
-        Action::Copy => stream
-            .read_exact(target)
-            .map_err(io_error(recv.peer, false, timeout)),
+        Action::Copy => read(target).map_err(io_error(recv.peer, false, timeout)),
         Action::Reduce => {
             let incoming = &mut scratch[..target.len()];
-            stream
-                .read_exact(incoming)
-                .map_err(io_error(recv.peer, false, timeout))?;
+            read(incoming).map_err(io_error(recv.peer, false, timeout))?;
             reduce_into(run.dtype, run.op, target, incoming);
             Ok(())
         }
