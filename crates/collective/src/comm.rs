@@ -253,6 +253,25 @@ impl Communicator {
         dtype: DType,
         op: RedOp,
     ) -> Result<(), CollError> {
+        self.execute_from(schedule, None, buffer, dtype, op)
+    }
+
+    /// Like [`execute`](Self::execute), with a separate source buffer for schedules that
+    /// read it (`send_source`, `ReduceSource`); without one they read `buffer` itself.
+    /// Source offsets are the same as the buffer's.
+    pub fn execute_from(
+        &mut self,
+        schedule: &Schedule,
+        source: Option<&[u8]>,
+        buffer: &mut [u8],
+        dtype: DType,
+        op: RedOp,
+    ) -> Result<(), CollError> {
+        if let Some(source) = source {
+            if source.len() != buffer.len() {
+                return Err(CollError::Invalid("source and buffer sizes differ".into()));
+            }
+        }
         for (from, to) in &schedule.local_copies {
             buffer.copy_within(from.clone(), to.start);
         }
@@ -266,10 +285,16 @@ impl Communicator {
             ptr: buffer.as_mut_ptr(),
             len: buffer.len(),
         };
+        // The source is only ever read; aliasing `buffer` when absent is the in-place case.
+        let source = source.map_or(base, |s| SharedBuffer {
+            ptr: s.as_ptr() as *mut u8,
+            len: s.len(),
+        });
         let timeout = self.timeout;
         let run = Run {
             poll: schedule.send_bytes <= INLINE_BYTES,
             peers,
+            source,
             buffer: base,
             dtype,
             op,
@@ -283,7 +308,8 @@ impl Communicator {
             changed: Condvar::new(),
         };
         std::thread::scope(|scope| {
-            let sender = scope.spawn(|| run_sends(schedule, peers, base, &progress, timeout));
+            let sender =
+                scope.spawn(|| run_sends(schedule, peers, base, source, &progress, timeout));
             let received = run_receives(schedule, &run, scratch, &progress);
             if let Err(e) = &received {
                 progress.fail(e.to_string());
@@ -432,13 +458,15 @@ fn run_sends(
     schedule: &Schedule,
     peers: &[Option<TcpStream>],
     buffer: SharedBuffer,
+    source: SharedBuffer,
     progress: &Progress,
     timeout: Duration,
 ) -> Result<(), CollError> {
     for send in &schedule.sends {
         progress.wait_for(send.after, timeout)?;
+        let from = if send.from_source { source } else { buffer };
         // SAFETY: the segment's dependencies are complete and nothing rewrites it (see SharedBuffer).
-        let bytes = unsafe { buffer.slice(&send.range) };
+        let bytes = unsafe { from.slice(&send.range) };
         let mut stream = peer(peers, send.peer)?;
         stream
             .write_all(bytes)
@@ -476,6 +504,8 @@ fn read_polling(stream: &TcpStream, into: &mut [u8]) -> std::io::Result<()> {
 struct Run<'a> {
     /// Poll before blocking (small, latency-bound schedules).
     poll: bool,
+    /// The caller's input for out-of-place schedules (the buffer itself otherwise).
+    source: SharedBuffer,
     peers: &'a [Option<TcpStream>],
     buffer: SharedBuffer,
     dtype: DType,
@@ -501,9 +531,13 @@ fn receive_one(
     };
     match recv.action {
         Action::Copy => read(target).map_err(io_error(recv.peer, false, timeout)),
-        Action::Reduce => {
+        Action::Reduce | Action::ReduceSource => {
             let incoming = &mut scratch[..target.len()];
             read(incoming).map_err(io_error(recv.peer, false, timeout))?;
+            if recv.action == Action::ReduceSource && run.source.ptr != buffer.ptr {
+                // SAFETY: the source is never written during the collective.
+                target.copy_from_slice(unsafe { run.source.slice(&recv.range) });
+            }
             reduce_into(run.dtype, run.op, target, incoming);
             Ok(())
         }
@@ -534,8 +568,9 @@ fn run_interleaved(schedule: &Schedule, run: &Run, scratch: &mut [u8]) -> Result
             .get(next_send)
             .filter(|s| s.after <= received)
         {
+            let from = if send.from_source { run.source } else { buffer };
             // SAFETY: single thread; the range is not borrowed elsewhere.
-            let bytes = unsafe { buffer.slice(&send.range) };
+            let bytes = unsafe { from.slice(&send.range) };
             peer(peers, send.peer)?
                 .write_all(bytes)
                 .map_err(io_error(send.peer, true, timeout))?;

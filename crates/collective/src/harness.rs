@@ -63,6 +63,18 @@ pub fn plan(
     dtype: DType,
     root: usize,
 ) -> (Ctx, Schedule) {
+    plan_with(op, comm, count, dtype, root, false)
+}
+
+/// [`plan`], choosing the out-of-place variant where the descriptor has one.
+pub fn plan_with(
+    op: &dyn Collective,
+    comm: &Communicator,
+    count: usize,
+    dtype: DType,
+    root: usize,
+    out_of_place: bool,
+) -> (Ctx, Schedule) {
     let shape = op.shape(count, comm.rank, comm.world);
     let ctx = Ctx {
         rank: comm.rank,
@@ -70,6 +82,7 @@ pub fn plan(
         root,
         elem: dtype.size(),
         shape,
+        out_of_place: out_of_place && op.reads_source(),
     };
     let mut builder = Builder::new(dtype.size());
     op.schedule(&ctx, &mut builder);
@@ -148,14 +161,22 @@ pub fn run(
         let rank = comm.rank;
         dtype.fill(source, |i| input(rank, i));
 
+        // The out-of-place variant reads a source as large as the work buffer.
+        let reads_source = op.reads_source() && send_range == (0..work_bytes) && comm.world > 1;
+        let (_, direct) = plan_with(op, comm, count, dtype, config.root, reads_source);
         let mut timings = [Timing::default(); 2];
         let mut latency = LatencyRecorder::new();
         for (mode, in_place) in [false, true].into_iter().enumerate() {
             let once = |comm: &mut Communicator, work: &mut [u8]| -> Result<(), CollError> {
-                if !in_place {
-                    // Out-of-place: the send buffer is separate and the work buffer receives.
-                    work[send_range.clone()].copy_from_slice(source);
+                if in_place {
+                    return comm.execute(&schedule, work, dtype, config.redop);
                 }
+                if reads_source {
+                    // The schedule reads the separate send buffer itself (no copy).
+                    return comm.execute_from(&direct, Some(&*source), work, dtype, config.redop);
+                }
+                // Otherwise the send buffer is copied into place first.
+                work[send_range.clone()].copy_from_slice(source);
                 comm.execute(&schedule, work, dtype, config.redop)
             };
             fill_input(&ctx, dtype, work);

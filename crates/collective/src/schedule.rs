@@ -13,12 +13,17 @@ pub const SEGMENT_BYTES: usize = 512 * 1024;
 pub enum Action {
     Copy,
     Reduce,
+    /// target = source op incoming: the first reduction into a chunk of an out-of-place
+    /// collective reads the caller's source buffer instead of a pre-copied one.
+    ReduceSource,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Send {
     pub peer: usize,
     pub range: Range<usize>,
+    /// Read from the caller's source buffer (never written, so no dependencies).
+    pub from_source: bool,
     /// Receive segments that must be complete before this one is sent.
     pub after: usize,
 }
@@ -41,7 +46,7 @@ pub struct Schedule {
 
 #[derive(Debug, Default)]
 struct Step {
-    sends: Vec<(usize, Range<usize>)>,
+    sends: Vec<(usize, Range<usize>, bool)>,
     recvs: Vec<(usize, Range<usize>, Action)>,
 }
 
@@ -83,7 +88,15 @@ impl Builder {
 
     pub fn send(&mut self, peer: usize, range: Range<usize>) -> &mut Self {
         if !range.is_empty() {
-            self.current().sends.push((peer, range));
+            self.current().sends.push((peer, range, false));
+        }
+        self
+    }
+
+    /// Sends a range of the caller's source buffer (out-of-place collectives).
+    pub fn send_source(&mut self, peer: usize, range: Range<usize>) -> &mut Self {
+        if !range.is_empty() {
+            self.current().sends.push((peer, range, true));
         }
         self
     }
@@ -108,18 +121,23 @@ impl Builder {
             ..Schedule::default()
         };
         for step in self.steps {
-            for (peer, range) in step.sends {
+            for (peer, range, from_source) in step.sends {
                 for piece in split(range, self.segment) {
-                    let after = schedule
-                        .recvs
-                        .iter()
-                        .rposition(|r| r.range.start < piece.end && piece.start < r.range.end)
-                        .map_or(0, |index| index + 1);
+                    let after = if from_source {
+                        0
+                    } else {
+                        schedule
+                            .recvs
+                            .iter()
+                            .rposition(|r| r.range.start < piece.end && piece.start < r.range.end)
+                            .map_or(0, |index| index + 1)
+                    };
                     schedule.send_bytes += piece.len();
                     schedule.max_segment = schedule.max_segment.max(piece.len());
                     schedule.sends.push(Send {
                         peer,
                         range: piece,
+                        from_source,
                         after,
                     });
                 }

@@ -21,6 +21,9 @@ impl Collective for AllReduce {
     fn has_redop(&self) -> bool {
         true
     }
+    fn reads_source(&self) -> bool {
+        true
+    }
     fn shape(&self, count: usize, _rank: usize, _world: usize) -> Shape {
         Shape {
             send_count: count,
@@ -39,10 +42,20 @@ impl Collective for AllReduce {
             let all = ctx.bytes(0..ctx.shape.work_count);
             builder.step();
             for k in 1..ctx.world {
-                builder.send((ctx.rank + k) % ctx.world, all.clone());
+                if ctx.out_of_place {
+                    builder.send_source((ctx.rank + k) % ctx.world, all.clone());
+                } else {
+                    builder.send((ctx.rank + k) % ctx.world, all.clone());
+                }
             }
             for k in 1..ctx.world {
-                builder.recv(ctx.back(k), all.clone(), Action::Reduce);
+                let first = k == 1 && ctx.out_of_place;
+                let action = if first {
+                    Action::ReduceSource
+                } else {
+                    Action::Reduce
+                };
+                builder.recv(ctx.back(k), all.clone(), action);
             }
             return;
         }

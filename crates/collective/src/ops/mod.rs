@@ -36,6 +36,9 @@ pub struct Ctx {
     pub root: usize,
     pub elem: usize,
     pub shape: Shape,
+    /// Build the out-of-place variant: read the caller's source buffer directly
+    /// (only for descriptors whose `reads_source` is true).
+    pub out_of_place: bool,
 }
 
 impl Ctx {
@@ -73,6 +76,11 @@ pub trait Collective: Sync {
     fn has_root(&self) -> bool {
         false
     }
+    /// Whether `schedule` honours `ctx.out_of_place` by reading the source buffer itself
+    /// (otherwise the harness copies the source into the work buffer first).
+    fn reads_source(&self) -> bool {
+        false
+    }
     /// Buffers for nccl-tests' `count` (the larger side's elements).
     fn shape(&self, count: usize, rank: usize, world: usize) -> Shape;
     fn schedule(&self, ctx: &Ctx, builder: &mut Builder);
@@ -106,11 +114,21 @@ pub(crate) fn ring_reduce_scatter(ctx: &Ctx, builder: &mut Builder, base: usize,
         let r = chunk(count, n, c);
         ctx.bytes(base + r.start..base + r.end)
     };
+    // Out-of-place: step 0 sends raw input, and each chunk's single reduction reads the
+    // source, so the work buffer needs no copy of the input.
+    let (first, reduce) = if ctx.out_of_place {
+        (true, Action::ReduceSource)
+    } else {
+        (false, Action::Reduce)
+    };
     for step in 0..n.saturating_sub(1) {
-        builder
-            .step()
-            .send(ctx.next(), at(ctx.back(step + 1)))
-            .recv(ctx.prev(), at(ctx.back(step + 2)), Action::Reduce);
+        let builder = builder.step();
+        if step == 0 && first {
+            builder.send_source(ctx.next(), at(ctx.back(1)));
+        } else {
+            builder.send(ctx.next(), at(ctx.back(step + 1)));
+        }
+        builder.recv(ctx.prev(), at(ctx.back(step + 2)), reduce);
     }
 }
 
