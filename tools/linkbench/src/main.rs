@@ -106,7 +106,7 @@ struct BwArgs {
     /// Test length [default: 10s; 1s per size with -a].
     #[arg(short = 't', long = "time", value_parser = cli::duration_arg, value_name = "DURATION")]
     time: Option<Duration>,
-    /// Bytes per write.
+    /// Bytes per write [default: 1M; large writes keep syscalls off the critical path].
     #[arg(long, value_parser = cli::size_arg, value_name = "MSG")]
     size: Option<u64>,
     /// Server sends, client receives.
@@ -139,8 +139,8 @@ struct LatArgs {
     /// Run for this long instead of a number of round trips.
     #[arg(short = 't', long = "time", value_parser = cli::duration_arg, value_name = "DURATION")]
     time: Option<Duration>,
-    /// Both sides spin on the socket instead of sleeping for the reply: lowest latency
-    /// (no wake-up on the path), one busy core per side.
+    /// Both sides spin on the socket for the whole test instead of polling 200 us and then
+    /// sleeping for the reply (the default): no wake-up ever on the path, one busy core per side.
     #[arg(long)]
     busy_poll: bool,
 }
@@ -239,7 +239,7 @@ fn bw(args: BwArgs) -> anyhow::Result<u8> {
             return Err(cli::usage("--window must be 1 byte .. 1 GiB"));
         }
     }
-    let plan = resolve_common(&args.common, args.size, 128 * 1024)?;
+    let plan = resolve_common(&args.common, args.size, 1 << 20)?;
     let duration = args.time.unwrap_or(if plan.sweep {
         Duration::from_secs(1)
     } else {

@@ -187,8 +187,10 @@ pub fn latency(output: &Output, sweep: bool, reports: &[LatReport]) -> anyhow::R
         return Ok(());
     };
     let header = format!(
-        "linkbench lat: {} ping-pong with {}; one-way latency = round trip / 2 (as qperf, sockperf, perftest report it), in microseconds",
-        first.transport, output.peer
+        "linkbench lat: {} ping-pong with {}; one-way latency = round trip / 2 (as qperf, sockperf, perftest report it), in microseconds; receives {}",
+        first.transport,
+        output.peer,
+        if first.busy_poll { "busy-poll" } else { "poll 200 us, then block" }
     );
     let mut table = Table::new([
         "size (B)",

@@ -210,12 +210,16 @@ pub fn receive(
 /// Reads what is there. With `busy`, spins on a non-blocking receive instead of sleeping:
 /// no wake-up on the reply's path (the way sockperf and perftest's polling mode measure),
 /// at the price of a busy core. The spin is still bounded by [`STALL_TIMEOUT`].
+/// How long a ping-pong receive polls before it sleeps in `recv`. Waking a sleeping
+/// reader costs tens of microseconds on virtual machines (an idle vCPU halts), which would
+/// otherwise dominate what `lat` reports; past this the reader blocks and costs no CPU.
+const POLL_BEFORE_BLOCK: Duration = Duration::from_micros(200);
+
+/// One receive: polls with MSG_DONTWAIT first, then blocks (or, with `busy`, keeps
+/// spinning until the stall timeout).
 fn read_some(stream: &TcpStream, buf: &mut [u8], busy: bool) -> std::io::Result<usize> {
-    if !busy {
-        return (&*stream).read(buf);
-    }
     let fd = stream.as_raw_fd();
-    let mut started: Option<Instant> = None;
+    let started = Instant::now();
     let mut spins = 0u32;
     loop {
         // SAFETY: buf is a live, writable slice of buf.len() bytes.
@@ -228,9 +232,12 @@ fn read_some(stream: &TcpStream, buf: &mut [u8], busy: bool) -> std::io::Result<
             ErrorKind::WouldBlock => {
                 std::hint::spin_loop();
                 spins = spins.wrapping_add(1);
-                if spins & 1023 == 0 {
-                    let since = *started.get_or_insert_with(Instant::now);
-                    if since.elapsed() > STALL_TIMEOUT {
+                if spins & 63 == 0 {
+                    let waited = started.elapsed();
+                    if !busy && waited > POLL_BEFORE_BLOCK {
+                        return (&*stream).read(buf);
+                    }
+                    if waited > STALL_TIMEOUT {
                         return Err(ErrorKind::TimedOut.into());
                     }
                 }
