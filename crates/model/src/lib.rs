@@ -1,6 +1,18 @@
 //! Model shapes from `configs/models/*.toml` and the message sizes tensor and pipeline
-//! parallelism put on the network. Pure data and formulas.
+//! parallelism put on the network, plus the GPU specs, link prices, parallel plans and cost
+//! model that `explain` uses. Pure data and formulas.
 
+mod cost;
+mod gpu;
+mod link;
+mod plan;
+
+pub use cost::{estimate, Assumptions, Breakdown, Estimate, Workload};
+pub use gpu::{find_gpu, load_gpus, GpuSpec};
+pub use link::{LinkModel, INTER_PROFILES, INTRA_PROFILES};
+pub use plan::Plan;
+
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -15,6 +27,15 @@ pub enum ModelError {
     },
     #[error("reading {path}: {reason}")]
     Read { path: String, reason: String },
+    #[error("unknown {what} '{name}': known ones are {known}")]
+    UnknownName {
+        what: &'static str,
+        name: String,
+        known: String,
+    },
+    /// A plan, workload or link file that cannot be priced; the text says why and the fix.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -58,6 +79,11 @@ impl ModelShape {
     pub fn tp_allreduces_per_step(&self) -> u64 {
         2 * self.layers
     }
+
+    /// Weight bytes: parameters x dtype bytes.
+    pub fn weight_bytes(&self) -> f64 {
+        self.params * self.dtype_bytes() as f64
+    }
 }
 
 /// The configs directory: `NODELINK_CONFIGS`, else `configs/` next to the workspace root or
@@ -73,14 +99,13 @@ pub fn configs_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs"))
 }
 
-/// All model shapes in `dir/models/*.toml`, sorted by name.
-pub fn load_models(dir: &Path) -> Result<Vec<ModelShape>, ModelError> {
-    let models_dir = dir.join("models");
-    let entries = std::fs::read_dir(&models_dir).map_err(|e| ModelError::Read {
-        path: models_dir.display().to_string(),
+/// Every `*.toml` in `dir`, parsed as `T`.
+pub(crate) fn load_tomls<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, ModelError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| ModelError::Read {
+        path: dir.display().to_string(),
         reason: e.to_string(),
     })?;
-    let mut models = Vec::new();
+    let mut items = Vec::new();
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
         if path.extension().and_then(|e| e.to_str()) != Some("toml") {
@@ -90,12 +115,18 @@ pub fn load_models(dir: &Path) -> Result<Vec<ModelShape>, ModelError> {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let model: ModelShape = toml::from_str(&text).map_err(|e| ModelError::Read {
+        let item: T = toml::from_str(&text).map_err(|e| ModelError::Read {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        models.push(model);
+        items.push(item);
     }
+    Ok(items)
+}
+
+/// All model shapes in `dir/models/*.toml`, sorted by name.
+pub fn load_models(dir: &Path) -> Result<Vec<ModelShape>, ModelError> {
+    let mut models: Vec<ModelShape> = load_tomls(&dir.join("models"))?;
     models.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(models)
 }
