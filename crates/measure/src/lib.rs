@@ -1,11 +1,13 @@
 //! Units, latency statistics and renderers: every tool states sizes, rates and latencies
 //! the same way, so figures from two tools can be compared without guessing units.
 
+mod bars;
 mod latency;
 mod plot;
 mod render;
 mod units;
 
+pub use bars::{write_bar_chart, BarChart};
 pub use latency::{LatencyRecorder, LatencySummary};
 pub use plot::{write_chart, Chart, PlotError, Series};
 pub use render::{write_csv, Table};

@@ -52,7 +52,7 @@ fn escape(text: &str) -> String {
 }
 
 /// A "nice" step (1, 2 or 5 times a power of ten) giving about five ticks up to `max`.
-fn nice_step(max: f64) -> f64 {
+pub(crate) fn nice_step(max: f64) -> f64 {
     let raw = (max / 5.0).max(f64::MIN_POSITIVE);
     let power = 10f64.powf(raw.log10().floor());
     let fraction = raw / power;
@@ -81,7 +81,7 @@ fn byte_label(bytes: f64) -> String {
     }
 }
 
-fn number_label(value: f64) -> String {
+pub(crate) fn number_label(value: f64) -> String {
     if value == 0.0 {
         "0".into()
     } else if value.abs() >= 100.0 || value.fract() == 0.0 {

@@ -7,9 +7,9 @@ mod gpu;
 mod link;
 mod plan;
 
-pub use cost::{estimate, Assumptions, Breakdown, Estimate, Workload};
+pub use cost::{estimate, verdict, Assumptions, Breakdown, Estimate, Workload};
 pub use gpu::{find_gpu, load_gpus, GpuSpec};
-pub use link::{LinkModel, INTER_PROFILES, INTRA_PROFILES};
+pub use link::{LinkModel, Measured, INTER_PROFILES, INTRA_PROFILES};
 pub use plan::Plan;
 
 use serde::de::DeserializeOwned;

@@ -3,6 +3,7 @@
 //! nccl-tests' columns (rank 0 only) or one JSON document.
 
 mod shaped;
+mod synthetic;
 
 use anyhow::Context;
 use clap::Parser;
@@ -81,6 +82,19 @@ pub struct Args {
     /// Longest wait for a rank, at rendezvous and during collectives.
     #[arg(long, default_value = "30s", value_parser = cli::duration_arg)]
     timeout: Duration,
+    /// Time a synthetic decode step: per layer, --compute-us of busy compute then two
+    /// all-reduces of --batch x --hidden bf16 (-n steps, -w warm-up steps).
+    #[arg(long)]
+    synthetic_step: bool,
+    /// --synthetic-step: layers per step.
+    #[arg(long, default_value_t = 8)]
+    layers: u64,
+    /// --synthetic-step: hidden size.
+    #[arg(long, default_value_t = 4096)]
+    hidden: u64,
+    /// --synthetic-step: busy compute per layer, microseconds.
+    #[arg(long, default_value_t = 200.0)]
+    compute_us: f64,
     /// Model whose TP/PP messages to run (configs/models/*.toml).
     #[arg(long)]
     model: Option<String>,
@@ -184,6 +198,9 @@ fn run(args: Args) -> anyhow::Result<u8> {
         }
     }
     let job = resolve_job(&args)?;
+    if args.synthetic_step {
+        return synthetic::run(&args, &job);
+    }
     let nccl = match args.backend.as_str() {
         "tcp" => None,
         "nccl" => {

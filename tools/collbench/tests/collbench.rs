@@ -358,3 +358,48 @@ fn csv_and_plot_files_hold_every_row() {
     assert_eq!(bad.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("SVG"));
 }
+
+#[test]
+fn synthetic_step_reports_the_mean_step_time() {
+    // 2 layers x (100 us compute + 2 all-reduces): at least 0.2 ms of compute per step.
+    let output = Command::new(BIN)
+        .args([
+            "--ranks",
+            "2",
+            "--synthetic-step",
+            "--layers",
+            "2",
+            "--hidden",
+            "256",
+            "--batch",
+            "4",
+            "--compute-us",
+            "100",
+            "-n",
+            "5",
+            "-w",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let document = json_of(&output);
+    assert_eq!(document["world"], 2);
+    assert_eq!(document["layers"], 2);
+    assert_eq!(document["batch"], 4);
+    let rows = document["rows"].as_array().unwrap();
+    assert_eq!(rows[0]["allreduce_bytes"], 4 * 256 * 2);
+    let step = document["step_ms"].as_f64().unwrap();
+    assert!(step >= 0.2, "{document}");
+    assert!(document["comm_ms"].as_f64().unwrap() < step);
+    let bad = Command::new(BIN)
+        .args(["--ranks", "2", "--synthetic-step", "--layers", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+}

@@ -1,0 +1,258 @@
+//! Prices every plan, the verdict between them and the what-ifs, and renders them as a
+//! table, one JSON document, or stacked bars.
+
+use crate::{Args, Resolved};
+use model::{estimate, verdict, Estimate, LinkModel, Plan, INTER_PROFILES};
+use serde_json::json;
+
+struct WhatIf {
+    what: String,
+    result: Result<Estimate, String>,
+}
+
+fn price(r: &Resolved, plan: &Plan, inter: &LinkModel) -> Result<Estimate, model::ModelError> {
+    estimate(
+        &r.model,
+        &r.gpu,
+        plan,
+        &r.workload,
+        &r.intra,
+        inter,
+        &r.assumptions,
+    )
+}
+
+/// The same plan over IB, PP and TP swapped across the node boundary, DP replicas instead.
+fn what_ifs(r: &Resolved, plan: &Plan) -> Vec<WhatIf> {
+    let mut out = Vec::new();
+    let mut add = |what: String, plan: Plan, inter: &LinkModel| {
+        out.push(WhatIf {
+            what,
+            result: price(r, &plan, inter).map_err(|e| e.to_string()),
+        })
+    };
+    let crosses = plan.nodes_used() > 1;
+    if crosses {
+        for ib in ["ib-ndr400", "tcp-100g"] {
+            if r.inter.name != ib {
+                if let Ok(link) = LinkModel::named(ib, INTER_PROFILES, "inter-node link") {
+                    add(format!("{} over {ib}", plan.name()), *plan, &link);
+                }
+            }
+        }
+    }
+    let (across, _) = plan.pp_boundaries();
+    if across > 0 {
+        // PP across the boundary -> one TP group spanning the nodes.
+        let tp = Plan {
+            tp: plan.tp * plan.pp,
+            pp: 1,
+            ..*plan
+        };
+        add(
+            format!("TP across the node boundary instead: {}", tp.name()),
+            tp,
+            &r.inter,
+        );
+    } else if plan.tp_spans_nodes() {
+        let g = plan.gpus_per_node;
+        let pp = Plan {
+            tp: g,
+            pp: plan.pp * plan.tp.div_ceil(g),
+            ..*plan
+        };
+        add(
+            format!("PP across the node boundary instead: {}", pp.name()),
+            pp,
+            &r.inter,
+        );
+    }
+    if crosses && (plan.pp > 1 || plan.tp_spans_nodes()) {
+        let tp = plan.tp.min(plan.gpus_per_node);
+        let dp = Plan {
+            tp,
+            pp: 1,
+            dp: plan.dp * plan.tp * plan.pp / tp,
+            ..*plan
+        };
+        add(
+            format!("DP replicas instead (one per {} GPUs): {}", tp, dp.name()),
+            dp,
+            &r.inter,
+        );
+    }
+    out
+}
+
+fn one_line(e: &Estimate) -> String {
+    let b = &e.breakdown_ms;
+    format!(
+        "{}: TPOT {:.2} ms = compute {:.2} + TP all-reduces {:.2} + PP sends {:.2} + bubble {:.2} + overhead {:.2}; TTFT {:.1} ms.",
+        e.name, e.tpot_ms, b.compute, b.tp_comm, b.pp_comm, b.bubble, b.overhead, e.ttft_ms
+    )
+}
+
+pub fn run(args: &Args, r: &Resolved) -> anyhow::Result<u8> {
+    let mut estimates = Vec::new();
+    for plan in &r.plans {
+        let e = price(r, plan, &r.inter).map_err(|e| cli::usage(e.to_string()))?;
+        estimates.push(e);
+    }
+    let concurrency = r.workload.concurrency;
+    let text = match estimates.as_slice() {
+        [a, b] => verdict(a, b, concurrency),
+        [a] => one_line(a),
+        _ => String::new(),
+    };
+    let base = r.plans.last().copied().unwrap_or(r.plans[0]);
+    let ifs = what_ifs(r, &base);
+    if let Some(path) = &args.plot {
+        let mut shown: Vec<(String, &Estimate)> =
+            estimates.iter().map(|e| (e.name.clone(), e)).collect();
+        shown.extend(ifs.iter().filter_map(|w| {
+            let e = w.result.as_ref().ok()?;
+            let label = w.what.rsplit(": ").next().unwrap_or(&w.what);
+            Some((format!("what if: {label}"), e))
+        }));
+        write_plot(path, &shown, r)?;
+    }
+    if args.json {
+        let link = |l: &LinkModel| json!({"name": l.name, "alpha_us": l.alpha_us, "gbs": l.gbs, "source": l.source});
+        let document = json!({
+            "model": r.model.name,
+            "gpu": r.gpu.name,
+            "workload": {
+                "input_len": r.workload.input_len, "output_len": r.workload.output_len,
+                "concurrency": r.workload.concurrency, "qps": r.workload.qps,
+            },
+            "links": {"intra_node": link(&r.intra), "inter_node": link(&r.inter)},
+            "assumptions": r.assumptions,
+            "plans": estimates,
+            "verdict": text,
+            "what_ifs": ifs.iter().map(|w| match &w.result {
+                Ok(e) => json!({"what": w.what, "plan": e}),
+                Err(reason) => json!({"what": w.what, "rejected": reason}),
+            }).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+        return Ok(cli::exit::OK);
+    }
+    println!(
+        "# explain: {} on {} ({} GiB, {} GB/s HBM, {} TFLOP/s bf16); {} in / {} out, {}",
+        r.model.name,
+        r.gpu.name,
+        r.gpu.memory_gib,
+        r.gpu.hbm_gbs,
+        r.gpu.bf16_tflops,
+        r.workload.input_len,
+        r.workload.output_len,
+        match r.workload.qps {
+            Some(q) => format!("{q} req/s offered"),
+            None => format!("concurrency {}", r.workload.concurrency),
+        }
+    );
+    for (what, l) in [("intra-node", &r.intra), ("inter-node", &r.inter)] {
+        println!(
+            "# {what}: {} = {:.3} GB/s per direction, {:.1} us per hop ({})",
+            l.name, l.gbs, l.alpha_us, l.source
+        );
+    }
+    println!("{}", table(estimates.iter().map(|e| (e.name.clone(), e))));
+    println!("{text}");
+    if !ifs.is_empty() {
+        println!("\nWhat if ({}):", base.name());
+        let mut t = measure::Table::new(["what if", "TPOT ms", "TTFT ms", "out tok/s", "req/s"]);
+        for w in &ifs {
+            match &w.result {
+                Ok(e) => t.push([
+                    w.what.clone(),
+                    format!("{:.2}", e.tpot_ms),
+                    format!("{:.1}", e.ttft_ms),
+                    format!("{:.0}", e.output_tok_s),
+                    format!("{:.2}", e.req_s),
+                ]),
+                Err(reason) => t.push([
+                    w.what.clone(),
+                    "rejected".into(),
+                    reason.clone(),
+                    String::new(),
+                    String::new(),
+                ]),
+            }
+        }
+        println!("{}", t.render());
+    }
+    println!(
+        "# assumed: {:.0} % of HBM bandwidth, {:.0} % of bf16 peak, {:.0} us fixed per stage forward pass, {:.0} % of memory for weights + KV; breakdown columns are ms per output token (KV transfer: per request)",
+        r.assumptions.hbm_efficiency * 100.0,
+        r.assumptions.flops_efficiency * 100.0,
+        r.assumptions.step_overhead_us,
+        r.assumptions.memory_utilization * 100.0
+    );
+    Ok(cli::exit::OK)
+}
+
+fn table<'a>(rows: impl Iterator<Item = (String, &'a Estimate)>) -> String {
+    let mut t = measure::Table::new([
+        "plan",
+        "GPUs",
+        "TPOT ms",
+        "TTFT ms",
+        "out tok/s",
+        "req/s",
+        "compute",
+        "TP comm",
+        "PP comm",
+        "bubble",
+        "overhead",
+        "KV xfer",
+    ]);
+    for (name, e) in rows {
+        let b = &e.breakdown_ms;
+        t.push([
+            name,
+            e.gpus.to_string(),
+            format!("{:.2}", e.tpot_ms),
+            format!("{:.1}", e.ttft_ms),
+            format!("{:.0}", e.output_tok_s),
+            format!("{:.2}", e.req_s),
+            format!("{:.2}", b.compute),
+            format!("{:.2}", b.tp_comm),
+            format!("{:.2}", b.pp_comm),
+            format!("{:.2}", b.bubble),
+            format!("{:.2}", b.overhead),
+            format!("{:.2}", b.kv_transfer),
+        ]);
+    }
+    t.render()
+}
+
+fn write_plot(
+    path: &std::path::Path,
+    shown: &[(String, &Estimate)],
+    r: &Resolved,
+) -> anyhow::Result<()> {
+    let part = |name: &str, pick: fn(&Estimate) -> f64| {
+        (
+            name.to_string(),
+            shown.iter().map(|(_, e)| pick(e)).collect(),
+        )
+    };
+    let chart = measure::BarChart {
+        title: format!(
+            "{} on {}: ms per output token, by cause",
+            r.model.name, r.gpu.name
+        ),
+        y_label: "ms per output token".into(),
+        categories: shown.iter().map(|(name, _)| name.clone()).collect(),
+        stacks: vec![
+            part("compute", |e| e.breakdown_ms.compute),
+            part("TP all-reduces", |e| e.breakdown_ms.tp_comm),
+            part("PP sends", |e| e.breakdown_ms.pp_comm),
+            part("bubble", |e| e.breakdown_ms.bubble),
+            part("overhead", |e| e.breakdown_ms.overhead),
+        ],
+    };
+    measure::write_bar_chart(path, &chart)?;
+    Ok(())
+}
