@@ -79,6 +79,17 @@ pub fn sentence(error: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+/// Rejects a `--plot` file name the charts cannot be written as, before any work is done.
+pub fn check_plot_path(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    match path {
+        Some(path) if !measure::is_chart_path(path) => Err(usage(format!(
+            "--plot {}: charts are written as SVG; name the file *.svg (for PNG: rsvg-convert FILE.svg -o FILE.png)",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// clap value parser for sizes like `4K`, `1M`, `256MiB`.
 pub fn size_arg(text: &str) -> Result<u64, String> {
     measure::parse_size(text).map_err(|e| e.to_string())

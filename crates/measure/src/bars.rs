@@ -122,17 +122,7 @@ impl BarChart {
 
 /// Writes the bar chart; SVG only (PNG is rejected with the conversion command).
 pub fn write_bar_chart(path: &Path, chart: &BarChart) -> Result<(), PlotError> {
-    let is_svg = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-    if !is_svg {
-        return Err(PlotError::Format(path.display().to_string()));
-    }
-    std::fs::write(path, chart.to_svg()).map_err(|source| PlotError::Io {
-        path: path.display().to_string(),
-        source,
-    })
+    super::plot::write_svg(path, chart.to_svg())
 }
 
 #[cfg(test)]

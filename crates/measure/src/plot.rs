@@ -239,19 +239,28 @@ impl Chart {
     }
 }
 
-/// Writes the chart; the file name's extension picks the format (SVG only, for now).
-pub fn write_chart(path: &Path, chart: &Chart) -> Result<(), PlotError> {
-    let is_svg = path
-        .extension()
+/// Whether `path` names a format the charts can be written in (SVG only, for now); tools
+/// check this before a run so a bad name fails fast.
+pub fn is_chart_path(path: &Path) -> bool {
+    path.extension()
         .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-    if !is_svg {
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+}
+
+/// Writes rendered SVG to `path`, refusing names of other formats.
+pub(crate) fn write_svg(path: &Path, svg: String) -> Result<(), PlotError> {
+    if !is_chart_path(path) {
         return Err(PlotError::Format(path.display().to_string()));
     }
-    std::fs::write(path, chart.to_svg()).map_err(|source| PlotError::Io {
+    std::fs::write(path, svg).map_err(|source| PlotError::Io {
         path: path.display().to_string(),
         source,
     })
+}
+
+/// Writes the chart; the file name's extension picks the format (SVG only, for now).
+pub fn write_chart(path: &Path, chart: &Chart) -> Result<(), PlotError> {
+    write_svg(path, chart.to_svg())
 }
 
 #[cfg(test)]

@@ -103,7 +103,9 @@ pub fn configs_dir() -> PathBuf {
 pub(crate) fn load_tomls<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, ModelError> {
     let entries = std::fs::read_dir(dir).map_err(|e| ModelError::Read {
         path: dir.display().to_string(),
-        reason: e.to_string(),
+        reason: format!(
+            "{e}: run from the nodelink checkout or set NODELINK_CONFIGS to its configs/ directory"
+        ),
     })?;
     let mut items = Vec::new();
     for entry in entries.filter_map(Result::ok) {

@@ -189,14 +189,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
             args.min_bytes, args.max_bytes
         )));
     }
-    if let Some(path) = &args.plot {
-        if path.extension().and_then(|e| e.to_str()) != Some("svg") {
-            return Err(cli::usage(format!(
-                "--plot {}: charts are written as SVG; name the file *.svg",
-                path.display()
-            )));
-        }
-    }
+    cli::check_plot_path(args.plot.as_deref())?;
     let job = resolve_job(&args)?;
     if args.synthetic_step {
         return synthetic::run(&args, &job);

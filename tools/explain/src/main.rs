@@ -98,18 +98,7 @@ pub struct Resolved {
 }
 
 fn run(args: Args) -> anyhow::Result<u8> {
-    if let Some(path) = &args.plot {
-        if !path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
-        {
-            return Err(cli::usage(format!(
-                "--plot {}: charts are written as SVG; name the file *.svg (for PNG: rsvg-convert FILE.svg -o FILE.png)",
-                path.display()
-            )));
-        }
-    }
+    cli::check_plot_path(args.plot.as_deref())?;
     if args.predict_step {
         return predict::run(&args);
     }

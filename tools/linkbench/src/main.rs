@@ -168,17 +168,7 @@ fn resolve_common(common: &Common, size: Option<u64>, default_size: u64) -> anyh
     if common.plot.is_some() && !common.all_sizes {
         return Err(cli::usage("--plot draws a size sweep: add -a/--all-sizes"));
     }
-    if let Some(path) = &common.plot {
-        let svg = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-        if !svg {
-            return Err(cli::usage(format!(
-                "--plot {}: charts are written as SVG; name the file *.svg",
-                path.display()
-            )));
-        }
-    }
+    cli::check_plot_path(common.plot.as_deref())?;
     if common.transport != Transport::Tcp {
         return Err(cli::usage("only --transport tcp is available"));
     }
