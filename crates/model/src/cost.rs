@@ -388,6 +388,25 @@ mod tests {
         step_overhead_us: 0.0,
     };
 
+    /// The toy model on the toy GPU under ideal assumptions.
+    fn toy_estimate(
+        plan: &Plan,
+        concurrency: f64,
+        intra: &LinkModel,
+        inter: &LinkModel,
+    ) -> Estimate {
+        estimate(
+            &toy_model(),
+            &toy_gpu(),
+            plan,
+            &work(concurrency),
+            intra,
+            inter,
+            &IDEAL,
+        )
+        .unwrap()
+    }
+
     fn work(concurrency: f64) -> Workload {
         Workload {
             input_len: 100,
@@ -402,16 +421,7 @@ mod tests {
         // 2e9 weight bytes / 1000 GB/s = 2 ms; KV: 1 token x 150.5 context x 4000 B = 0.6 us.
         let plan = Plan::parse("tp1", 8).unwrap();
         let link = LinkModel::new("l", 100.0, 1.0);
-        let e = estimate(
-            &toy_model(),
-            &toy_gpu(),
-            &plan,
-            &work(1.0),
-            &link,
-            &link,
-            &IDEAL,
-        )
-        .unwrap();
+        let e = toy_estimate(&plan, 1.0, &link, &link);
         let kv = 150.5 * 8000.0 / 1e6; // 8,000 KV B/token; us at 1000 GB/s = 1e6 B/us
         assert!((e.tpot_ms - (2.0 + kv / 1e3)).abs() < 1e-9, "{}", e.tpot_ms);
         assert_eq!(e.breakdown_ms.tp_comm, 0.0);
@@ -429,16 +439,7 @@ mod tests {
         // 2 layers x 2 = 4 all-reduces = 80.8 us.
         let plan = Plan::parse("tp2", 8).unwrap();
         let link = LinkModel::new("l", 100.0, 1.0);
-        let e = estimate(
-            &toy_model(),
-            &toy_gpu(),
-            &plan,
-            &work(1.0),
-            &link,
-            &link,
-            &IDEAL,
-        )
-        .unwrap();
+        let e = toy_estimate(&plan, 1.0, &link, &link);
         assert!(
             (e.breakdown_ms.tp_comm - 0.00808).abs() < 1e-12,
             "{:?}",
@@ -454,31 +455,13 @@ mod tests {
         let plan = Plan::parse("pp2@2x1", 8).unwrap();
         let intra = LinkModel::new("intra", 100.0, 1.0);
         let inter = LinkModel::new("inter", 1.0, 10.0);
-        let e = estimate(
-            &toy_model(),
-            &toy_gpu(),
-            &plan,
-            &work(1.0),
-            &intra,
-            &inter,
-            &IDEAL,
-        )
-        .unwrap();
+        let e = toy_estimate(&plan, 1.0, &intra, &inter);
         assert!((e.breakdown_ms.pp_comm - 0.012).abs() < 1e-12);
         assert!((e.breakdown_ms.bubble - e.breakdown_ms.compute).abs() < 1e-12);
         let sum = e.breakdown_ms.compute + e.breakdown_ms.pp_comm + e.breakdown_ms.bubble;
         assert!((sum - e.tpot_ms).abs() < 1e-12);
         // Two requests fill both stages: no bubble.
-        let e2 = estimate(
-            &toy_model(),
-            &toy_gpu(),
-            &plan,
-            &work(2.0),
-            &intra,
-            &inter,
-            &IDEAL,
-        )
-        .unwrap();
+        let e2 = toy_estimate(&plan, 2.0, &intra, &inter);
         assert_eq!(e2.breakdown_ms.bubble, 0.0);
         assert_eq!(e2.micro_batches, 2.0);
     }
@@ -489,16 +472,7 @@ mod tests {
         let plan = Plan::parse("pd", 8).unwrap();
         let intra = LinkModel::new("intra", 100.0, 1.0);
         let inter = LinkModel::new("inter", 1.0, 10.0);
-        let e = estimate(
-            &toy_model(),
-            &toy_gpu(),
-            &plan,
-            &work(1.0),
-            &intra,
-            &inter,
-            &IDEAL,
-        )
-        .unwrap();
+        let e = toy_estimate(&plan, 1.0, &intra, &inter);
         assert!((e.breakdown_ms.kv_transfer - 0.81).abs() < 1e-12);
         assert!((e.ttft_ms - e.prefill_ms - 0.81).abs() < 1e-12);
     }

@@ -315,10 +315,11 @@ fn a_rank_killed_mid_run_fails_the_others_cleanly() {
         }
         assert_eq!(output.status.code(), Some(2), "rank {rank}");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            stderr.contains("rank 1") || stderr.contains("rank "),
-            "rank {rank}: {stderr}"
-        );
+        // Rank 1's neighbours see its socket close; others see the cascade (a neighbour
+        // that exited because of it, or a stall): always one sentence naming a peer rank.
+        let named = stderr.contains("closed its connection mid-collective (killed or crashed)")
+            || stderr.contains("it is stuck or its link is down");
+        assert!(named, "rank {rank}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
     assert!(
