@@ -2,6 +2,7 @@
 //! packet capture, and small next to the data it negotiates).
 
 use crate::error::ProtocolError;
+pub use crate::rdma::handshake::{RdmaAccept, RdmaRequest, RdmaResults};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// First message each way: who is talking, and whether it wants authentication.
@@ -125,6 +126,11 @@ pub enum Message {
     Results(Results),
     Error(ErrorMsg),
     Bye,
+    /// RDMA test request with the client's half of the connection.
+    RdmaRequest(RdmaRequest),
+    /// The server's half, its QPs already ready to receive.
+    RdmaAccept(RdmaAccept),
+    RdmaResults(RdmaResults),
 }
 
 const HELLO: u8 = 1;
@@ -137,6 +143,9 @@ const DONE: u8 = 7;
 const RESULTS: u8 = 8;
 const ERROR: u8 = 9;
 const BYE: u8 = 10;
+const RDMA_REQUEST: u8 = 11;
+const RDMA_ACCEPT: u8 = 12;
+const RDMA_RESULTS: u8 = 13;
 
 impl Message {
     pub fn kind(&self) -> u8 {
@@ -151,6 +160,9 @@ impl Message {
             Message::Results(_) => RESULTS,
             Message::Error(_) => ERROR,
             Message::Bye => BYE,
+            Message::RdmaRequest(_) => RDMA_REQUEST,
+            Message::RdmaAccept(_) => RDMA_ACCEPT,
+            Message::RdmaResults(_) => RDMA_RESULTS,
         }
     }
 
@@ -167,6 +179,9 @@ impl Message {
             Message::Results(_) => "Results",
             Message::Error(_) => "Error",
             Message::Bye => "Bye",
+            Message::RdmaRequest(_) => "RdmaRequest",
+            Message::RdmaAccept(_) => "RdmaAccept",
+            Message::RdmaResults(_) => "RdmaResults",
         }
     }
 
@@ -181,6 +196,9 @@ impl Message {
             Message::Done(m) => serde_json::to_writer(&mut *out, m),
             Message::Results(m) => serde_json::to_writer(&mut *out, m),
             Message::Error(m) => serde_json::to_writer(&mut *out, m),
+            Message::RdmaRequest(m) => serde_json::to_writer(&mut *out, m),
+            Message::RdmaAccept(m) => serde_json::to_writer(&mut *out, m),
+            Message::RdmaResults(m) => serde_json::to_writer(&mut *out, m),
             Message::Start | Message::Bye => Ok(()),
         };
     }
@@ -220,6 +238,9 @@ impl Message {
             RESULTS => Message::Results(parse("Results", payload)?),
             ERROR => Message::Error(parse("Error", payload)?),
             BYE => empty("Bye", payload, Message::Bye)?,
+            RDMA_REQUEST => Message::RdmaRequest(parse("RdmaRequest", payload)?),
+            RDMA_ACCEPT => Message::RdmaAccept(parse("RdmaAccept", payload)?),
+            RDMA_RESULTS => Message::RdmaResults(parse("RdmaResults", payload)?),
             other => return Err(ProtocolError::UnknownKind(other)),
         })
     }

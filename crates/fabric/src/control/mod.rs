@@ -11,6 +11,6 @@ mod message;
 pub use auth::{nonce, proof, verify_proof, AuthPlan, Role};
 pub use frame::{decode, encode, parse_header, Header, HEADER_LEN, MAGIC, MAX_PAYLOAD, VERSION};
 pub use message::{
-    Accept, AuthMsg, CpuUsage, Direction, Done, ErrorMsg, Hello, Join, Message, Results,
-    StreamStats, TestKind, TestRequest,
+    Accept, AuthMsg, CpuUsage, Direction, Done, ErrorMsg, Hello, Join, Message, RdmaAccept,
+    RdmaRequest, RdmaResults, Results, StreamStats, TestKind, TestRequest,
 };
