@@ -277,7 +277,8 @@ pub fn rdma_bandwidth(
     };
     let header = format!(
         "linkbench bw: RDMA, {} to {}, device {} GID index {}, path MTU {}, {} QP(s), tx depth {}; \
-         timed at the sender from first post to last completion (RC completions are acknowledged data), as ib_write_bw; Gb/sec = 1e9 bit/s",
+         timed at the sender from first post to last completion (RC completions are acknowledged data), as ib_write_bw; \
+         peak = best window of at least 1 ms and 8 pipelines; Gb/sec = 1e9 bit/s",
         first.op.name(),
         output.peer,
         first.device,
