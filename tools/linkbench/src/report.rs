@@ -276,12 +276,15 @@ pub fn rdma_bandwidth(
         return Ok(());
     };
     let header = format!(
-        "linkbench bw: RDMA, {} to {}, device {} GID index {}, path MTU {}, {} QP(s), tx depth {}; \
+        "linkbench bw: RDMA, {} to {}, device {} port {} ({}, {}), GID index {}, path MTU {}, {} QP(s), tx depth {}; \
          timed at the sender from first post to last completion (RC completions are acknowledged data), as ib_write_bw; \
          peak = best window of at least 1 ms and 8 pipelines; Gb/sec = 1e9 bit/s",
         first.op.name(),
         output.peer,
         first.device,
+        first.port.number,
+        first.port.link_layer,
+        first.port.rate.as_deref().unwrap_or("rate unknown"),
         first.gid_index,
         first.path_mtu,
         first.qps,

@@ -15,8 +15,8 @@ use crate::error::{FabricError, ProtocolError, Result};
 use crate::rdma::handshake::{check_endpoint, Layout, RdmaAccept, RdmaRequest, RdmaResults};
 use crate::rdma::mr::{fill, pattern, wrong_bytes};
 use crate::rdma::{
-    device, Device, Endpoint, EndpointConfig, RdmaEndpoint, RdmaOp, RdmaTest, SendWr, Watchdog,
-    WrOp,
+    device, Device, Endpoint, EndpointConfig, PortInfo, RdmaEndpoint, RdmaOp, RdmaTest, SendWr,
+    Watchdog, WrOp,
 };
 use measure::{LatencyRecorder, LatencySummary};
 use serde::Serialize;
@@ -44,6 +44,8 @@ pub struct RdmaBwReport {
     pub transport: &'static str,
     pub op: RdmaOp,
     pub device: String,
+    /// The local port: number, state, link layer, active MTU, rate.
+    pub port: PortInfo,
     pub gid_index: u32,
     pub path_mtu: u32,
     pub qps: u32,
@@ -69,6 +71,7 @@ pub struct RdmaLatReport {
     pub transport: &'static str,
     pub op: RdmaOp,
     pub device: String,
+    pub port: PortInfo,
     pub gid_index: u32,
     pub path_mtu: u32,
     pub msg_size: u64,
@@ -323,6 +326,7 @@ impl Client {
             transport: "rdma",
             op: test.op,
             device: ep.device.name.clone(),
+            port: ep.device.port.clone(),
             gid_index: ep.gid.index,
             path_mtu: ep.path_mtu(),
             qps: test.qps,
@@ -374,6 +378,7 @@ impl Client {
             transport: "rdma",
             op: test.op,
             device: ep.device.name.clone(),
+            port: ep.device.port.clone(),
             gid_index: ep.gid.index,
             path_mtu: ep.path_mtu(),
             msg_size: test.size,

@@ -139,6 +139,12 @@ fn random_psn() -> Result<u32> {
 
 impl Endpoint {
     pub fn new(device: Device, config: &EndpointConfig) -> Result<Endpoint> {
+        if config.tx_depth > device.max_qp_wr {
+            return Err(FabricError::Rdma(format!(
+                "tx depth {} exceeds {}'s limit of {} work requests per queue: lower --tx-depth",
+                config.tx_depth, device.name, device.max_qp_wr
+            )));
+        }
         let gid = device.gid(&config.gid)?;
         let ctx = Arc::clone(&device.context);
         let pd = ctx
@@ -170,7 +176,7 @@ impl Endpoint {
         for _ in 0..config.qps {
             let mut builder = pd.create_qp_builder();
             builder
-                .setup_max_send_wr(config.tx_depth.min(device.max_qp_wr))
+                .setup_max_send_wr(config.tx_depth)
                 .setup_max_recv_wr(config.rx_depth.clamp(1, device.max_qp_wr))
                 .setup_max_send_sge(1)
                 .setup_max_recv_sge(1)
