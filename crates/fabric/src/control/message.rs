@@ -1,8 +1,36 @@
 //! The control messages and their payload encoding (JSON inside a frame: readable in a
 //! packet capture, and small next to the data it negotiates).
 
+use super::frame::Wire;
 use crate::error::ProtocolError;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// Decodes a JSON payload; shared by every [`Wire`] message set.
+pub fn parse_payload<T: DeserializeOwned>(
+    name: &'static str,
+    payload: &[u8],
+) -> Result<T, ProtocolError> {
+    serde_json::from_slice(payload).map_err(|e| ProtocolError::BadPayload {
+        kind: name,
+        reason: e.to_string(),
+    })
+}
+
+/// Accepts `message` only if its frame carried no payload.
+pub fn empty_payload<M>(
+    name: &'static str,
+    payload: &[u8],
+    message: M,
+) -> Result<M, ProtocolError> {
+    if payload.is_empty() {
+        Ok(message)
+    } else {
+        Err(ProtocolError::BadPayload {
+            kind: name,
+            reason: format!("expected no payload, got {} bytes", payload.len()),
+        })
+    }
+}
 
 /// First message each way: who is talking, and whether it wants authentication.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,8 +166,8 @@ const RESULTS: u8 = 8;
 const ERROR: u8 = 9;
 const BYE: u8 = 10;
 
-impl Message {
-    pub fn kind(&self) -> u8 {
+impl Wire for Message {
+    fn kind(&self) -> u8 {
         match self {
             Message::Hello(_) => HELLO,
             Message::Auth(_) => AUTH,
@@ -154,8 +182,7 @@ impl Message {
         }
     }
 
-    /// The variant's name, for "expected X, got Y" errors.
-    pub fn name(&self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
             Message::Hello(_) => "Hello",
             Message::Auth(_) => "Auth",
@@ -170,7 +197,7 @@ impl Message {
         }
     }
 
-    pub(crate) fn write_payload(&self, out: &mut Vec<u8>) {
+    fn write_payload(&self, out: &mut Vec<u8>) {
         // Serialising these plain structs into a Vec cannot fail.
         let _ = match self {
             Message::Hello(m) => serde_json::to_writer(&mut *out, m),
@@ -185,41 +212,18 @@ impl Message {
         };
     }
 
-    pub(crate) fn from_payload(kind: u8, payload: &[u8]) -> Result<Message, ProtocolError> {
-        fn parse<T: DeserializeOwned>(
-            name: &'static str,
-            payload: &[u8],
-        ) -> Result<T, ProtocolError> {
-            serde_json::from_slice(payload).map_err(|e| ProtocolError::BadPayload {
-                kind: name,
-                reason: e.to_string(),
-            })
-        }
-        fn empty(
-            name: &'static str,
-            payload: &[u8],
-            message: Message,
-        ) -> Result<Message, ProtocolError> {
-            if payload.is_empty() {
-                Ok(message)
-            } else {
-                Err(ProtocolError::BadPayload {
-                    kind: name,
-                    reason: format!("expected no payload, got {} bytes", payload.len()),
-                })
-            }
-        }
+    fn from_payload(kind: u8, payload: &[u8]) -> Result<Message, ProtocolError> {
         Ok(match kind {
-            HELLO => Message::Hello(parse("Hello", payload)?),
-            AUTH => Message::Auth(parse("Auth", payload)?),
-            REQUEST => Message::Request(parse("Request", payload)?),
-            ACCEPT => Message::Accept(parse("Accept", payload)?),
-            JOIN => Message::Join(parse("Join", payload)?),
-            START => empty("Start", payload, Message::Start)?,
-            DONE => Message::Done(parse("Done", payload)?),
-            RESULTS => Message::Results(parse("Results", payload)?),
-            ERROR => Message::Error(parse("Error", payload)?),
-            BYE => empty("Bye", payload, Message::Bye)?,
+            HELLO => Message::Hello(parse_payload("Hello", payload)?),
+            AUTH => Message::Auth(parse_payload("Auth", payload)?),
+            REQUEST => Message::Request(parse_payload("Request", payload)?),
+            ACCEPT => Message::Accept(parse_payload("Accept", payload)?),
+            JOIN => Message::Join(parse_payload("Join", payload)?),
+            START => empty_payload("Start", payload, Message::Start)?,
+            DONE => Message::Done(parse_payload("Done", payload)?),
+            RESULTS => Message::Results(parse_payload("Results", payload)?),
+            ERROR => Message::Error(parse_payload("Error", payload)?),
+            BYE => empty_payload("Bye", payload, Message::Bye)?,
             other => return Err(ProtocolError::UnknownKind(other)),
         })
     }
