@@ -236,7 +236,11 @@ mod tests {
         for message in samples() {
             let bytes = frame(&message);
             for cut in 0..bytes.len() {
-                assert_eq!(decode::<Message>(&bytes[..cut]), Ok(None), "{message:?} cut at {cut}");
+                assert_eq!(
+                    decode::<Message>(&bytes[..cut]),
+                    Ok(None),
+                    "{message:?} cut at {cut}"
+                );
             }
         }
     }
@@ -245,7 +249,10 @@ mod tests {
     fn unknown_kind_and_bad_payload_are_errors() {
         let mut bytes = frame(&Message::Start);
         bytes[6] = 200;
-        assert_eq!(decode::<Message>(&bytes), Err(ProtocolError::UnknownKind(200)));
+        assert_eq!(
+            decode::<Message>(&bytes),
+            Err(ProtocolError::UnknownKind(200))
+        );
         let mut bytes = frame(&Message::Accept(Accept { cookie: "x".into() }));
         let last = bytes.len() - 1;
         bytes[last] = b'#';

@@ -1,0 +1,577 @@
+//! The decode side: a link to one prefill rank (attach, prefill, pull, complete) and the
+//! agent that moves a whole request from every prefill rank holding its heads straight
+//! into the local pool. Data is read with vectored reads into the destination blocks;
+//! nothing stages a whole request.
+
+use crate::compat::compat_hash;
+use crate::plan::{plan, sources, stream_bytes_per_block, Piece, Source};
+use crate::pool::{BlockAllocator, KvPool};
+use crate::prefill::block_checksums;
+use crate::wire::{self, Attach, Complete, KvMessage, Pull, Welcome};
+use crate::{pattern, KvError, KvLayout, KvShape, TOOL};
+use fabric::channel::Channel;
+use fabric::tcp::{self, SocketOptions};
+use fabric::{handshake, FabricError, ProtocolError};
+use std::io::{IoSliceMut, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One decode connection to one prefill rank.
+pub struct PrefillLink {
+    channel: Channel,
+    pub welcome: Welcome,
+    remote: KvLayout,
+    /// The DP rank decode addresses (prefill refuses any other).
+    dp_rank: u32,
+    timeout: Duration,
+    pieces: Vec<Piece>,
+}
+
+impl PrefillLink {
+    pub fn connect(
+        addr: SocketAddr,
+        shape: &KvShape,
+        decode_tp: u32,
+        decode_rank: u32,
+        dp_rank: u32,
+        token: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<PrefillLink, KvError> {
+        let options = SocketOptions {
+            nodelay: true,
+            ..SocketOptions::default()
+        };
+        let stream = tcp::connect(addr, timeout, &options)?;
+        let mut channel = Channel::new(stream, addr.to_string());
+        handshake::open_client(&mut channel, TOOL, token)?;
+        channel.send(
+            &KvMessage::Attach(Attach {
+                shape: shape.clone(),
+                hash: compat_hash(shape),
+                decode_tp,
+                decode_rank,
+            }),
+            timeout,
+        )?;
+        let welcome = match channel.recv_as::<KvMessage>(timeout, "waiting for Welcome from")? {
+            KvMessage::Welcome(w) => w,
+            KvMessage::Refused(r) => {
+                return Err(KvError::Refused(format!(
+                    "prefill {addr} refused: {}",
+                    r.message
+                )))
+            }
+            other => return Err(FabricError::unexpected("Welcome", &other).into()),
+        };
+        if welcome.shape != *shape || welcome.hash != compat_hash(shape) {
+            return Err(KvError::Refused(format!(
+                "prefill {addr} welcomed a different KV layout (hash {} here, {} there): run the same kvxfer version on both nodes",
+                compat_hash(shape),
+                welcome.hash
+            )));
+        }
+        let remote = KvLayout::new(
+            welcome.shape.clone(),
+            welcome.tp,
+            welcome.tp_rank,
+            welcome.num_blocks,
+        )
+        .map_err(|e| {
+            KvError::Refused(format!(
+                "prefill {addr} announced an impossible layout: {e}"
+            ))
+        })?;
+        Ok(PrefillLink {
+            channel,
+            welcome,
+            remote,
+            dp_rank,
+            timeout,
+            pieces: Vec::new(),
+        })
+    }
+
+    pub fn peer(&self) -> &str {
+        self.channel.peer()
+    }
+
+    fn recv(&mut self, what: &str, id: &str) -> Result<KvMessage, KvError> {
+        match self.channel.recv_as::<KvMessage>(self.timeout, what)? {
+            KvMessage::Refused(r) if r.request_id.as_deref() == Some(id) => {
+                Err(KvError::Refused(format!(
+                    "prefill {} refused request {id}: {}",
+                    self.channel.peer(),
+                    r.message
+                )))
+            }
+            // Refusing the whole session (not one request): the connection is done.
+            KvMessage::Refused(r) => Err(FabricError::Remote(r.message).into()),
+            other => Ok(other),
+        }
+    }
+
+    /// Asks this rank to prefill `tokens` tokens of `request_id`; returns its block ids.
+    pub fn prefill(&mut self, request: &wire::Prefill) -> Result<Vec<u32>, KvError> {
+        self.channel
+            .send(&KvMessage::Prefill(request.clone()), self.timeout)?;
+        match self.recv("waiting for prefilled blocks from", &request.request_id)? {
+            KvMessage::Prefilled(p) if p.request_id == request.request_id => {
+                let expected = request.tokens.div_ceil(self.remote.shape.block_size as u64);
+                if p.blocks.len() as u64 != expected {
+                    return Err(KvError::Integrity(format!(
+                        "prefill {} returned {} blocks for {} tokens ({expected} expected)",
+                        self.peer(),
+                        p.blocks.len(),
+                        request.tokens
+                    )));
+                }
+                Ok(p.blocks)
+            }
+            other => Err(FabricError::unexpected("Prefilled", &other).into()),
+        }
+    }
+
+    /// Pulls global `heads` of `remote_blocks` into `local_blocks` of `pool`, checking the
+    /// per-block CRC32C when `checksums`. The caller holds `local_blocks` exclusively.
+    pub fn pull(
+        &mut self,
+        request_id: &str,
+        remote_blocks: &[u32],
+        heads: std::ops::Range<u32>,
+        pool: &KvPool,
+        local_blocks: &[u32],
+        checksums: bool,
+    ) -> Result<u64, KvError> {
+        if remote_blocks.len() != local_blocks.len() {
+            return Err(KvError::Config(format!(
+                "{} remote blocks but {} local blocks: give one local block per remote block",
+                remote_blocks.len(),
+                local_blocks.len()
+            )));
+        }
+        for &block in local_blocks {
+            pool.layout().check_block(block)?;
+        }
+        self.channel.send(
+            &KvMessage::Pull(Pull {
+                request_id: request_id.into(),
+                dp_rank: self.dp_rank,
+                tp_rank: self.remote.tp_rank,
+                blocks: remote_blocks.to_vec(),
+                head_start: heads.start,
+                head_end: heads.end,
+                checksums,
+            }),
+            self.timeout,
+        )?;
+        let expected =
+            stream_bytes_per_block(&self.remote.shape, &heads) * remote_blocks.len() as u64;
+        match self.recv("waiting for KV blocks from", request_id)? {
+            KvMessage::Sending(s) if s.request_id == request_id && s.bytes == expected => {}
+            KvMessage::Sending(s) => {
+                // The data that follows cannot be framed: the connection is unusable.
+                return Err(FabricError::Protocol(ProtocolError::BadPayload {
+                    kind: "Sending",
+                    reason: format!(
+                        "{} bytes announced for request {}, {expected} expected; run the same kvxfer version on both nodes",
+                        s.bytes, s.request_id
+                    ),
+                })
+                .into());
+            }
+            other => return Err(FabricError::unexpected("Sending", &other).into()),
+        }
+        for block in remote_blocks {
+            self.remote
+                .check_block(*block)
+                .map_err(|e| KvError::Integrity(e.to_string()))?;
+        }
+        plan(
+            &self.remote,
+            remote_blocks,
+            pool.layout(),
+            local_blocks,
+            heads,
+            &mut self.pieces,
+        );
+        let peer = self.channel.peer().to_string();
+        let stream = self.channel.stream();
+        stream
+            .set_read_timeout(Some(self.timeout))
+            .map_err(|e| FabricError::io(format!("receiving from {peer}"), e))?;
+        // SAFETY: the caller holds local_blocks exclusively; pieces stay inside them.
+        read_pieces(stream, &self.pieces, |p| unsafe {
+            pool.slice_mut(p.dst, p.len)
+        })
+        .map_err(|e| {
+            let what = format!("receiving request {request_id} from {peer}");
+            match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => FabricError::PeerClosed {
+                    what,
+                    detail: " in the middle of the KV data".into(),
+                },
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    FabricError::Timeout {
+                        what,
+                        after: self.timeout,
+                    }
+                }
+                _ => FabricError::io(what, e),
+            }
+        })?;
+        let sent = match self.recv("waiting for checksums from", request_id)? {
+            KvMessage::Sent(s) if s.request_id == request_id => s,
+            other => return Err(FabricError::unexpected("Sent", &other).into()),
+        };
+        if checksums {
+            // SAFETY: as above; the data is in place and nobody else writes it.
+            let ours = block_checksums(&self.pieces, remote_blocks.len(), |p| unsafe {
+                pool.slice(p.dst, p.len)
+            });
+            if sent.crc32c.len() != ours.len() {
+                return Err(KvError::Integrity(format!(
+                    "prefill {peer} sent {} checksums for {} blocks of request {request_id}",
+                    sent.crc32c.len(),
+                    ours.len()
+                )));
+            }
+            if let Some(i) = (0..ours.len()).find(|&i| ours[i] != sent.crc32c[i]) {
+                return Err(KvError::Integrity(format!(
+                    "request {request_id}: block {i} (remote id {}) arrived corrupted (CRC32C {:08x}, sender's {:08x})",
+                    remote_blocks[i], ours[i], sent.crc32c[i]
+                )));
+            }
+        }
+        Ok(expected)
+    }
+
+    pub fn complete(&mut self, request_id: &str, ok: bool) -> Result<(), KvError> {
+        self.channel.send(
+            &KvMessage::Complete(Complete {
+                request_id: request_id.into(),
+                ok,
+            }),
+            self.timeout,
+        )?;
+        Ok(())
+    }
+
+    pub fn close(mut self) {
+        let _ = self.channel.send(&KvMessage::Bye, Duration::from_secs(1));
+    }
+}
+
+/// Reads the stream into every piece's destination in order (up to 64 pieces a call).
+fn read_pieces<'a>(
+    mut stream: &TcpStream,
+    pieces: &[Piece],
+    bytes: impl Fn(&Piece) -> &'a mut [u8],
+) -> std::io::Result<()> {
+    const BATCH: usize = 64;
+    let mut slices: [IoSliceMut<'a>; BATCH] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+    for chunk in pieces.chunks(BATCH) {
+        for (slot, piece) in slices.iter_mut().zip(chunk) {
+            *slot = IoSliceMut::new(bytes(piece));
+        }
+        let mut pending = &mut slices[..chunk.len()];
+        while !pending.is_empty() {
+            let read = match stream.read_vectored(pending) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            IoSliceMut::advance_slices(&mut pending, read);
+        }
+    }
+    Ok(())
+}
+
+/// Where the decode agent's prefill peers are and how it talks to them.
+#[derive(Debug, Clone)]
+pub struct DecodeConfig {
+    /// Prefill ranks of the target DP rank, any order; each reports its TP rank.
+    pub peers: Vec<SocketAddr>,
+    pub dp_rank: u32,
+    pub token: Option<Vec<u8>>,
+    pub timeout: Duration,
+    /// Per-block CRC32C and a content check against the request's pattern.
+    pub verify: bool,
+}
+
+/// What one request cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Transferred {
+    pub bytes: u64,
+    /// From the first Pull to the last byte in place (and checked, with verify).
+    pub transfer: Duration,
+}
+
+/// The decode agent: a local pool shared by many worker threads, each with its own
+/// links (one per prefill rank it reads).
+pub struct DecodeAgent {
+    pub pool: KvPool,
+    pub blocks: BlockAllocator,
+    pub config: DecodeConfig,
+    /// The prefill TP size and which peer address serves which rank, from the Welcomes.
+    prefill_tp: u32,
+    rank_peers: Vec<SocketAddr>,
+    sources: Vec<Source>,
+}
+
+impl DecodeAgent {
+    /// Allocates the pool and attaches once to every peer to learn the prefill TP layout.
+    pub fn new(layout: KvLayout, config: DecodeConfig) -> Result<Arc<DecodeAgent>, KvError> {
+        if config.peers.is_empty() {
+            return Err(KvError::Config(
+                "no prefill peer given: pass --peer HOST:PORT".into(),
+            ));
+        }
+        let mut ranks: Vec<(u32, u32, SocketAddr)> = Vec::new();
+        for &peer in &config.peers {
+            let link = PrefillLink::connect(
+                peer,
+                &layout.shape,
+                layout.tp,
+                layout.tp_rank,
+                config.dp_rank,
+                config.token.as_deref(),
+                config.timeout,
+            )?;
+            let w = &link.welcome;
+            if w.dp_rank != config.dp_rank {
+                return Err(KvError::Config(format!(
+                    "prefill {peer} is DP rank {}, not {}: list the prefill ranks of one DP rank, or pass --dp-rank {}",
+                    w.dp_rank, config.dp_rank, w.dp_rank
+                )));
+            }
+            ranks.push((w.tp_rank, w.tp, peer));
+            link.close();
+        }
+        ranks.sort();
+        let prefill_tp = ranks[0].1;
+        let listed: Vec<u32> = ranks.iter().map(|r| r.0).collect();
+        if ranks.iter().any(|r| r.1 != prefill_tp) || listed != (0..prefill_tp).collect::<Vec<_>>()
+        {
+            return Err(KvError::Config(format!(
+                "the prefill peers report TP ranks {listed:?} of TP sizes {:?}: list every prefill TP rank of the DP rank exactly once",
+                ranks.iter().map(|r| r.1).collect::<Vec<_>>()
+            )));
+        }
+        let sources = sources(&layout.shape, prefill_tp, layout.tp, layout.tp_rank)?;
+        let blocks = BlockAllocator::new(layout.num_blocks);
+        Ok(Arc::new(DecodeAgent {
+            pool: KvPool::new(layout)?,
+            blocks,
+            rank_peers: ranks.iter().map(|r| r.2).collect(),
+            prefill_tp,
+            sources,
+            config,
+        }))
+    }
+
+    pub fn layout(&self) -> &KvLayout {
+        self.pool.layout()
+    }
+
+    pub fn prefill_tp(&self) -> u32 {
+        self.prefill_tp
+    }
+
+    /// The prefill ranks this decode rank reads, with their heads.
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
+    }
+
+    /// Bytes this rank pulls for a request of `tokens` tokens.
+    pub fn bytes_per_request(&self, tokens: u64) -> u64 {
+        let blocks = tokens.div_ceil(self.layout().shape.block_size as u64);
+        self.sources
+            .iter()
+            .map(|s| stream_bytes_per_block(&self.layout().shape, &s.heads) * blocks)
+            .sum()
+    }
+
+    /// One worker's links, one per source, connected lazily and dropped on failure.
+    pub fn links(&self) -> Links {
+        Links {
+            slots: self.sources.iter().map(|_| None).collect(),
+        }
+    }
+
+    fn link<'l>(&self, links: &'l mut Links, index: usize) -> Result<&'l mut PrefillLink, KvError> {
+        let slot = &mut links.slots[index];
+        if slot.is_none() {
+            let peer = self.rank_peers[self.sources[index].prefill_rank as usize];
+            let layout = self.layout();
+            *slot = Some(PrefillLink::connect(
+                peer,
+                &layout.shape,
+                layout.tp,
+                layout.tp_rank,
+                self.config.dp_rank,
+                self.config.token.as_deref(),
+                self.config.timeout,
+            )?);
+        }
+        Ok(slot.as_mut().expect("connected above"))
+    }
+
+    /// Has every source prefill `request_id`, then pulls it; see [`Self::pull_request`].
+    pub fn transfer(
+        &self,
+        links: &mut Links,
+        request_id: &str,
+        tokens: u64,
+        pull_after: Duration,
+    ) -> Result<Transferred, KvError> {
+        let remote = self.prefill_all(links, request_id, tokens)?;
+        if !pull_after.is_zero() {
+            std::thread::sleep(pull_after);
+        }
+        self.pull_request(links, request_id, &remote, None)
+    }
+
+    /// Asks every source to prefill the request; returns each one's block ids.
+    pub fn prefill_all(
+        &self,
+        links: &mut Links,
+        request_id: &str,
+        tokens: u64,
+    ) -> Result<Vec<Vec<u32>>, KvError> {
+        let mut remote = Vec::with_capacity(self.sources.len());
+        for index in 0..self.sources.len() {
+            let rank = self.sources[index].prefill_rank;
+            let request = wire::Prefill {
+                request_id: request_id.into(),
+                tokens,
+                dp_rank: self.config.dp_rank,
+                tp_rank: rank,
+                readers: crate::plan::readers(
+                    &self.layout().shape,
+                    self.prefill_tp,
+                    self.layout().tp,
+                    rank,
+                )?,
+                fill: self.config.verify,
+            };
+            remote.push(self.with_link(links, index, |link| link.prefill(&request))?);
+        }
+        Ok(remote)
+    }
+
+    /// Pulls `remote[i]` (block ids on source i) into freshly taken local blocks (or
+    /// `local` when given), verifies, and tells every source it is complete. On any
+    /// failure the request is failed: sources hear `ok: false` and nothing is kept.
+    pub fn pull_request(
+        &self,
+        links: &mut Links,
+        request_id: &str,
+        remote: &[Vec<u32>],
+        local: Option<&[u32]>,
+    ) -> Result<Transferred, KvError> {
+        let count = remote.first().map_or(0, |r| r.len());
+        if remote.len() != self.sources.len() || remote.iter().any(|r| r.len() != count) {
+            return Err(KvError::Config(
+                "every source must name the same number of blocks".into(),
+            ));
+        }
+        let owned;
+        let local_blocks = match local {
+            Some(blocks) => blocks,
+            None => {
+                owned = LocalBlocks::take(&self.blocks, count as u32, self.config.timeout)?;
+                &owned.ids
+            }
+        };
+        let started = Instant::now();
+        let result = self.pull_into(links, request_id, remote, local_blocks);
+        let transfer = started.elapsed();
+        for index in 0..self.sources.len() {
+            // A failed link cannot carry the notice; its lease expires instead.
+            if let Some(link) = links.slots[index].as_mut() {
+                if link.complete(request_id, result.is_ok()).is_err() {
+                    links.slots[index] = None;
+                }
+            }
+        }
+        result.map(|bytes| Transferred { bytes, transfer })
+    }
+
+    fn pull_into(
+        &self,
+        links: &mut Links,
+        request_id: &str,
+        remote: &[Vec<u32>],
+        local: &[u32],
+    ) -> Result<u64, KvError> {
+        let mut bytes = 0;
+        for (index, blocks) in remote.iter().enumerate() {
+            let heads = self.sources[index].heads.clone();
+            let verify = self.config.verify;
+            bytes += self.with_link(links, index, |link| {
+                link.pull(request_id, blocks, heads.clone(), &self.pool, local, verify)
+            })?;
+        }
+        if self.config.verify {
+            pattern::check(&self.pool, local, pattern::request_seed(request_id)).map_err(|m| {
+                KvError::Integrity(format!(
+                    "request {request_id}: {m}: the blocks reached the wrong place (layout or TP mapping disagree)"
+                ))
+            })?;
+        }
+        Ok(bytes)
+    }
+
+    /// Runs `op` on source `index`'s link. A link that failed in transport or protocol is
+    /// dropped so the next request reconnects; after a refusal or a bad checksum the
+    /// session is still in step and stays.
+    fn with_link<T>(
+        &self,
+        links: &mut Links,
+        index: usize,
+        op: impl FnOnce(&mut PrefillLink) -> Result<T, KvError>,
+    ) -> Result<T, KvError> {
+        let link = self.link(links, index)?;
+        let result = op(link);
+        if matches!(&result, Err(e) if !matches!(e, KvError::Refused(_) | KvError::Integrity(_))) {
+            links.slots[index] = None;
+        }
+        result
+    }
+}
+
+/// A worker's connections to its sources.
+pub struct Links {
+    slots: Vec<Option<PrefillLink>>,
+}
+
+impl Links {
+    pub fn close(self) {
+        for link in self.slots.into_iter().flatten() {
+            link.close();
+        }
+    }
+}
+
+/// Local blocks held for one request, returned to the allocator however it ends.
+struct LocalBlocks<'a> {
+    allocator: &'a BlockAllocator,
+    ids: Vec<u32>,
+}
+
+impl<'a> LocalBlocks<'a> {
+    fn take(allocator: &'a BlockAllocator, count: u32, timeout: Duration) -> Result<Self, KvError> {
+        Ok(LocalBlocks {
+            allocator,
+            ids: allocator.take(count, timeout)?,
+        })
+    }
+}
+
+impl Drop for LocalBlocks<'_> {
+    fn drop(&mut self) {
+        self.allocator.release(&self.ids);
+    }
+}
