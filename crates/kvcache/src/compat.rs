@@ -8,18 +8,25 @@ use sha2::{Digest, Sha256};
 /// Bumped whenever the kvxfer messages or the stream order change.
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// Every field that must match: its name, its value, and the flag that sets it.
+type Field = (&'static str, fn(&KvShape) -> String, &'static str);
+const FIELDS: [Field; 7] = [
+    ("model", |s| s.model.clone(), "--model"),
+    ("dtype", |s| s.dtype.name().into(), "--dtype"),
+    ("layers", |s| s.layers.to_string(), "--model"),
+    ("kv_heads", |s| s.kv_heads.to_string(), "--model"),
+    ("head_dim", |s| s.head_dim.to_string(), "--model"),
+    ("block_size", |s| s.block_size.to_string(), "--block-size"),
+    ("layout order", |s| s.order.name().into(), "--layout"),
+];
+
 /// Short hex digest of every field that must match, plus the protocol version.
 pub fn compat_hash(shape: &KvShape) -> String {
-    let canonical = format!(
-        "kvxfer-v{PROTOCOL_VERSION}|{}|{}|{}|{}|{}|{}|{}",
-        shape.model,
-        shape.dtype.name(),
-        shape.layers,
-        shape.kv_heads,
-        shape.head_dim,
-        shape.block_size,
-        shape.order.name()
-    );
+    let mut canonical = format!("kvxfer-v{PROTOCOL_VERSION}");
+    for (_, value, _) in FIELDS {
+        canonical.push('|');
+        canonical.push_str(&value(shape));
+    }
     let digest = Sha256::digest(canonical.as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -32,67 +39,23 @@ pub fn mismatch(
     ours_role: &str,
     their_role: &str,
 ) -> Option<String> {
-    let fields: [(&str, String, String, &str); 7] = [
-        ("model", ours.model.clone(), theirs.model.clone(), "--model"),
-        (
-            "dtype",
-            ours.dtype.name().into(),
-            theirs.dtype.name().into(),
-            "--dtype",
-        ),
-        (
-            "layers",
-            ours.layers.to_string(),
-            theirs.layers.to_string(),
-            "--model",
-        ),
-        (
-            "kv_heads",
-            ours.kv_heads.to_string(),
-            theirs.kv_heads.to_string(),
-            "--model",
-        ),
-        (
-            "head_dim",
-            ours.head_dim.to_string(),
-            theirs.head_dim.to_string(),
-            "--model",
-        ),
-        (
-            "block_size",
-            ours.block_size.to_string(),
-            theirs.block_size.to_string(),
-            "--block-size",
-        ),
-        (
-            "layout order",
-            ours.order.name().into(),
-            theirs.order.name().into(),
-            "--layout",
-        ),
-    ];
-    fields.into_iter().find(|(_, a, b, _)| a != b).map(|(field, a, b, flag)| {
-        format!(
-            "KV layout mismatch: {field} is {a} on {ours_role} but {b} on {their_role}; start both with the same {flag}"
-        )
+    FIELDS.into_iter().find_map(|(field, value, flag)| {
+        let (a, b) = (value(ours), value(theirs));
+        (a != b).then(|| {
+            format!(
+                "KV layout mismatch: {field} is {a} on {ours_role} but {b} on {their_role}; start both with the same {flag}"
+            )
+        })
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::{Dtype, Order};
+    use crate::layout::{tests::llama8b, Dtype, Order};
 
     fn shape() -> KvShape {
-        KvShape {
-            model: "llama-3.1-8b".into(),
-            layers: 32,
-            kv_heads: 8,
-            head_dim: 128,
-            dtype: Dtype::Bf16,
-            block_size: 16,
-            order: Order::Nhd,
-        }
+        llama8b(Order::Nhd)
     }
 
     #[test]

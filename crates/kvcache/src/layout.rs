@@ -292,7 +292,7 @@ fn for_each_run(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn llama8b(order: Order) -> KvShape {

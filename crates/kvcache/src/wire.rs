@@ -186,20 +186,12 @@ impl Wire for KvMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::{Dtype, Order};
+    use crate::layout::{tests::llama8b, Order};
     use fabric::control::{decode, encode};
 
     #[test]
     fn every_message_round_trips_and_garbage_is_refused() {
-        let shape = KvShape {
-            model: "llama-3.1-8b".into(),
-            layers: 32,
-            kv_heads: 8,
-            head_dim: 128,
-            dtype: Dtype::Bf16,
-            block_size: 16,
-            order: Order::Nhd,
-        };
+        let shape = llama8b(Order::Nhd);
         let messages = vec![
             KvMessage::Attach(Attach {
                 shape: shape.clone(),

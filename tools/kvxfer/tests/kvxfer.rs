@@ -83,6 +83,19 @@ fn kvxfer(ns: &Netns, args: &[&str]) -> Output {
         .expect("run kvxfer")
 }
 
+/// Starts `kvxfer bench ARGS --json -q` in `ns`, output captured.
+fn spawn_bench(ns: &Netns, args: &[&str]) -> Child {
+    ns.command(BIN)
+        .arg("bench")
+        .args(args)
+        .args(["--json", "-q"])
+        .env_remove("NODELINK_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kvxfer bench")
+}
+
 fn json(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
@@ -202,28 +215,13 @@ fn tp1_prefill_to_tp2_decode_splits_heads_between_ranks() {
     let ranks: Vec<_> = (0..2)
         .map(|rank| {
             let rank = rank.to_string();
-            pair.b
-                .command(BIN)
-                .args([
-                    "bench",
-                    "--peer",
-                    &prefill.addr,
-                    "--input-len",
-                    "100",
-                    "--num-prompts",
-                    "6",
-                    "--concurrency",
-                    "3",
-                    "--verify",
-                    "--json",
-                    "-q",
-                ])
-                .args(["--tp", "2", "--tp-rank", &rank, "--id-prefix", "shared"])
-                .env_remove("NODELINK_TOKEN")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            let peer = prefill.addr.as_str();
+            let common = ["--peer", peer, "--input-len", "100", "--num-prompts", "6"];
+            let mine = ["--tp", "2", "--tp-rank", &rank, "--id-prefix", "shared"];
+            spawn_bench(
+                &pair.b,
+                &[&common[..], &["--concurrency", "3", "--verify"], &mine].concat(),
+            )
         })
         .collect();
     for child in ranks {
@@ -252,11 +250,9 @@ fn bad_requests_are_refused_while_good_ones_keep_flowing() {
         18604,
         &["--num-blocks", "64", "--lease", "300ms", "--dp-rank", "3"],
     );
-    let good = pair
-        .b
-        .command(BIN)
-        .args([
-            "bench",
+    let good = spawn_bench(
+        &pair.b,
+        &[
             "--peer",
             &prefill.addr,
             "--dp-rank",
@@ -268,14 +264,8 @@ fn bad_requests_are_refused_while_good_ones_keep_flowing() {
             "--concurrency",
             "2",
             "--verify",
-            "--json",
-            "-q",
-        ])
-        .env_remove("NODELINK_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let decode = |extra: &[&str]| {
         let mut args = vec![
             "decode",
@@ -371,11 +361,9 @@ fn prefill_killed_mid_transfer_fails_only_the_affected_requests() {
     let mut prefill = Prefill::start(&pair.a, 18605, &["--num-blocks", "300"]);
     Pair::shape(&pair.a, "500mbit").unwrap();
     let started = Instant::now();
-    let run = pair
-        .b
-        .command(BIN)
-        .args([
-            "bench",
+    let run = spawn_bench(
+        &pair.b,
+        &[
             "--peer",
             &prefill.addr,
             "--input-len",
@@ -386,14 +374,8 @@ fn prefill_killed_mid_transfer_fails_only_the_affected_requests() {
             "2",
             "--timeout",
             "3s",
-            "--json",
-            "-q",
-        ])
-        .env_remove("NODELINK_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     // 250 MiB at 500 Mbit/s takes ~4 s: the kill lands in the middle of the first requests.
     std::thread::sleep(Duration::from_millis(1500));
     prefill.child.kill().unwrap();
