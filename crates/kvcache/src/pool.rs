@@ -9,7 +9,8 @@ use std::ptr::NonNull;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-const ALIGN: usize = 4096;
+/// 2 MiB, so huge pages can back the pool from its first byte.
+const ALIGN: usize = 2 << 20;
 
 pub struct KvPool {
     layout: KvLayout,
@@ -37,6 +38,10 @@ impl KvPool {
         let mem_layout = Layout::from_size_align(len.max(1), ALIGN).map_err(|_| too_big())?;
         // SAFETY: the layout has a non-zero size.
         let base = NonNull::new(unsafe { alloc_zeroed(mem_layout) }).ok_or_else(too_big)?;
+        // Huge pages where the kernel allows them: transfers sweep the whole pool, and 4 KiB
+        // pages cost a TLB miss and a fault every 4 KiB of KV data. Advice only; failure is fine.
+        // SAFETY: the range is the allocation just made.
+        unsafe { libc::madvise(base.as_ptr().cast(), len, libc::MADV_HUGEPAGE) };
         Ok(KvPool { layout, base, len })
     }
 

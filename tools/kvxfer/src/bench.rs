@@ -23,7 +23,36 @@ struct Tally {
     errors: Vec<String>,
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
+/// `linkbench bw -R -t 2s` against `peer`: the plain-TCP rate in the KV direction.
+fn measure_link(peer: &str, timeout: Duration) -> anyhow::Result<f64> {
+    use fabric::perf::{BwSpec, Client, ClientConfig, Mode};
+    let addr = fabric::tcp::resolve_peer(peer, fabric::perf::DEFAULT_PORT)
+        .map_err(|e| cli::usage(format!("--link-peer {peer}: {e}")))?;
+    let mut client = Client::connect(ClientConfig {
+        peer: addr,
+        connect_timeout: timeout,
+        token: crate::token(),
+        iface: None,
+    })
+    .map_err(|e| anyhow::anyhow!("--link-peer {peer}: {e}"))?;
+    let spec = BwSpec {
+        mode: Mode::Reverse,
+        streams: 1,
+        size: 1 << 20,
+        duration: Duration::from_secs(2),
+        window: None,
+        congestion: None,
+        zerocopy: false,
+    };
+    let report = client.bandwidth(&spec, &mut |_| {})?;
+    client.close();
+    Ok(report.throughput_gbps)
+}
+
+pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
+    if let Some(peer) = args.link_peer.clone() {
+        args.link_gbps = Some(measure_link(&peer, args.peers.timeout)?);
+    }
     let block_size = args.peers.pool.block_size;
     let per_request = blocks_for(args.input_len, block_size)?;
     // Probe the block size of this rank's layout to size the default pool.

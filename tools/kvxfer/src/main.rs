@@ -154,8 +154,12 @@ struct BenchArgs {
     #[arg(long)]
     id_prefix: Option<String>,
     /// The link's rate, to report what share of it the KV path used.
-    #[arg(long, value_name = "GBIT/S")]
+    #[arg(long, value_name = "GBIT/S", conflicts_with = "link_peer")]
     link_gbps: Option<f64>,
+    /// Measure the link first: 2 s of TCP from a `linkbench serve` on the prefill node
+    /// to here (the KV direction), one stream.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    link_peer: Option<String>,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
