@@ -75,9 +75,13 @@ struct PoolArgs {
 struct PrefillArgs {
     #[command(flatten)]
     pool: PoolArgs,
-    /// Address and port to listen on.
-    #[arg(long, default_value = "0.0.0.0:18600", value_name = "ADDR:PORT")]
-    listen: String,
+    /// Address (and port) to listen on [default: the --iface address, else all addresses;
+    /// port 18600].
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    listen: Option<String>,
+    /// Serve on this interface's address.
+    #[arg(long, value_name = "IFACE")]
+    iface: Option<String>,
     /// Blocks in the pool [default: 2 GiB worth].
     #[arg(long)]
     num_blocks: Option<u32>,
@@ -251,8 +255,7 @@ fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
     let default_blocks =
         ((2u64 << 30) / probe.block_bytes_all_layers()).clamp(1, u32::MAX as u64) as u32;
     let layout = layout(&args.pool, args.num_blocks.unwrap_or(default_blocks))?;
-    let addr: SocketAddr = fabric::tcp::resolve_peer(&args.listen, kvcache::DEFAULT_PORT)
-        .map_err(|e| cli::usage(format!("--listen {}: {e}", args.listen)))?;
+    let addr = listen_address(args.listen.as_deref(), args.iface.as_deref())?;
     let listener = fabric::tcp::listen(addr, None)?;
     let bound = listener
         .local_addr()
@@ -270,6 +273,9 @@ fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
         layout.shape.order.name(),
         layout.shape.block_size,
     );
+    if addr.ip().is_unspecified() {
+        eprintln!("kvxfer prefill: serving on all addresses: pass --iface or --listen to restrict");
+    }
     let agent = PrefillAgent::new(
         layout,
         PrefillConfig {
@@ -282,6 +288,30 @@ fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
     )?;
     agent.serve(listener)?;
     Ok(cli::exit::OK)
+}
+
+/// `--listen`, else the `--iface` address, else all addresses; port 18600 unless given.
+fn listen_address(listen: Option<&str>, iface: Option<&str>) -> anyhow::Result<SocketAddr> {
+    use fabric::tcp::IfaceAddress;
+    if let Some(listen) = listen {
+        return fabric::tcp::resolve_peer(listen, kvcache::DEFAULT_PORT)
+            .map_err(|e| cli::usage(format!("--listen {listen}: {e}")));
+    }
+    let ip = match iface {
+        None => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        Some(iface) => match fabric::tcp::iface_address(iface)? {
+            IfaceAddress::Found(ip) => ip,
+            IfaceAddress::NoAddress => {
+                anyhow::bail!("interface {iface} has no IP address: add one, or pass --listen")
+            }
+            IfaceAddress::NoSuchInterface => {
+                return Err(cli::usage(format!(
+                    "no interface named {iface} (see `ip -br addr`)"
+                )))
+            }
+        },
+    };
+    Ok(SocketAddr::new(ip, kvcache::DEFAULT_PORT))
 }
 
 /// Resolves `--peer` and attaches to every prefill rank.

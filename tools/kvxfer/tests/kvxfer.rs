@@ -248,7 +248,7 @@ fn bad_requests_are_refused_while_good_ones_keep_flowing() {
     let prefill = Prefill::start(
         &pair.a,
         18604,
-        &["--num-blocks", "64", "--lease", "300ms", "--dp-rank", "3"],
+        &["--num-blocks", "64", "--lease", "2s", "--dp-rank", "3"],
     );
     let good = spawn_bench(
         &pair.b,
@@ -306,7 +306,7 @@ fn bad_requests_are_refused_while_good_ones_keep_flowing() {
             ],
             "unknown request id never",
         ),
-        (&["--request-id", "r5", "--pull-after", "900ms"], "expired"),
+        (&["--request-id", "r5", "--pull-after", "3s"], "expired"),
     ];
     for (extra, expected) in refusals {
         let out = decode(extra);
@@ -376,8 +376,22 @@ fn prefill_killed_mid_transfer_fails_only_the_affected_requests() {
             "3s",
         ],
     );
-    // 250 MiB at 500 Mbit/s takes ~4 s: the kill lands in the middle of the first requests.
-    std::thread::sleep(Duration::from_millis(1500));
+    // 250 MiB at 500 Mbit/s takes ~4 s: kill once 20 MB of the first requests have left.
+    let sent = || {
+        let out = pair
+            .a
+            .output("cat", &["/sys/class/net/nl0/statistics/tx_bytes"])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sent() < 20_000_000 {
+        assert!(Instant::now() < deadline, "no KV data moved within 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     prefill.child.kill().unwrap();
     let out = run.wait_with_output().unwrap();
     let elapsed = started.elapsed();
@@ -443,4 +457,28 @@ fn no_gpu_and_bad_flags_get_one_sentence() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn prefill_listens_on_the_iface_address_by_default() {
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    let mut child = pair
+        .a
+        .command(BIN)
+        .args(["prefill", "--iface", Pair::IFACE, "--num-blocks", "4"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.contains("listening on 10.77.0.1:18600"), "{first}");
+    let out = kvxfer(&pair.a, &["prefill", "--iface", "nope0"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no interface named nope0"));
 }
