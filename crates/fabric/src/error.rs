@@ -48,6 +48,11 @@ pub enum FabricError {
     Auth(String),
     #[error("{0}")]
     Config(String),
+    /// A verbs call or completion failed; the text names the call or the status.
+    #[error("{0}")]
+    Rdma(String),
+    #[error(transparent)]
+    RdmaUnavailable(#[from] crate::rdma::Unavailable),
 }
 
 impl FabricError {

@@ -1,6 +1,6 @@
 //! Moving bytes between nodes: the versioned control protocol (sans-IO, in [`control`]),
 //! its thin blocking I/O shell ([`channel`]), TCP socket setup ([`tcp`]), CPU accounting
-//! ([`cpu`]) and the linkbench engine built from them ([`perf`]).
+//! ([`cpu`]), RDMA verbs ([`rdma`]) and the linkbench engine built from them ([`perf`]).
 //!
 //! The data path uses one blocking thread per stream rather than an async runtime: it is
 //! what iperf3 -P does, it measured faster here, and socket timeouts bound every wait.
@@ -11,6 +11,7 @@ pub mod cpu;
 mod error;
 pub mod handshake;
 pub mod perf;
+pub mod rdma;
 pub mod tcp;
 
 pub use error::{FabricError, ProtocolError, Result};

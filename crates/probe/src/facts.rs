@@ -165,6 +165,36 @@ pub struct PortProbe {
     pub in_use: bool,
 }
 
+/// What libibverbs itself says, through the verdict linkbench uses too
+/// (`fabric::rdma::check`), so the two tools agree on "RDMA usable".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum RdmaVerbs {
+    /// Facts read from a fixture tree: the host's verbs say nothing about it.
+    NotProbed,
+    Usable {
+        device: String,
+        port: u8,
+    },
+    Unavailable {
+        reason: String,
+    },
+}
+
+impl RdmaVerbs {
+    pub fn probe() -> RdmaVerbs {
+        match fabric::rdma::check(None) {
+            Ok(usable) => RdmaVerbs::Usable {
+                device: usable.device,
+                port: usable.port,
+            },
+            Err(why) => RdmaVerbs::Unavailable {
+                reason: why.to_string(),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Facts {
     pub hostname: String,
@@ -176,6 +206,7 @@ pub struct Facts {
     pub env: BTreeMap<String, String>,
     pub shm: Option<Shm>,
     pub rdma: Vec<RdmaDevice>,
+    pub rdma_verbs: RdmaVerbs,
     pub memlock: Memlock,
     pub gpu: GpuFacts,
     pub ports: Vec<PortProbe>,
@@ -302,6 +333,11 @@ pub fn gather(options: &GatherOptions) -> Facts {
             || sysfs::under(root, "/run/.containerenv").exists(),
         shm: read_shm(root),
         rdma: sysfs::read_rdma_devices(root),
+        rdma_verbs: if root == std::path::Path::new("/") {
+            RdmaVerbs::probe()
+        } else {
+            RdmaVerbs::NotProbed
+        },
         memlock: read_memlock(root),
         hostname_addrs: resolver,
         hostname,

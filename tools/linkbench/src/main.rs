@@ -1,5 +1,5 @@
-//! `linkbench`: node-to-node TCP bandwidth and latency in one tool. This file only parses,
-//! resolves flags into a plan (rejecting contradictions in one place), calls
+//! `linkbench`: node-to-node TCP and RDMA bandwidth and latency in one tool. This file only
+//! parses, resolves flags into a plan (rejecting contradictions in one place), calls
 //! `fabric::perf`, and hands the records to `report` for printing.
 //!
 //! Exit codes: 0 measured, 2 failed (peer dead, refused, timed out), 64 bad invocation.
@@ -8,9 +8,11 @@ mod report;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use fabric::control::TestKind;
 use fabric::perf::{
-    self, BwSpec, Client, ClientConfig, LatSpec, Mode, Server, ServerConfig, Until,
+    self, BwSpec, Client, ClientConfig, LatSpec, Mode, RdmaOptions, Server, ServerConfig, Until,
 };
+use fabric::rdma::{RdmaOp, RdmaTest};
 use fabric::tcp::IfaceAddress;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -21,7 +23,7 @@ use std::time::Duration;
 #[command(
     name = "linkbench",
     version,
-    about = "Node-to-node TCP bandwidth and latency, measured at the receiver."
+    about = "Node-to-node TCP and RDMA bandwidth and latency, side by side."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +38,8 @@ enum Command {
     Bw(BwArgs),
     /// Latency: ping-pong round trips, reported one-way as round trip / 2.
     Lat(LatArgs),
+    /// TCP and RDMA bandwidth and latency to the same peer, in one table.
+    Compare(CompareArgs),
 }
 
 #[derive(Args, Debug)]
@@ -51,11 +55,74 @@ struct ServeArgs {
     /// Exit after the first client session; its failure is this process's failure.
     #[arg(long)]
     once: bool,
+    /// RDMA tests: use this device [default: the first with an ACTIVE port].
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<String>,
+    /// RDMA tests: use this GID index [default: NCCL_IB_GID_INDEX, else RoCE v2 by --iface address].
+    #[arg(long, value_name = "N")]
+    gid_index: Option<u32>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Transport {
     Tcp,
+    /// RC queue pairs over verbs (InfiniBand, RoCE, Soft-RoCE).
+    Rdma,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OpArg {
+    Write,
+    Read,
+    Send,
+}
+
+/// Flags of `--transport rdma` (rejected with tcp).
+#[derive(Args, Debug, Default)]
+struct RdmaFlags {
+    /// RDMA operation [default: write].
+    #[arg(long, value_enum)]
+    op: Option<OpArg>,
+    /// Queue pairs, all driven from one thread like perftest's -q [default: 1].
+    #[arg(long, value_name = "N")]
+    qps: Option<u32>,
+    /// Work requests in flight per QP [default: 128 for bw, 1 for lat].
+    #[arg(long, value_name = "N")]
+    tx_depth: Option<u32>,
+    /// Send messages up to this size inline [default: 0 for bw, 220 for lat, as perftest].
+    #[arg(long = "inline", value_name = "BYTES")]
+    inline_size: Option<u32>,
+    /// RDMA device [default: the first with an ACTIVE port].
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<String>,
+    /// GID index [default: NCCL_IB_GID_INDEX, else the RoCE v2 GID of --iface's address].
+    #[arg(long, value_name = "N")]
+    gid_index: Option<u32>,
+    /// Check every byte moved against a pattern; report wrong bytes and fail if any.
+    #[arg(long)]
+    validate: bool,
+}
+
+impl RdmaFlags {
+    fn given(&self) -> Option<&'static str> {
+        if self.op.is_some() {
+            Some("--op")
+        } else if self.qps.is_some() {
+            Some("--qps")
+        } else if self.tx_depth.is_some() {
+            Some("--tx-depth")
+        } else if self.inline_size.is_some() {
+            Some("--inline")
+        } else if self.device.is_some() {
+            Some("--device")
+        } else if self.gid_index.is_some() {
+            Some("--gid-index")
+        } else if self.validate {
+            Some("--validate")
+        } else {
+            None
+        }
+    }
 }
 
 /// Flags every client subcommand shares.
@@ -90,6 +157,8 @@ struct Common {
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    rdma: RdmaFlags,
 }
 
 #[derive(Args, Debug)]
@@ -125,6 +194,44 @@ struct BwArgs {
     /// Send with MSG_ZEROCOPY.
     #[arg(short = 'Z', long)]
     zerocopy: bool,
+    /// RDMA: messages per QP [default: 5000, as ib_write_bw].
+    #[arg(short = 'n', long = "iters", value_name = "ITERS", value_parser = clap::value_parser!(u64).range(1..))]
+    iters: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct CompareArgs {
+    /// The node running `linkbench serve`.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    peer: String,
+    #[arg(long, default_value_t = perf::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    port: u16,
+    /// Send from this interface (TCP: SO_BINDTODEVICE; RDMA: its RoCE v2 GID).
+    #[arg(long, value_name = "IFACE")]
+    iface: Option<String>,
+    #[arg(long, default_value = "5s", value_parser = cli::duration_arg, value_name = "DURATION")]
+    connect_timeout: Duration,
+    /// Bandwidth message size for both transports.
+    #[arg(long, default_value = "64K", value_parser = cli::size_arg, value_name = "MSG")]
+    size: u64,
+    /// Latency message size for both transports.
+    #[arg(long, default_value = "2", value_parser = cli::size_arg, value_name = "MSG")]
+    lat_size: u64,
+    /// TCP bandwidth test length.
+    #[arg(short = 't', long = "time", default_value = "3s", value_parser = cli::duration_arg, value_name = "DURATION")]
+    time: Duration,
+    /// RDMA messages (bw) and round trips (lat, TCP too).
+    #[arg(short = 'n', long = "iters", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    iters: u64,
+    /// RDMA device [default: the first with an ACTIVE port].
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<String>,
+    /// RDMA GID index.
+    #[arg(long, value_name = "N")]
+    gid_index: Option<u32>,
+    /// One JSON document on stdout: {"tcp":{…},"rdma":{…},"ratio":{…}}.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -170,8 +277,12 @@ fn resolve_common(common: &Common, size: Option<u64>, default_size: u64) -> anyh
         return Err(cli::usage("--plot draws a size sweep: add -a/--all-sizes"));
     }
     cli::check_plot_path(common.plot.as_deref())?;
-    if common.transport != Transport::Tcp {
-        return Err(cli::usage("only --transport tcp is available"));
+    if common.transport == Transport::Tcp {
+        if let Some(flag) = common.rdma.given() {
+            return Err(cli::usage(format!(
+                "{flag} applies to RDMA tests: add --transport rdma, or drop {flag}"
+            )));
+        }
     }
     let size = size.unwrap_or(default_size);
     if size == 0 || size > perf::MAX_MESSAGE {
@@ -230,6 +341,14 @@ fn bw(args: BwArgs) -> anyhow::Result<u8> {
             return Err(cli::usage("--window must be 1 byte .. 1 GiB"));
         }
     }
+    if args.common.transport == Transport::Rdma {
+        return rdma_bw(args);
+    }
+    if args.iters.is_some() {
+        return Err(cli::usage(
+            "-n/--iters counts RDMA messages: TCP bandwidth runs for -t/--time",
+        ));
+    }
     let plan = resolve_common(&args.common, args.size, 1 << 20)?;
     let duration = args.time.unwrap_or(if plan.sweep {
         Duration::from_secs(1)
@@ -284,6 +403,9 @@ fn lat(args: LatArgs) -> anyhow::Result<u8> {
             "-n/--iters and -t/--time both say when to stop: give one of them",
         ));
     }
+    if args.common.transport == Transport::Rdma {
+        return rdma_lat(args);
+    }
     let plan = resolve_common(&args.common, args.size, 64)?;
     let until = match (args.iters, args.time) {
         (_, Some(time)) if time.is_zero() || time > perf::MAX_DURATION => {
@@ -328,6 +450,255 @@ fn lat(args: LatArgs) -> anyhow::Result<u8> {
     Ok(cli::exit::OK)
 }
 
+/// An RDMA run after its flags were checked: the test template and the local device.
+struct RdmaPlan {
+    plan: Plan,
+    test: RdmaTest,
+    options: RdmaOptions,
+}
+
+fn resolve_rdma(
+    common: &Common,
+    kind: TestKind,
+    size: Option<u64>,
+    iters: u64,
+) -> anyhow::Result<RdmaPlan> {
+    let default_size = 65536;
+    let lat_default_size = 2;
+    let plan = resolve_common(
+        common,
+        size,
+        if kind == TestKind::Bw {
+            default_size
+        } else {
+            lat_default_size
+        },
+    )?;
+    let flags = &common.rdma;
+    let op = match flags.op.unwrap_or(OpArg::Write) {
+        OpArg::Write => RdmaOp::Write,
+        OpArg::Read => RdmaOp::Read,
+        OpArg::Send => RdmaOp::Send,
+    };
+    let qps = flags.qps.unwrap_or(1);
+    if kind == TestKind::Lat && qps != 1 {
+        return Err(cli::usage(
+            "--qps applies to bandwidth: a latency test uses one QP",
+        ));
+    }
+    if kind == TestKind::Lat && flags.validate {
+        return Err(cli::usage(
+            "--validate checks bandwidth tests: drop it from lat",
+        ));
+    }
+    let address = match &common.iface {
+        Some(iface) => Some(iface_address(iface)?),
+        None => None,
+    };
+    let test = RdmaTest {
+        kind,
+        op,
+        size: plan.sizes[0],
+        qps,
+        tx_depth: flags
+            .tx_depth
+            .unwrap_or(if kind == TestKind::Bw { 128 } else { 1 }),
+        iterations: iters,
+        validate: flags.validate,
+        inline: flags
+            .inline_size
+            .unwrap_or(if kind == TestKind::Bw { 0 } else { 220 }),
+        seed: 0x6e6f_6465_6c69_6e6b,
+    };
+    test.validate().map_err(cli::usage)?;
+    // Fail before connecting when this host cannot do RDMA at all.
+    fabric::rdma::check(flags.device.as_deref())?;
+    Ok(RdmaPlan {
+        plan,
+        test,
+        options: RdmaOptions {
+            device: flags.device.clone(),
+            gid_index: flags.gid_index,
+            address,
+        },
+    })
+}
+
+fn rdma_bw(args: BwArgs) -> anyhow::Result<u8> {
+    let tcp_only = [
+        (args.streams != 1, "-P/--parallel (use --qps)"),
+        (args.reverse, "-R/--reverse"),
+        (args.bidir, "--bidir"),
+        (args.window.is_some(), "-w/--window"),
+        (args.congestion.is_some(), "-C/--congestion"),
+        (args.zerocopy, "-Z/--zerocopy"),
+        (
+            args.time.is_some(),
+            "-t/--time (RDMA counts messages: use -n)",
+        ),
+    ];
+    if let Some((_, flag)) = tcp_only.iter().find(|(given, _)| *given) {
+        return Err(cli::usage(format!(
+            "{flag} applies to --transport tcp only"
+        )));
+    }
+    let iters = args.iters.unwrap_or(5000);
+    let run = resolve_rdma(&args.common, TestKind::Bw, args.size, iters)?;
+    let mut client = connect(&run.plan)?;
+    let mut reports = Vec::new();
+    for &size in &run.plan.sizes {
+        let test = RdmaTest {
+            size,
+            ..run.test.clone()
+        };
+        let report = client
+            .rdma_bandwidth(&test, &run.options)
+            .with_context(|| format!("RDMA bandwidth test with {size}-byte messages"))?;
+        reports.push(report);
+    }
+    client.close();
+    report::rdma_bandwidth(&run.plan.output, run.plan.sweep, &reports)?;
+    if let Some(bad) = reports.iter().find(|r| r.wrong_bytes > 0) {
+        anyhow::bail!(
+            "--validate found {} wrong bytes of {} checked at {} B messages: the data path corrupts data",
+            bad.wrong_bytes,
+            bad.checked_bytes,
+            bad.msg_size
+        );
+    }
+    Ok(cli::exit::OK)
+}
+
+fn rdma_lat(args: LatArgs) -> anyhow::Result<u8> {
+    if args.time.is_some() {
+        return Err(cli::usage(
+            "-t/--time applies to TCP: RDMA latency counts round trips, use -n",
+        ));
+    }
+    if args.busy_poll {
+        return Err(cli::usage(
+            "--busy-poll applies to TCP: RDMA latency always polls",
+        ));
+    }
+    let run = resolve_rdma(
+        &args.common,
+        TestKind::Lat,
+        args.size,
+        args.iters.unwrap_or(1000),
+    )?;
+    let mut client = connect(&run.plan)?;
+    let mut reports = Vec::new();
+    for &size in &run.plan.sizes {
+        let test = RdmaTest {
+            size,
+            ..run.test.clone()
+        };
+        let report = client
+            .rdma_latency(&test, &run.options)
+            .with_context(|| format!("RDMA latency test with {size}-byte messages"))?;
+        reports.push(report);
+    }
+    client.close();
+    report::rdma_latency(&run.plan.output, run.plan.sweep, &reports)?;
+    Ok(cli::exit::OK)
+}
+
+fn compare(args: CompareArgs) -> anyhow::Result<u8> {
+    let peer = fabric::tcp::resolve_peer(&args.peer, args.port).map_err(|e| match e {
+        fabric::FabricError::Config(text) => cli::usage(format!("--peer: {text}")),
+        other => anyhow::Error::new(other).context("--peer"),
+    })?;
+    for (size, flag) in [(args.size, "--size"), (args.lat_size, "--lat-size")] {
+        if size == 0 || size > perf::MAX_MESSAGE {
+            return Err(cli::usage(format!(
+                "{flag} must be 1 byte .. {} MiB",
+                perf::MAX_MESSAGE >> 20
+            )));
+        }
+    }
+    let plan = Plan {
+        config: ClientConfig {
+            peer,
+            connect_timeout: args.connect_timeout,
+            token: token(),
+            iface: args.iface.clone(),
+        },
+        sizes: vec![args.size],
+        sweep: false,
+        output: report::Output {
+            json: args.json,
+            csv: None,
+            plot: None,
+            peer: peer.to_string(),
+        },
+        quiet: true,
+    };
+    let mut client = connect(&plan)?;
+    let tcp_bw = client
+        .bandwidth(
+            &BwSpec {
+                mode: Mode::Forward,
+                streams: 1,
+                size: args.size,
+                duration: args.time,
+                window: None,
+                congestion: None,
+                zerocopy: false,
+            },
+            &mut |_| {},
+        )
+        .context("TCP bandwidth test")?;
+    let tcp_lat = client
+        .latency(
+            &LatSpec {
+                size: args.lat_size,
+                until: Until::Iterations(args.iters),
+                busy_poll: true,
+            },
+            &mut |_, _| {},
+        )
+        .context("TCP latency test")?;
+    let address = match &args.iface {
+        Some(iface) => Some(iface_address(iface)?),
+        None => None,
+    };
+    let options = RdmaOptions {
+        device: args.device.clone(),
+        gid_index: args.gid_index,
+        address,
+    };
+    let rdma = match fabric::rdma::check(args.device.as_deref()) {
+        Err(why) => Err(why.to_string()),
+        Ok(_) => {
+            let bw = RdmaTest {
+                kind: TestKind::Bw,
+                op: RdmaOp::Write,
+                size: args.size,
+                qps: 1,
+                tx_depth: 128,
+                iterations: args.iters,
+                validate: false,
+                inline: 0,
+                seed: 1,
+            };
+            let lat = RdmaTest {
+                kind: TestKind::Lat,
+                size: args.lat_size,
+                tx_depth: 1,
+                inline: 220,
+                ..bw.clone()
+            };
+            client
+                .rdma_bandwidth(&bw, &options)
+                .and_then(|b| client.rdma_latency(&lat, &options).map(|l| (b, l)))
+                .map_err(|e| format!("RDMA test failed: {e}"))
+        }
+    };
+    client.close();
+    report::compare(&plan.output, &tcp_bw, &tcp_lat, &rdma)?;
+    Ok(cli::exit::OK)
+}
+
 fn connect(plan: &Plan) -> anyhow::Result<Client> {
     Client::connect(plan.config.clone())
         .with_context(|| format!("linkbench server at {}", plan.config.peer))
@@ -358,6 +729,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         once: args.once,
         max_connections: 1024,
         log: Arc::new(|line: &str| eprintln!("linkbench serve: {line}")),
+        rdma: RdmaOptions {
+            device: args.device.clone(),
+            gid_index: args.gid_index,
+            address: args.iface.as_deref().and_then(|i| iface_address(i).ok()),
+        },
     };
     let auth = if config.token.is_some() {
         "NODELINK_TOKEN required"
@@ -384,6 +760,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Serve(args) => serve(args),
         Command::Bw(args) => bw(args),
         Command::Lat(args) => lat(args),
+        Command::Compare(args) => compare(args),
     }
 }
 

@@ -211,9 +211,42 @@ fn bad_flags_exit_64_naming_the_flags() {
         (&["bw", "--peer", "127.0.0.1", "-P", "0"][..], "-P"),
         (&["bw", "--peer", "127.0.0.1", "--size", "4Q"][..], "4Q"),
         (&["bw", "--peer", "host:port"][..], "--peer"),
+        (&["bw", "--peer", "127.0.0.1", "--qps", "2"][..], "--qps"),
         (
-            &["bw", "--peer", "127.0.0.1", "--transport", "rdma"][..],
-            "rdma",
+            &[
+                "bw",
+                "--peer",
+                "127.0.0.1",
+                "--transport",
+                "rdma",
+                "-P",
+                "2",
+            ][..],
+            "-P/--parallel",
+        ),
+        (
+            &[
+                "lat",
+                "--peer",
+                "127.0.0.1",
+                "--transport",
+                "rdma",
+                "--qps",
+                "2",
+            ][..],
+            "--qps",
+        ),
+        (
+            &[
+                "bw",
+                "--peer",
+                "127.0.0.1",
+                "--transport",
+                "rdma",
+                "-t",
+                "1s",
+            ][..],
+            "-t/--time",
         ),
         (&["bw"][..], "--peer"),
         (&["bogus"][..], "bogus"),
@@ -227,6 +260,122 @@ fn bad_flags_exit_64_naming_the_flags() {
             stderr_of(&output)
         );
     }
+}
+
+// ---------------------------------------------------------------- RDMA on this host
+
+/// The sentence this host must produce, or None when it really has RDMA (the Soft-RoCE VM
+/// test covers that case: scripts/rdma-vm-test).
+fn expected_rdma_failure() -> Option<&'static str> {
+    if std::path::Path::new("/sys/class/infiniband_verbs").exists() {
+        return None;
+    }
+    Some(if fabric::rdma::avail::library_present() {
+        "kernel has no RDMA support (ENOSYS)"
+    } else {
+        "libibverbs not installed"
+    })
+}
+
+#[test]
+fn rdma_without_kernel_support_fails_fast_with_one_sentence() {
+    let Some(expected) = expected_rdma_failure() else {
+        eprintln!("skipped: this host has RDMA verbs");
+        return;
+    };
+    for args in [
+        &["bw", "--transport", "rdma", "--peer", "127.0.0.1"][..],
+        &[
+            "lat",
+            "--transport",
+            "rdma",
+            "--peer",
+            "127.0.0.1",
+            "--op",
+            "send",
+        ][..],
+        &[
+            "bw",
+            "--transport",
+            "rdma",
+            "--peer",
+            "127.0.0.1",
+            "--device",
+            "rxe0",
+            "-a",
+        ][..],
+    ] {
+        let started = Instant::now();
+        let output = run(None, args);
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{args:?} took too long"
+        );
+        assert!(output.stdout.is_empty(), "{args:?}");
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "{args:?}: one line: {stderr}"
+        );
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("--transport tcp"),
+            "the fix is named: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn compare_without_rdma_measures_tcp_and_says_why() {
+    let Some(expected) = expected_rdma_failure() else {
+        eprintln!("skipped: this host has RDMA verbs");
+        return;
+    };
+    let _turn = traffic();
+    let server = Served::start(None, "127.0.0.1", &[], &[]);
+    let document = json_of(&run(
+        None,
+        &[
+            "compare",
+            "--peer",
+            &server.addr,
+            "-t",
+            "300ms",
+            "-n",
+            "200",
+            "--json",
+        ],
+    ));
+    assert!(
+        document["tcp"]["throughput_gbps"].as_f64().unwrap() > 0.0,
+        "{document}"
+    );
+    assert!(
+        document["tcp"]["latency_us"]["p50"].as_f64().unwrap() > 0.0,
+        "{document}"
+    );
+    assert_eq!(document["rdma"]["available"], false, "{document}");
+    let reason = document["rdma"]["reason"].as_str().unwrap();
+    assert!(reason.contains(expected), "{reason}");
+    assert!(document["ratio"]["throughput"].is_null(), "{document}");
+    let table = run(
+        None,
+        &[
+            "compare",
+            "--peer",
+            &server.addr,
+            "-t",
+            "300ms",
+            "-n",
+            "100",
+        ],
+    );
+    assert!(table.status.success(), "{}", stderr_of(&table));
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("tcp") && text.contains(expected), "{text}");
 }
 
 // ---------------------------------------------------------------- loopback

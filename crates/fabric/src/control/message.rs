@@ -3,6 +3,7 @@
 
 use super::frame::Wire;
 use crate::error::ProtocolError;
+pub use crate::rdma::handshake::{RdmaAccept, RdmaRequest, RdmaResults};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Decodes a JSON payload; shared by every [`Wire`] message set.
@@ -153,6 +154,11 @@ pub enum Message {
     Results(Results),
     Error(ErrorMsg),
     Bye,
+    /// RDMA test request with the client's half of the connection.
+    RdmaRequest(RdmaRequest),
+    /// The server's half, its QPs already ready to receive.
+    RdmaAccept(RdmaAccept),
+    RdmaResults(RdmaResults),
 }
 
 const HELLO: u8 = 1;
@@ -165,6 +171,9 @@ const DONE: u8 = 7;
 const RESULTS: u8 = 8;
 const ERROR: u8 = 9;
 const BYE: u8 = 10;
+const RDMA_REQUEST: u8 = 11;
+const RDMA_ACCEPT: u8 = 12;
+const RDMA_RESULTS: u8 = 13;
 
 impl Wire for Message {
     fn kind(&self) -> u8 {
@@ -179,6 +188,9 @@ impl Wire for Message {
             Message::Results(_) => RESULTS,
             Message::Error(_) => ERROR,
             Message::Bye => BYE,
+            Message::RdmaRequest(_) => RDMA_REQUEST,
+            Message::RdmaAccept(_) => RDMA_ACCEPT,
+            Message::RdmaResults(_) => RDMA_RESULTS,
         }
     }
 
@@ -194,6 +206,9 @@ impl Wire for Message {
             Message::Results(_) => "Results",
             Message::Error(_) => "Error",
             Message::Bye => "Bye",
+            Message::RdmaRequest(_) => "RdmaRequest",
+            Message::RdmaAccept(_) => "RdmaAccept",
+            Message::RdmaResults(_) => "RdmaResults",
         }
     }
 
@@ -208,6 +223,9 @@ impl Wire for Message {
             Message::Done(m) => serde_json::to_writer(&mut *out, m),
             Message::Results(m) => serde_json::to_writer(&mut *out, m),
             Message::Error(m) => serde_json::to_writer(&mut *out, m),
+            Message::RdmaRequest(m) => serde_json::to_writer(&mut *out, m),
+            Message::RdmaAccept(m) => serde_json::to_writer(&mut *out, m),
+            Message::RdmaResults(m) => serde_json::to_writer(&mut *out, m),
             Message::Start | Message::Bye => Ok(()),
         };
     }
@@ -224,6 +242,9 @@ impl Wire for Message {
             RESULTS => Message::Results(parse_payload("Results", payload)?),
             ERROR => Message::Error(parse_payload("Error", payload)?),
             BYE => empty_payload("Bye", payload, Message::Bye)?,
+            RDMA_REQUEST => Message::RdmaRequest(parse_payload("RdmaRequest", payload)?),
+            RDMA_ACCEPT => Message::RdmaAccept(parse_payload("RdmaAccept", payload)?),
+            RDMA_RESULTS => Message::RdmaResults(parse_payload("RdmaResults", payload)?),
             other => return Err(ProtocolError::UnknownKind(other)),
         })
     }

@@ -14,5 +14,6 @@ pub use frame::{
 };
 pub use message::{
     empty_payload, parse_payload, Accept, AuthMsg, CpuUsage, Direction, Done, ErrorMsg, Hello,
-    Join, Message, Results, StreamStats, TestKind, TestRequest,
+    Join, Message, RdmaAccept, RdmaRequest, RdmaResults, Results, StreamStats, TestKind,
+    TestRequest,
 };

@@ -275,6 +275,11 @@ impl Client {
         })
     }
 
+    /// The control channel, for the RDMA tests in `rdma.rs`.
+    pub(super) fn channel(&mut self) -> &mut Channel {
+        &mut self.channel
+    }
+
     /// Ends the session politely; errors do not matter any more.
     pub fn close(mut self) {
         let _ = self.channel.send(&Message::Bye, Duration::from_secs(1));

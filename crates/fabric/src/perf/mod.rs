@@ -7,11 +7,13 @@
 //! comes from its receiver, whichever node that is.
 
 mod client;
+mod rdma;
 mod report;
 mod server;
 mod stream;
 
 pub use client::{BwSpec, Client, ClientConfig, LatSpec, Mode};
+pub use rdma::{RdmaBwReport, RdmaLatReport, RdmaOptions, RDMA_STALL};
 pub use report::{BwReport, CpuReport, DirectionReport, LatReport, StreamReport};
 pub use server::{Server, ServerConfig};
 pub use stream::{Until, STALL_TIMEOUT};

@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Where session events go (the binary prints them on stderr).
     pub log: Arc<dyn Fn(&str) + Send + Sync>,
+    /// The local RDMA device and GID for RDMA tests.
+    pub rdma: super::RdmaOptions,
 }
 
 type Routes = Arc<Mutex<HashMap<String, SyncSender<(u32, TcpStream)>>>>;
@@ -244,10 +246,24 @@ fn session(
                 ));
                 run_test(channel, &request, routes)?;
             }
+            Message::RdmaRequest(request) => {
+                (config.log)(&format!(
+                    "{}: RDMA {} {} test, {} B messages, {} QP(s)",
+                    channel.peer(),
+                    request.test.op.name(),
+                    match request.test.kind {
+                        TestKind::Bw => "bandwidth",
+                        TestKind::Lat => "latency",
+                    },
+                    request.test.size,
+                    request.test.qps,
+                ));
+                super::rdma::serve_rdma(channel, request, &config.rdma)?;
+            }
             Message::Error(e) => return Err(FabricError::Remote(e.message)),
             other => {
                 return Err(ProtocolError::Unexpected {
-                    expected: "Request or Bye",
+                    expected: "Request, RdmaRequest or Bye",
                     got: other.name(),
                 }
                 .into())

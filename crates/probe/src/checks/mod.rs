@@ -216,6 +216,7 @@ pub(crate) mod fixture {
                 stale_nccl: Vec::new(),
             }),
             rdma: Vec::new(),
+            rdma_verbs: crate::facts::RdmaVerbs::NotProbed,
             memlock: Memlock {
                 soft_bytes: None,
                 cap_ipc_lock: true,

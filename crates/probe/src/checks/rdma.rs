@@ -1,13 +1,27 @@
 //! RDMA ports and the GID NCCL will use, and the memlock limit that RDMA registration needs.
 
 use super::{Check, Status};
-use crate::facts::{Facts, RdmaGid};
+use crate::facts::{Facts, RdmaGid, RdmaVerbs};
 use serde_json::json;
 
 pub(crate) fn ports(facts: &Facts) -> Check {
     let hca = facts.env("NCCL_IB_HCA");
     let gid_index = facts.env("NCCL_IB_GID_INDEX");
-    let evidence = json!({"devices": facts.rdma, "NCCL_IB_GID_INDEX": gid_index});
+    let evidence =
+        json!({"devices": facts.rdma, "NCCL_IB_GID_INDEX": gid_index, "verbs": facts.rdma_verbs});
+    // The same verdict `linkbench --transport rdma` gives (fabric::rdma::check).
+    let verbs_problem = match &facts.rdma_verbs {
+        RdmaVerbs::Unavailable { reason } => Some(reason.as_str()),
+        _ => None,
+    };
+    if let (true, None, Some(reason)) = (facts.rdma.is_empty(), hca, verbs_problem) {
+        return Check::new(
+            "rdma.ports",
+            Status::Info,
+            format!("{reason} (NCCL and NIXL will use TCP sockets)"),
+            evidence,
+        );
+    }
     if facts.rdma.is_empty() {
         return if hca.is_some() {
             Check::new(
@@ -93,6 +107,14 @@ pub(crate) fn ports(facts: &Facts) -> Check {
             evidence,
         )
         .fix("check the cable and subnet manager (`ibstat`; `systemctl start opensm` on one IB node)");
+    }
+    if let Some(reason) = verbs_problem {
+        return Check::new(
+            "rdma.ports",
+            Status::Warn,
+            format!("{listing}: sysfs shows a port but verbs cannot use it: {reason}"),
+            evidence,
+        );
     }
     // RoCE: the GID NCCL should use is the RoCE v2 one bound to --iface.
     let bound_here = roce_ports.iter().any(|(_, p)| {
@@ -294,6 +316,34 @@ mod tests {
         assert_eq!(
             ports(&with_env(facts(), &[("NCCL_IB_HCA", "mlx5")])).status,
             Status::Fail
+        );
+    }
+
+    #[test]
+    fn the_verbs_verdict_is_linkbench_s_sentence() {
+        let reason = fabric::rdma::Unavailable::NoKernel.to_string();
+        let mut f = facts();
+        f.rdma_verbs = RdmaVerbs::Unavailable {
+            reason: reason.clone(),
+        };
+        let check = ports(&f);
+        assert_eq!(check.status, Status::Info, "{check:?}");
+        assert!(
+            check
+                .summary
+                .contains("kernel has no RDMA support (ENOSYS)"),
+            "{}",
+            check.summary
+        );
+        // sysfs lists an ACTIVE port, but verbs cannot open it: a warning naming why.
+        let mut f = facts_with_fixture("4: ACTIVE");
+        f.rdma_verbs = RdmaVerbs::Unavailable { reason };
+        let check = ports(&f);
+        assert_eq!(check.status, Status::Warn, "{check:?}");
+        assert!(
+            check.summary.contains("verbs cannot use it"),
+            "{}",
+            check.summary
         );
     }
 
