@@ -7,9 +7,11 @@ use crate::compat::compat_hash;
 use crate::plan::{plan, sources, stream_bytes_per_block, Piece, Source};
 use crate::pool::{BlockAllocator, KvPool};
 use crate::prefill::block_checksums;
-use crate::wire::{self, Attach, Complete, KvMessage, Pull, Welcome};
+use crate::rdma::{self, RdmaOptions};
+use crate::wire::{self, Attach, Complete, KvMessage, Pull, ReadDone, Welcome};
 use crate::{pattern, KvError, KvLayout, KvShape, TOOL};
 use fabric::channel::Channel;
+use fabric::rdma::{Endpoint, RemoteRegion};
 use fabric::tcp::{self, SocketOptions};
 use fabric::{handshake, FabricError, ProtocolError};
 use std::io::{IoSliceMut, Read};
@@ -17,27 +19,35 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Who this decode rank is and how it talks to a prefill rank.
+pub struct LinkParams<'a> {
+    pub shape: &'a KvShape,
+    pub decode_tp: u32,
+    pub decode_rank: u32,
+    /// The DP rank decode addresses (prefill refuses any other).
+    pub dp_rank: u32,
+    pub token: Option<&'a [u8]>,
+    pub timeout: Duration,
+    /// Pull with RDMA READ into this pool (which must outlive the link).
+    pub rdma: Option<(&'a KvPool, &'a RdmaOptions)>,
+}
+
 /// One decode connection to one prefill rank.
 pub struct PrefillLink {
     channel: Channel,
     pub welcome: Welcome,
     remote: KvLayout,
-    /// The DP rank decode addresses (prefill refuses any other).
     dp_rank: u32,
     timeout: Duration,
     pieces: Vec<Piece>,
+    /// Connected QP and prefill's registered pool, when pulling over RDMA.
+    rdma: Option<(Endpoint, RemoteRegion)>,
 }
 
 impl PrefillLink {
-    pub fn connect(
-        addr: SocketAddr,
-        shape: &KvShape,
-        decode_tp: u32,
-        decode_rank: u32,
-        dp_rank: u32,
-        token: Option<&[u8]>,
-        timeout: Duration,
-    ) -> Result<PrefillLink, KvError> {
+    pub fn connect(addr: SocketAddr, params: &LinkParams) -> Result<PrefillLink, KvError> {
+        let (shape, timeout) = (params.shape, params.timeout);
+        let (decode_tp, decode_rank, token) = (params.decode_tp, params.decode_rank, params.token);
         let options = SocketOptions {
             nodelay: true,
             ..SocketOptions::default()
@@ -82,13 +92,20 @@ impl PrefillLink {
                 "prefill {addr} announced an impossible layout: {e}"
             ))
         })?;
+        let rdma = match params.rdma {
+            Some((pool, options)) => {
+                Some(connect_rdma(&mut channel, &remote, pool, options, timeout)?)
+            }
+            None => None,
+        };
         Ok(PrefillLink {
             channel,
             welcome,
             remote,
-            dp_rank,
+            dp_rank: params.dp_rank,
             timeout,
             pieces: Vec::new(),
+            rdma,
         })
     }
 
@@ -162,9 +179,13 @@ impl PrefillLink {
                 head_start: heads.start,
                 head_end: heads.end,
                 checksums,
+                rdma: self.rdma.is_some(),
             }),
             self.timeout,
         )?;
+        if self.rdma.is_some() {
+            return self.pull_rdma(request_id, remote_blocks, heads, pool, local_blocks);
+        }
         let expected =
             stream_bytes_per_block(&self.remote.shape, &heads) * remote_blocks.len() as u64;
         match self.recv("waiting for KV blocks from", request_id)? {
@@ -229,21 +250,63 @@ impl PrefillLink {
             let ours = block_checksums(&self.pieces, remote_blocks.len(), |p| unsafe {
                 pool.slice(p.dst, p.len)
             });
-            if sent.crc32c.len() != ours.len() {
-                return Err(KvError::Integrity(format!(
-                    "prefill {peer} sent {} checksums for {} blocks of request {request_id}",
-                    sent.crc32c.len(),
-                    ours.len()
-                )));
-            }
-            if let Some(i) = (0..ours.len()).find(|&i| ours[i] != sent.crc32c[i]) {
-                return Err(KvError::Integrity(format!(
-                    "request {request_id}: block {i} (remote id {}) arrived corrupted (CRC32C {:08x}, sender's {:08x})",
-                    remote_blocks[i], ours[i], sent.crc32c[i]
-                )));
-            }
+            compare_checksums(&ours, &sent.crc32c, remote_blocks, request_id, &peer)?;
         }
         Ok(expected)
+    }
+
+    /// The RDMA half of [`Self::pull`]: prefill grants, we READ every piece, say ReadDone.
+    fn pull_rdma(
+        &mut self,
+        request_id: &str,
+        remote_blocks: &[u32],
+        heads: std::ops::Range<u32>,
+        pool: &KvPool,
+        local_blocks: &[u32],
+    ) -> Result<u64, KvError> {
+        let granted = match self.recv("waiting for the RDMA grant from", request_id)? {
+            KvMessage::Granted(g) if g.request_id == request_id => g,
+            other => return Err(FabricError::unexpected("Granted", &other).into()),
+        };
+        for block in remote_blocks {
+            self.remote
+                .check_block(*block)
+                .map_err(|e| KvError::Integrity(e.to_string()))?;
+        }
+        let bytes = stream_bytes_per_block(&self.remote.shape, &heads) * remote_blocks.len() as u64;
+        plan(
+            &self.remote,
+            remote_blocks,
+            pool.layout(),
+            local_blocks,
+            heads,
+            &mut self.pieces,
+        );
+        let (endpoint, region) = self.rdma.as_mut().expect("checked by pull");
+        let read = rdma::read_pieces(endpoint, region, &self.pieces, self.timeout, request_id);
+        // Tell prefill the blocks are free to reuse whatever happened to the READs.
+        let done = self.channel.send(
+            &KvMessage::ReadDone(ReadDone {
+                request_id: request_id.into(),
+            }),
+            self.timeout,
+        );
+        read?;
+        done?;
+        if !granted.crc32c.is_empty() {
+            // SAFETY: the caller holds local_blocks; the READs have completed.
+            let ours = block_checksums(&self.pieces, remote_blocks.len(), |p| unsafe {
+                pool.slice(p.dst, p.len)
+            });
+            compare_checksums(
+                &ours,
+                &granted.crc32c,
+                remote_blocks,
+                request_id,
+                self.channel.peer(),
+            )?;
+        }
+        Ok(bytes)
     }
 
     pub fn complete(&mut self, request_id: &str, ok: bool) -> Result<(), KvError> {
@@ -260,6 +323,59 @@ impl PrefillLink {
     pub fn close(mut self) {
         let _ = self.channel.send(&KvMessage::Bye, Duration::from_secs(1));
     }
+}
+
+/// Compares our per-block CRC32C with the sender's; names the first bad block.
+fn compare_checksums(
+    ours: &[u32],
+    theirs: &[u32],
+    remote_blocks: &[u32],
+    request_id: &str,
+    peer: &str,
+) -> Result<(), KvError> {
+    if theirs.len() != ours.len() {
+        return Err(KvError::Integrity(format!(
+            "prefill {peer} sent {} checksums for {} blocks of request {request_id}",
+            theirs.len(),
+            ours.len()
+        )));
+    }
+    match (0..ours.len()).find(|&i| ours[i] != theirs[i]) {
+        Some(i) => Err(KvError::Integrity(format!(
+            "request {request_id}: block {i} (remote id {}) arrived corrupted (CRC32C {:08x}, sender's {:08x})",
+            remote_blocks[i], ours[i], theirs[i]
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Registers our pool, sends our QP address, connects to prefill's.
+fn connect_rdma(
+    channel: &mut Channel,
+    remote: &KvLayout,
+    pool: &KvPool,
+    options: &RdmaOptions,
+    timeout: Duration,
+) -> Result<(Endpoint, RemoteRegion), KvError> {
+    let mut endpoint = rdma::endpoint_over(pool, options)?;
+    channel.send(&KvMessage::RdmaConnect(endpoint.local()), timeout)?;
+    let theirs = match channel.recv_as::<KvMessage>(timeout, "waiting for the RDMA answer from")? {
+        KvMessage::RdmaConnected(endpoint) => endpoint,
+        KvMessage::Refused(r) => {
+            return Err(KvError::Config(format!(
+                "prefill {} cannot serve RDMA: {}",
+                channel.peer(),
+                r.message
+            )))
+        }
+        other => return Err(FabricError::unexpected("RdmaConnected", &other).into()),
+    };
+    theirs
+        .region
+        .validate(remote.pool_bytes())
+        .map_err(|e| KvError::Integrity(format!("prefill {}: {e}", channel.peer())))?;
+    endpoint.connect(&theirs)?;
+    Ok((endpoint, theirs.region))
 }
 
 /// Reads the stream into every piece's destination in order (up to 64 pieces a call).
@@ -298,6 +414,8 @@ pub struct DecodeConfig {
     pub timeout: Duration,
     /// Per-block CRC32C and a content check against the request's pattern.
     pub verify: bool,
+    /// Pull with RDMA READ instead of a TCP stream.
+    pub rdma: Option<RdmaOptions>,
 }
 
 /// What one request cost.
@@ -328,17 +446,21 @@ impl DecodeAgent {
                 "no prefill peer given: pass --peer HOST:PORT".into(),
             ));
         }
+        if let Some(options) = &config.rdma {
+            rdma::check(options)?;
+        }
         let mut ranks: Vec<(u32, u32, SocketAddr)> = Vec::new();
         for &peer in &config.peers {
-            let link = PrefillLink::connect(
-                peer,
-                &layout.shape,
-                layout.tp,
-                layout.tp_rank,
-                config.dp_rank,
-                config.token.as_deref(),
-                config.timeout,
-            )?;
+            let params = LinkParams {
+                shape: &layout.shape,
+                decode_tp: layout.tp,
+                decode_rank: layout.tp_rank,
+                dp_rank: config.dp_rank,
+                token: config.token.as_deref(),
+                timeout: config.timeout,
+                rdma: None,
+            };
+            let link = PrefillLink::connect(peer, &params)?;
             let w = &link.welcome;
             if w.dp_rank != config.dp_rank {
                 return Err(KvError::Config(format!(
@@ -394,9 +516,10 @@ impl DecodeAgent {
     }
 
     /// One worker's links, one per source, connected lazily and dropped on failure.
-    pub fn links(&self) -> Links {
+    pub fn links(self: &Arc<Self>) -> Links {
         Links {
             slots: self.sources.iter().map(|_| None).collect(),
+            _pool_owner: Arc::clone(self),
         }
     }
 
@@ -405,15 +528,20 @@ impl DecodeAgent {
         if slot.is_none() {
             let peer = self.rank_peers[self.sources[index].prefill_rank as usize];
             let layout = self.layout();
-            *slot = Some(PrefillLink::connect(
-                peer,
-                &layout.shape,
-                layout.tp,
-                layout.tp_rank,
-                self.config.dp_rank,
-                self.config.token.as_deref(),
-                self.config.timeout,
-            )?);
+            let params = LinkParams {
+                shape: &layout.shape,
+                decode_tp: layout.tp,
+                decode_rank: layout.tp_rank,
+                dp_rank: self.config.dp_rank,
+                token: self.config.token.as_deref(),
+                timeout: self.config.timeout,
+                rdma: self
+                    .config
+                    .rdma
+                    .as_ref()
+                    .map(|options| (&self.pool, options)),
+            };
+            *slot = Some(PrefillLink::connect(peer, &params)?);
         }
         Ok(slot.as_mut().expect("connected above"))
     }
@@ -542,9 +670,12 @@ impl DecodeAgent {
     }
 }
 
-/// A worker's connections to its sources.
+/// A worker's connections to its sources. It keeps the agent alive: an RDMA link has
+/// the agent's pool registered.
 pub struct Links {
+    // Field order is drop order: the links (and their registrations) before the pool.
     slots: Vec<Option<PrefillLink>>,
+    _pool_owner: Arc<DecodeAgent>,
 }
 
 impl Links {

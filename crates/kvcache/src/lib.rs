@@ -6,7 +6,7 @@
 //!   (source bytes to destination bytes, in stream order).
 //! - [`pool`], [`pattern`]: pool memory and block allocation; deterministic contents.
 //! - [`wire`]: kvxfer's messages on fabric's control frames.
-//! - [`prefill`], [`decode`]: the two agents over TCP.
+//! - [`prefill`], [`decode`]: the two agents, over TCP or ([`rdma`]) RDMA READ.
 
 pub mod compat;
 pub mod decode;
@@ -15,6 +15,7 @@ pub mod pattern;
 pub mod plan;
 pub mod pool;
 pub mod prefill;
+pub mod rdma;
 pub mod wire;
 
 pub use layout::{Dtype, Kv, KvLayout, KvShape, Order};

@@ -49,6 +49,11 @@ impl KvPool {
         &self.layout
     }
 
+    /// Start of the pool, for registering it with an RDMA device.
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

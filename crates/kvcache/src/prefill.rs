@@ -6,10 +6,12 @@
 use crate::compat::{compat_hash, mismatch};
 use crate::plan::{plan, stream_bytes_per_block, Piece};
 use crate::pool::{BlockAllocator, KvPool};
-use crate::wire::{self, KvMessage, Prefilled, Refused, Sending, Sent, Welcome};
+use crate::rdma::{self, RdmaOptions};
+use crate::wire::{self, Granted, KvMessage, Prefilled, Refused, Sending, Sent, Welcome};
 use crate::{pattern, KvError, KvLayout, TOOL};
 use fabric::channel::Channel;
 use fabric::control::Message;
+use fabric::rdma::Endpoint;
 use fabric::{handshake, FabricError};
 use std::collections::{HashMap, VecDeque};
 use std::io::{IoSlice, Write};
@@ -29,6 +31,8 @@ pub struct PrefillConfig {
     /// Bound on every socket wait and on waiting for free blocks.
     pub io_timeout: Duration,
     pub token: Option<Vec<u8>>,
+    /// Device and GID for decode ranks that pull over RDMA.
+    pub rdma: RdmaOptions,
     pub log: fn(&str),
 }
 
@@ -149,6 +153,8 @@ impl PrefillAgent {
             timeout,
         )?;
         let mut pieces = Vec::new();
+        // Registered on the first RdmaConnect; dropped (deregistered) with the session.
+        let mut rdma: Option<Endpoint> = None;
         loop {
             let message = match channel
                 .recv_as::<KvMessage>(IDLE_TIMEOUT, "waiting for the next request from")
@@ -171,7 +177,25 @@ impl PrefillAgent {
                         Err(e) => self.refuse_request(&mut channel, id, e)?,
                     }
                 }
+                KvMessage::Pull(pull) if pull.rdma && rdma.is_none() => {
+                    let e = KvError::Refused("an RDMA pull before RdmaConnect".into());
+                    self.refuse_request(&mut channel, pull.request_id, e)?
+                }
                 KvMessage::Pull(pull) => self.pull(&mut channel, pull, &mut pieces)?,
+                KvMessage::RdmaConnect(theirs) if rdma.is_none() => {
+                    match rdma::endpoint_over(&self.pool, &self.config.rdma)
+                        .and_then(|mut ep| ep.connect(&theirs).map(|()| ep).map_err(KvError::from))
+                    {
+                        Ok(ep) => {
+                            channel.send(&KvMessage::RdmaConnected(ep.local()), timeout)?;
+                            rdma = Some(ep);
+                        }
+                        Err(e) => {
+                            refuse(&mut channel, None, &e.to_string(), timeout);
+                            return Err(e);
+                        }
+                    }
+                }
                 KvMessage::Complete(done) => self.complete(&done.request_id, done.ok, &peer),
                 KvMessage::Bye => return Ok(()),
                 other => {
@@ -374,9 +398,63 @@ impl PrefillAgent {
         if let Err(e) = self.begin_pull(&pull) {
             return self.refuse_request(channel, pull.request_id, e);
         }
-        let result = self.stream(channel, &pull, pieces);
+        let result = if pull.rdma {
+            self.grant(channel, &pull, pieces)
+        } else {
+            self.stream(channel, &pull, pieces)
+        };
         self.end_pull(&pull.request_id);
         result
+    }
+
+    /// An RDMA pull: sends the checksums, then holds the blocks until decode's READs are
+    /// done (ReadDone), or the connection or the timeout ends the wait.
+    fn grant(
+        &self,
+        channel: &mut Channel,
+        pull: &wire::Pull,
+        pieces: &mut Vec<Piece>,
+    ) -> Result<(), KvError> {
+        let crc32c = if pull.checksums {
+            let layout = self.layout();
+            plan(
+                layout,
+                &pull.blocks,
+                layout,
+                &pull.blocks,
+                pull.head_start..pull.head_end,
+                pieces,
+            );
+            // SAFETY: the lease keeps these blocks allocated and unwritten while active_pulls > 0.
+            block_checksums(pieces, pull.blocks.len(), |p| unsafe {
+                self.pool.slice(p.src, p.len)
+            })
+        } else {
+            Vec::new()
+        };
+        let id = pull.request_id.clone();
+        channel.send(
+            &KvMessage::Granted(Granted {
+                request_id: id.clone(),
+                crc32c,
+            }),
+            self.config.io_timeout,
+        )?;
+        match channel.recv_as::<KvMessage>(
+            self.config.io_timeout,
+            "waiting for the end of RDMA READs from",
+        )? {
+            KvMessage::ReadDone(done) if done.request_id == id => {
+                self.stats.pulls.fetch_add(1, Ordering::Relaxed);
+                let bytes =
+                    stream_bytes_per_block(&self.layout().shape, &(pull.head_start..pull.head_end));
+                self.stats
+                    .bytes_sent
+                    .fetch_add(bytes * pull.blocks.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            other => Err(FabricError::unexpected("ReadDone", &other).into()),
+        }
     }
 
     fn stream(

@@ -4,6 +4,7 @@
 
 use crate::layout::KvShape;
 use fabric::control::{empty_payload, parse_payload, Wire};
+use fabric::rdma::RdmaEndpoint;
 use fabric::ProtocolError;
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +64,23 @@ pub struct Pull {
     pub head_start: u32,
     pub head_end: u32,
     pub checksums: bool,
+    /// Decode READs the blocks itself over the connected QP; prefill answers `Granted`.
+    #[serde(default)]
+    pub rdma: bool,
+}
+
+/// An RDMA pull is accepted: the blocks stay leased until `ReadDone`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Granted {
+    pub request_id: String,
+    /// CRC32C per block pair, in plan order (empty without checksums).
+    pub crc32c: Vec<u32>,
+}
+
+/// Decode's READs of a granted pull finished (or failed): prefill may reuse the blocks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadDone {
+    pub request_id: String,
 }
 
 /// The pull is accepted; exactly `bytes` raw bytes follow.
@@ -105,6 +123,12 @@ pub enum KvMessage {
     Complete(Complete),
     Refused(Refused),
     Bye,
+    /// Decode's QP address and pool region; prefill connects its QP and answers
+    /// `RdmaConnected` with its own.
+    RdmaConnect(RdmaEndpoint),
+    RdmaConnected(RdmaEndpoint),
+    Granted(Granted),
+    ReadDone(ReadDone),
 }
 
 // Kinds start at 64 so a linkbench frame can never be mistaken for one of these.
@@ -118,6 +142,10 @@ const SENT: u8 = 70;
 const COMPLETE: u8 = 71;
 const REFUSED: u8 = 72;
 const BYE: u8 = 73;
+const RDMA_CONNECT: u8 = 74;
+const RDMA_CONNECTED: u8 = 75;
+const GRANTED: u8 = 76;
+const READ_DONE: u8 = 77;
 
 impl Wire for KvMessage {
     fn kind(&self) -> u8 {
@@ -132,6 +160,10 @@ impl Wire for KvMessage {
             KvMessage::Complete(_) => COMPLETE,
             KvMessage::Refused(_) => REFUSED,
             KvMessage::Bye => BYE,
+            KvMessage::RdmaConnect(_) => RDMA_CONNECT,
+            KvMessage::RdmaConnected(_) => RDMA_CONNECTED,
+            KvMessage::Granted(_) => GRANTED,
+            KvMessage::ReadDone(_) => READ_DONE,
         }
     }
 
@@ -147,6 +179,10 @@ impl Wire for KvMessage {
             KvMessage::Complete(_) => "Complete",
             KvMessage::Refused(_) => "Refused",
             KvMessage::Bye => "Bye",
+            KvMessage::RdmaConnect(_) => "RdmaConnect",
+            KvMessage::RdmaConnected(_) => "RdmaConnected",
+            KvMessage::Granted(_) => "Granted",
+            KvMessage::ReadDone(_) => "ReadDone",
         }
     }
 
@@ -162,6 +198,11 @@ impl Wire for KvMessage {
             KvMessage::Sent(m) => serde_json::to_writer(&mut *out, m),
             KvMessage::Complete(m) => serde_json::to_writer(&mut *out, m),
             KvMessage::Refused(m) => serde_json::to_writer(&mut *out, m),
+            KvMessage::RdmaConnect(m) | KvMessage::RdmaConnected(m) => {
+                serde_json::to_writer(&mut *out, m)
+            }
+            KvMessage::Granted(m) => serde_json::to_writer(&mut *out, m),
+            KvMessage::ReadDone(m) => serde_json::to_writer(&mut *out, m),
             KvMessage::Bye => Ok(()),
         };
     }
@@ -178,6 +219,10 @@ impl Wire for KvMessage {
             COMPLETE => KvMessage::Complete(parse_payload("Complete", payload)?),
             REFUSED => KvMessage::Refused(parse_payload("Refused", payload)?),
             BYE => empty_payload("Bye", payload, KvMessage::Bye)?,
+            RDMA_CONNECT => KvMessage::RdmaConnect(parse_payload("RdmaConnect", payload)?),
+            RDMA_CONNECTED => KvMessage::RdmaConnected(parse_payload("RdmaConnected", payload)?),
+            GRANTED => KvMessage::Granted(parse_payload("Granted", payload)?),
+            READ_DONE => KvMessage::ReadDone(parse_payload("ReadDone", payload)?),
             other => return Err(ProtocolError::UnknownKind(other)),
         })
     }
@@ -192,6 +237,19 @@ mod tests {
     #[test]
     fn every_message_round_trips_and_garbage_is_refused() {
         let shape = llama8b(Order::Nhd);
+        let endpoint = RdmaEndpoint {
+            device: "rxe0".into(),
+            lid: 0,
+            gid: "fe80::1".parse().unwrap(),
+            gid_index: 1,
+            mtu: 1024,
+            qps: vec![fabric::rdma::handshake::QpAddress { qpn: 17, psn: 5 }],
+            region: fabric::rdma::RemoteRegion {
+                addr: 0x1000,
+                len: 4096,
+                rkey: 3,
+            },
+        };
         let messages = vec![
             KvMessage::Attach(Attach {
                 shape: shape.clone(),
@@ -228,6 +286,16 @@ mod tests {
                 head_start: 0,
                 head_end: 4,
                 checksums: true,
+                rdma: true,
+            }),
+            KvMessage::RdmaConnect(endpoint.clone()),
+            KvMessage::RdmaConnected(endpoint),
+            KvMessage::Granted(Granted {
+                request_id: "r".into(),
+                crc32c: vec![9, 8],
+            }),
+            KvMessage::ReadDone(ReadDone {
+                request_id: "r".into(),
             }),
             KvMessage::Sending(Sending {
                 request_id: "r".into(),

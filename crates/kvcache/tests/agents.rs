@@ -5,8 +5,9 @@
 use fabric::channel::Channel;
 use fabric::control::Message;
 use fabric::handshake;
-use kvcache::decode::{DecodeAgent, DecodeConfig, PrefillLink};
+use kvcache::decode::{DecodeAgent, DecodeConfig, LinkParams, PrefillLink};
 use kvcache::prefill::{PrefillAgent, PrefillConfig};
+use kvcache::rdma::RdmaOptions;
 use kvcache::wire::{self, KvMessage, Prefilled, Sending, Sent, Welcome};
 use kvcache::{compat, Dtype, KvError, KvLayout, KvShape, Order};
 use std::io::Write;
@@ -30,6 +31,19 @@ fn shape() -> KvShape {
 
 fn quiet(_: &str) {}
 
+/// Decode TP 1 rank 0, DP rank 0, over TCP.
+fn params(shape: &KvShape) -> LinkParams<'_> {
+    LinkParams {
+        shape,
+        decode_tp: 1,
+        decode_rank: 0,
+        dp_rank: 0,
+        token: None,
+        timeout: T,
+        rdma: None,
+    }
+}
+
 fn start_prefill(tp: u32, rank: u32, dp: u32) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -40,6 +54,7 @@ fn start_prefill(tp: u32, rank: u32, dp: u32) -> SocketAddr {
             lease: Duration::from_secs(30),
             io_timeout: T,
             token: None,
+            rdma: RdmaOptions::default(),
             log: quiet,
         },
     )
@@ -62,7 +77,7 @@ fn prefill_request(id: &str, dp: u32, tp_rank: u32) -> wire::Prefill {
 #[test]
 fn prefill_refuses_other_ranks_and_the_session_goes_on() {
     let addr = start_prefill(2, 1, 0);
-    let mut link = PrefillLink::connect(addr, &shape(), 1, 0, 0, None, T).unwrap();
+    let mut link = PrefillLink::connect(addr, &params(&shape())).unwrap();
     let e = link
         .prefill(&prefill_request("a", 1, 1))
         .unwrap_err()
@@ -115,7 +130,7 @@ fn garbage_and_strangers_do_not_disturb_the_prefill() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("is a kvxfer endpoint, not linkbench"), "{e}");
-    let mut link = PrefillLink::connect(addr, &shape(), 1, 0, 0, None, T).unwrap();
+    let mut link = PrefillLink::connect(addr, &params(&shape())).unwrap();
     assert_eq!(link.prefill(&prefill_request("b", 0, 0)).unwrap().len(), 3);
 }
 
@@ -208,6 +223,7 @@ fn decode_agent(addr: SocketAddr) -> std::sync::Arc<DecodeAgent> {
             token: None,
             timeout: T,
             verify: true,
+            rdma: None,
         },
     )
     .unwrap()

@@ -142,6 +142,13 @@ fn worker(
     }
 }
 
+fn transport_name(transport: crate::Transport) -> &'static str {
+    match transport {
+        crate::Transport::Tcp => "tcp (prefill streams)",
+        crate::Transport::Rdma => "rdma (decode READs)",
+    }
+}
+
 fn report(
     args: &BenchArgs,
     agent: &DecodeAgent,
@@ -167,6 +174,7 @@ fn report(
             "throughput_gbyte_s": gbyte,
             "latency_ms": {"mean": latency.mean, "p50": latency.p50, "p99": latency.p99},
             "verified": args.peers.verify,
+            "transport": transport_name(args.peers.transport),
             "concurrency": {"requested": args.concurrency, "effective": workers},
             "link_gbps": args.link_gbps,
             "link_share": share,
@@ -210,6 +218,7 @@ fn report(
             sources.join(", ")
         ),
     );
+    row("Transport:", transport_name(args.peers.transport).into());
     row("Successful requests:", tally.ok.to_string());
     row("Failed requests:", tally.failed.to_string());
     row(

@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kvcache::decode::{DecodeAgent, DecodeConfig};
 use kvcache::prefill::{PrefillAgent, PrefillConfig};
+use kvcache::rdma::RdmaOptions;
 use kvcache::{Dtype, KvLayout, KvShape, Order};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -71,10 +72,39 @@ struct PoolArgs {
     device: String,
 }
 
+/// Which RDMA device and GID this side uses (when RDMA is used).
+#[derive(Args, Debug)]
+struct RdmaArgs {
+    /// RDMA device [default: the first with an ACTIVE port].
+    #[arg(long, value_name = "NAME")]
+    rdma_device: Option<String>,
+    /// GID table index [default: NCCL_IB_GID_INDEX, else the best RoCE v2 entry].
+    #[arg(long, value_name = "N")]
+    gid_index: Option<u32>,
+}
+
+impl RdmaArgs {
+    fn options(&self) -> RdmaOptions {
+        RdmaOptions {
+            device: self.rdma_device.clone(),
+            gid_index: self.gid_index,
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Tcp,
+    Rdma,
+}
+
 #[derive(Args, Debug)]
 struct PrefillArgs {
     #[command(flatten)]
     pool: PoolArgs,
+    /// For decode ranks that pull with --transport rdma.
+    #[command(flatten)]
+    rdma: RdmaArgs,
     /// Address (and port) to listen on [default: the --iface address, else all addresses;
     /// port 18600].
     #[arg(long, value_name = "ADDR[:PORT]")]
@@ -104,6 +134,11 @@ struct PeerArgs {
     /// The prefill ranks of one DP rank, comma-separated, any order.
     #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]")]
     peer: String,
+    /// tcp: prefill streams the blocks; rdma: decode READs them (RC QP, RDMA READ).
+    #[arg(long, value_enum, default_value = "tcp")]
+    transport: Transport,
+    #[command(flatten)]
+    rdma: RdmaArgs,
     /// Blocks in this decode pool [default: enough for the run].
     #[arg(long)]
     num_blocks: Option<u32>,
@@ -283,6 +318,7 @@ fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
             lease: args.lease,
             io_timeout: args.timeout,
             token: token(),
+            rdma: args.rdma.options(),
             log: if args.quiet { quiet_log } else { log_line },
         },
     )?;
@@ -333,6 +369,7 @@ fn decode_agent(peers: &PeerArgs, num_blocks: u32) -> anyhow::Result<std::sync::
             token: token(),
             timeout: peers.timeout,
             verify: peers.verify,
+            rdma: (peers.transport == Transport::Rdma).then(|| peers.rdma.options()),
         },
     )?)
 }

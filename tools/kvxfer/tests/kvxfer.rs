@@ -440,6 +440,18 @@ fn no_gpu_and_bad_flags_get_one_sentence() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    // RDMA on a host without it: one sentence saying why, before any connection.
+    let out = std::process::Command::new(BIN)
+        .args(["bench", "--peer", "127.0.0.1:1", "--transport", "rdma"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("RDMA unavailable"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     // Nobody listening: a clear connect error, fast.
     let started = Instant::now();
     let out = std::process::Command::new(BIN)
