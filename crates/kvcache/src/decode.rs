@@ -203,19 +203,7 @@ impl PrefillLink {
             }
             other => return Err(FabricError::unexpected("Sending", &other).into()),
         }
-        for block in remote_blocks {
-            self.remote
-                .check_block(*block)
-                .map_err(|e| KvError::Integrity(e.to_string()))?;
-        }
-        plan(
-            &self.remote,
-            remote_blocks,
-            pool.layout(),
-            local_blocks,
-            heads,
-            &mut self.pieces,
-        );
+        self.plan_pull(remote_blocks, heads, pool, local_blocks)?;
         let peer = self.channel.peer().to_string();
         let stream = self.channel.stream();
         stream
@@ -255,6 +243,30 @@ impl PrefillLink {
         Ok(expected)
     }
 
+    /// Checks the remote ids against prefill's pool and plans the pull into `self.pieces`.
+    fn plan_pull(
+        &mut self,
+        remote_blocks: &[u32],
+        heads: std::ops::Range<u32>,
+        pool: &KvPool,
+        local_blocks: &[u32],
+    ) -> Result<(), KvError> {
+        for block in remote_blocks {
+            self.remote
+                .check_block(*block)
+                .map_err(|e| KvError::Integrity(e.to_string()))?;
+        }
+        plan(
+            &self.remote,
+            remote_blocks,
+            pool.layout(),
+            local_blocks,
+            heads,
+            &mut self.pieces,
+        );
+        Ok(())
+    }
+
     /// The RDMA half of [`Self::pull`]: prefill grants, we READ every piece, say ReadDone.
     fn pull_rdma(
         &mut self,
@@ -268,20 +280,8 @@ impl PrefillLink {
             KvMessage::Granted(g) if g.request_id == request_id => g,
             other => return Err(FabricError::unexpected("Granted", &other).into()),
         };
-        for block in remote_blocks {
-            self.remote
-                .check_block(*block)
-                .map_err(|e| KvError::Integrity(e.to_string()))?;
-        }
         let bytes = stream_bytes_per_block(&self.remote.shape, &heads) * remote_blocks.len() as u64;
-        plan(
-            &self.remote,
-            remote_blocks,
-            pool.layout(),
-            local_blocks,
-            heads,
-            &mut self.pieces,
-        );
+        self.plan_pull(remote_blocks, heads, pool, local_blocks)?;
         let (endpoint, region) = self.rdma.as_mut().expect("checked by pull");
         let read = rdma::read_pieces(endpoint, region, &self.pieces, self.timeout, request_id);
         // Tell prefill the blocks are free to reuse whatever happened to the READs.
