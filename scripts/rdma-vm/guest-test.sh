@@ -97,6 +97,38 @@ echo "$out"
 
 kill $server 2>/dev/null; wait $server 2>/dev/null
 
+# kvxfer over the same device: decode pulls every request with RDMA READ from prefill's
+# registered pool; --verify checks a CRC32C per block and every byte's content.
+KV=/root/kvxfer
+step "kvxfer bench --transport rdma and tcp (qwen2.5-1.5b, 200-token prompts, verified)"
+$KV prefill --listen 127.0.0.1:18600 --model qwen2.5-1.5b --num-blocks 64 --rdma-device rxe0 -q >/tmp/kvprefill.log 2>&1 &
+kvprefill=$!
+sleep 1
+for transport in rdma tcp; do
+  if timeout 300 $KV bench --peer 127.0.0.1:18600 --model qwen2.5-1.5b --input-len 200 --num-prompts 8 \
+      --concurrency 2 --verify --transport $transport --rdma-device rxe0 --json -q >/tmp/kv_$transport.json; then
+    show /tmp/kv_$transport.json transport requests failed bytes_per_request throughput_gbps latency_ms.p50
+    [ "$(json /tmp/kv_$transport.json 'd["requests"]')" = 8 ] || fail "kvxfer $transport: not all 8 requests moved"
+  else
+    fail "kvxfer bench --transport $transport exited non-zero"; cat /tmp/kv_$transport.json
+  fi
+done
+step "kvxfer: TP 1 prefill -> TP 2 decode over RDMA, each rank verifies its heads"
+ranks=()
+for rank in 0 1; do
+  timeout 300 $KV bench --peer 127.0.0.1:18600 --model qwen2.5-1.5b --input-len 100 --num-prompts 4 \
+    --concurrency 1 --verify --transport rdma --rdma-device rxe0 --tp 2 --tp-rank $rank --id-prefix tp2 \
+    --json -q >/tmp/kv_tp$rank.json &
+  ranks+=($!)
+done
+wait "${ranks[@]}"
+for rank in 0 1; do
+  show /tmp/kv_tp$rank.json decode_rank requests failed bytes_per_request
+  [ "$(json /tmp/kv_tp$rank.json 'd["requests"]')" = 4 ] || fail "kvxfer TP 2 rank $rank"
+done
+kill $kvprefill 2>/dev/null; wait $kvprefill 2>/dev/null
+cat /tmp/kvprefill.log
+
 # Same device, sizes and GID as linkbench, alternating in this boot; the median of
 # ROUNDS runs per tool damps the noise of software emulation.
 ROUNDS=${ROUNDS:-3}

@@ -2,7 +2,7 @@
 //! stream, every wait bounded by a deadline. It reads exactly the bytes of one frame, so
 //! a data connection's first frame can be followed directly by data.
 
-use crate::control::{decode, encode, Message, HEADER_LEN, MAX_PAYLOAD};
+use crate::control::{decode, encode, Message, Wire, HEADER_LEN, MAX_PAYLOAD};
 use crate::error::{FabricError, Result};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -39,7 +39,7 @@ impl Channel {
     }
 
     /// Writes one frame; fails if the peer does not take it within `timeout`.
-    pub fn send(&mut self, message: &Message, timeout: Duration) -> Result<()> {
+    pub fn send<M: Wire>(&mut self, message: &M, timeout: Duration) -> Result<()> {
         self.out.clear();
         encode(message, &mut self.out);
         let context = || format!("sending {} to {}", message.name(), self.peer);
@@ -58,9 +58,14 @@ impl Channel {
         }
     }
 
-    /// Reads one frame within `timeout`. `what` names the wait in errors
+    /// Reads one linkbench control frame within `timeout`. `what` names the wait in errors
     /// ("waiting for results from 10.0.0.2:18515").
     pub fn recv(&mut self, timeout: Duration, what: &str) -> Result<Message> {
+        self.recv_as(timeout, what)
+    }
+
+    /// Reads one frame of message set `M` (another protocol on the same framing).
+    pub fn recv_as<M: Wire>(&mut self, timeout: Duration, what: &str) -> Result<M> {
         let deadline = Instant::now() + timeout;
         self.buf.clear();
         loop {

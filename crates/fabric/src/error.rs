@@ -56,6 +56,14 @@ pub enum FabricError {
 }
 
 impl FabricError {
+    /// "peer sent X where Y was expected", for any message set.
+    pub fn unexpected<M: crate::control::Wire>(expected: &'static str, got: &M) -> Self {
+        FabricError::Protocol(ProtocolError::Unexpected {
+            expected,
+            got: got.name(),
+        })
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         FabricError::Io {
             context: context.into(),

@@ -9,6 +9,7 @@ pub mod channel;
 pub mod control;
 pub mod cpu;
 mod error;
+pub mod handshake;
 pub mod perf;
 pub mod rdma;
 pub mod tcp;

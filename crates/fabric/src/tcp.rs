@@ -340,3 +340,38 @@ mod tests {
         );
     }
 }
+
+/// What an interface name resolves to for a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfaceAddress {
+    /// Its IPv4 address, else its first IPv6 one.
+    Found(std::net::IpAddr),
+    /// The interface exists but has no IP address.
+    NoAddress,
+    NoSuchInterface,
+}
+
+/// The address a listener on `iface` binds, so it serves there and not on every address.
+pub fn iface_address(iface: &str) -> Result<IfaceAddress> {
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| FabricError::io("listing interface addresses", e.into()))?;
+    let mut found = false;
+    let mut v6 = None;
+    for addr in addrs.filter(|a| a.interface_name == iface) {
+        found = true;
+        let Some(address) = addr.address else {
+            continue;
+        };
+        if let Some(v4) = address.as_sockaddr_in() {
+            return Ok(IfaceAddress::Found(std::net::IpAddr::V4(v4.ip())));
+        }
+        if let Some(six) = address.as_sockaddr_in6() {
+            v6.get_or_insert(std::net::IpAddr::V6(six.ip()));
+        }
+    }
+    Ok(match (found, v6) {
+        (_, Some(v6)) => IfaceAddress::Found(v6),
+        (true, None) => IfaceAddress::NoAddress,
+        (false, None) => IfaceAddress::NoSuchInterface,
+    })
+}

@@ -361,6 +361,14 @@ mod tests {
     }
 
     #[test]
+    fn kvxfer_bench_json_gives_the_kv_path_rate() {
+        let doc = r#"{"requests":100,"failed":0,"bytes_per_request":262144000,
+            "throughput_gbps":12.4,"latency_ms":{"mean":170.0,"p50":168.0,"p99":190.0},"verified":false}"#;
+        let link = LinkModel::from_json("kv.json", doc).unwrap();
+        assert!((link.gbs - 1.55).abs() < 1e-9, "{}", link.gbs);
+    }
+
+    #[test]
     fn unknown_profile_lists_the_known_ones() {
         let error = LinkModel::named("tcp-400g", INTER_PROFILES, "inter-node link")
             .unwrap_err()

@@ -13,6 +13,7 @@ use fabric::perf::{
     self, BwSpec, Client, ClientConfig, LatSpec, Mode, RdmaOptions, Server, ServerConfig, Until,
 };
 use fabric::rdma::{RdmaOp, RdmaTest};
+use fabric::tcp::IfaceAddress;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -703,29 +704,14 @@ fn connect(plan: &Plan) -> anyhow::Result<Client> {
         .with_context(|| format!("linkbench server at {}", plan.config.peer))
 }
 
-/// The IPv4 address of `iface`, so the listener binds there and not to every address.
+/// The address of `iface`, so the listener binds there and not to every address.
 fn iface_address(iface: &str) -> anyhow::Result<IpAddr> {
-    let addrs = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
-    let mut found = false;
-    let mut v6 = None;
-    for addr in addrs.filter(|a| a.interface_name == iface) {
-        found = true;
-        let Some(address) = addr.address else {
-            continue;
-        };
-        if let Some(v4) = address.as_sockaddr_in() {
-            return Ok(IpAddr::V4(v4.ip()));
-        }
-        if let Some(six) = address.as_sockaddr_in6() {
-            v6.get_or_insert(IpAddr::V6(six.ip()));
-        }
-    }
-    match (found, v6) {
-        (_, Some(v6)) => Ok(v6),
-        (true, None) => {
+    match fabric::tcp::iface_address(iface)? {
+        IfaceAddress::Found(ip) => Ok(ip),
+        IfaceAddress::NoAddress => {
             anyhow::bail!("interface {iface} has no IP address: add one, or pass --bind")
         }
-        (false, None) => Err(cli::usage(format!(
+        IfaceAddress::NoSuchInterface => Err(cli::usage(format!(
             "no interface named {iface} (see `ip -br addr`)"
         ))),
     }

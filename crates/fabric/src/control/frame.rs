@@ -1,7 +1,18 @@
 //! Frame encoding and decoding: the only place that touches the wire layout.
 
-use super::message::Message;
 use crate::error::ProtocolError;
+
+/// A message set that travels in these frames. Each protocol on top of the control
+/// channel (linkbench's [`super::Message`], kvxfer's) is one enum implementing this; a
+/// session tells which set applies from the tool named in its Hello.
+pub trait Wire: Sized {
+    /// The frame's kind byte.
+    fn kind(&self) -> u8;
+    /// The variant's name, for "expected X, got Y" errors.
+    fn name(&self) -> &'static str;
+    fn write_payload(&self, out: &mut Vec<u8>);
+    fn from_payload(kind: u8, payload: &[u8]) -> Result<Self, ProtocolError>;
+}
 
 pub const MAGIC: [u8; 4] = *b"NLNK";
 /// Bumped on any incompatible change; peers must match exactly.
@@ -43,7 +54,7 @@ pub fn parse_header(bytes: &[u8; HEADER_LEN]) -> Result<Header, ProtocolError> {
 }
 
 /// Appends one frame holding `message` to `out`.
-pub fn encode(message: &Message, out: &mut Vec<u8>) {
+pub fn encode<M: Wire>(message: &M, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_be_bytes());
@@ -57,7 +68,7 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
 /// Decodes the first frame in `bytes`: `Ok(None)` when more bytes are needed, otherwise
 /// the message and how many bytes it used. Checks fail as early as the bytes allow: a
 /// bad magic or version is reported from the first 6 bytes.
-pub fn decode(bytes: &[u8]) -> Result<Option<(Message, usize)>, ProtocolError> {
+pub fn decode<M: Wire>(bytes: &[u8]) -> Result<Option<(M, usize)>, ProtocolError> {
     let prefix = bytes.len().min(HEADER_LEN);
     let mut header = [0u8; HEADER_LEN];
     header[..prefix].copy_from_slice(&bytes[..prefix]);
@@ -83,7 +94,7 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Message, usize)>, ProtocolError> {
     if bytes.len() < end {
         return Ok(None);
     }
-    let message = Message::from_payload(header.kind, &bytes[HEADER_LEN..end])?;
+    let message = M::from_payload(header.kind, &bytes[HEADER_LEN..end])?;
     Ok(Some((message, end)))
 }
 
@@ -159,7 +170,7 @@ mod tests {
     fn every_message_round_trips() {
         for message in samples() {
             let bytes = frame(&message);
-            let (decoded, used) = decode(&bytes).unwrap().unwrap();
+            let (decoded, used) = decode::<Message>(&bytes).unwrap().unwrap();
             assert_eq!(decoded, message);
             assert_eq!(used, bytes.len());
         }
@@ -174,7 +185,7 @@ mod tests {
         let mut offset = 0;
         let mut count = 0;
         while offset < bytes.len() {
-            let (_, used) = decode(&bytes[offset..]).unwrap().unwrap();
+            let (_, used) = decode::<Message>(&bytes[offset..]).unwrap().unwrap();
             offset += used;
             count += 1;
         }
@@ -183,7 +194,7 @@ mod tests {
 
     #[test]
     fn bad_magic_is_named() {
-        let error = decode(b"GET / HTTP/1.1\r\n").unwrap_err();
+        let error = decode::<Message>(b"GET / HTTP/1.1\r\n").unwrap_err();
         assert_eq!(error, ProtocolError::BadMagic(*b"GET "));
         assert!(error
             .to_string()
@@ -194,14 +205,14 @@ mod tests {
     fn other_version_says_what_to_do() {
         let mut bytes = frame(&Message::Start);
         bytes[4..6].copy_from_slice(&2u16.to_be_bytes());
-        let error = decode(&bytes).unwrap_err();
+        let error = decode::<Message>(&bytes).unwrap_err();
         assert_eq!(error, ProtocolError::VersionMismatch { peer: 2, ours: 1 });
         assert_eq!(
             error.to_string(),
             "peer speaks nodelink protocol v2, this is v1: run the same nodelink version on both nodes"
         );
         // Known from the first six bytes already.
-        assert!(decode(&bytes[..6]).is_err());
+        assert!(decode::<Message>(&bytes[..6]).is_err());
     }
 
     #[test]
@@ -210,12 +221,12 @@ mod tests {
         bytes[7..11].copy_from_slice(&(MAX_PAYLOAD + 1).to_be_bytes());
         bytes.truncate(HEADER_LEN);
         assert!(matches!(
-            decode(&bytes),
+            decode::<Message>(&bytes),
             Err(ProtocolError::Oversize { .. })
         ));
         bytes[7..11].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(
-            decode(&bytes),
+            decode::<Message>(&bytes),
             Err(ProtocolError::Oversize { .. })
         ));
     }
@@ -225,7 +236,11 @@ mod tests {
         for message in samples() {
             let bytes = frame(&message);
             for cut in 0..bytes.len() {
-                assert_eq!(decode(&bytes[..cut]), Ok(None), "{message:?} cut at {cut}");
+                assert_eq!(
+                    decode::<Message>(&bytes[..cut]),
+                    Ok(None),
+                    "{message:?} cut at {cut}"
+                );
             }
         }
     }
@@ -234,12 +249,15 @@ mod tests {
     fn unknown_kind_and_bad_payload_are_errors() {
         let mut bytes = frame(&Message::Start);
         bytes[6] = 200;
-        assert_eq!(decode(&bytes), Err(ProtocolError::UnknownKind(200)));
+        assert_eq!(
+            decode::<Message>(&bytes),
+            Err(ProtocolError::UnknownKind(200))
+        );
         let mut bytes = frame(&Message::Accept(Accept { cookie: "x".into() }));
         let last = bytes.len() - 1;
         bytes[last] = b'#';
         assert!(matches!(
-            decode(&bytes),
+            decode::<Message>(&bytes),
             Err(ProtocolError::BadPayload { kind: "Accept", .. })
         ));
     }
@@ -276,7 +294,7 @@ mod tests {
             if round % 3 == 0 {
                 bytes.truncate((rng.next() as usize) % (bytes.len() + 1));
             }
-            if let Ok(Some((_, used))) = decode(&bytes) {
+            if let Ok(Some((_, used))) = decode::<Message>(&bytes) {
                 assert!(used <= bytes.len());
             }
         }

@@ -1,9 +1,37 @@
 //! The control messages and their payload encoding (JSON inside a frame: readable in a
 //! packet capture, and small next to the data it negotiates).
 
+use super::frame::Wire;
 use crate::error::ProtocolError;
 pub use crate::rdma::handshake::{RdmaAccept, RdmaRequest, RdmaResults};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// Decodes a JSON payload; shared by every [`Wire`] message set.
+pub fn parse_payload<T: DeserializeOwned>(
+    name: &'static str,
+    payload: &[u8],
+) -> Result<T, ProtocolError> {
+    serde_json::from_slice(payload).map_err(|e| ProtocolError::BadPayload {
+        kind: name,
+        reason: e.to_string(),
+    })
+}
+
+/// Accepts `message` only if its frame carried no payload.
+pub fn empty_payload<M>(
+    name: &'static str,
+    payload: &[u8],
+    message: M,
+) -> Result<M, ProtocolError> {
+    if payload.is_empty() {
+        Ok(message)
+    } else {
+        Err(ProtocolError::BadPayload {
+            kind: name,
+            reason: format!("expected no payload, got {} bytes", payload.len()),
+        })
+    }
+}
 
 /// First message each way: who is talking, and whether it wants authentication.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,8 +175,8 @@ const RDMA_REQUEST: u8 = 11;
 const RDMA_ACCEPT: u8 = 12;
 const RDMA_RESULTS: u8 = 13;
 
-impl Message {
-    pub fn kind(&self) -> u8 {
+impl Wire for Message {
+    fn kind(&self) -> u8 {
         match self {
             Message::Hello(_) => HELLO,
             Message::Auth(_) => AUTH,
@@ -166,8 +194,7 @@ impl Message {
         }
     }
 
-    /// The variant's name, for "expected X, got Y" errors.
-    pub fn name(&self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
             Message::Hello(_) => "Hello",
             Message::Auth(_) => "Auth",
@@ -185,7 +212,7 @@ impl Message {
         }
     }
 
-    pub(crate) fn write_payload(&self, out: &mut Vec<u8>) {
+    fn write_payload(&self, out: &mut Vec<u8>) {
         // Serialising these plain structs into a Vec cannot fail.
         let _ = match self {
             Message::Hello(m) => serde_json::to_writer(&mut *out, m),
@@ -203,44 +230,21 @@ impl Message {
         };
     }
 
-    pub(crate) fn from_payload(kind: u8, payload: &[u8]) -> Result<Message, ProtocolError> {
-        fn parse<T: DeserializeOwned>(
-            name: &'static str,
-            payload: &[u8],
-        ) -> Result<T, ProtocolError> {
-            serde_json::from_slice(payload).map_err(|e| ProtocolError::BadPayload {
-                kind: name,
-                reason: e.to_string(),
-            })
-        }
-        fn empty(
-            name: &'static str,
-            payload: &[u8],
-            message: Message,
-        ) -> Result<Message, ProtocolError> {
-            if payload.is_empty() {
-                Ok(message)
-            } else {
-                Err(ProtocolError::BadPayload {
-                    kind: name,
-                    reason: format!("expected no payload, got {} bytes", payload.len()),
-                })
-            }
-        }
+    fn from_payload(kind: u8, payload: &[u8]) -> Result<Message, ProtocolError> {
         Ok(match kind {
-            HELLO => Message::Hello(parse("Hello", payload)?),
-            AUTH => Message::Auth(parse("Auth", payload)?),
-            REQUEST => Message::Request(parse("Request", payload)?),
-            ACCEPT => Message::Accept(parse("Accept", payload)?),
-            JOIN => Message::Join(parse("Join", payload)?),
-            START => empty("Start", payload, Message::Start)?,
-            DONE => Message::Done(parse("Done", payload)?),
-            RESULTS => Message::Results(parse("Results", payload)?),
-            ERROR => Message::Error(parse("Error", payload)?),
-            BYE => empty("Bye", payload, Message::Bye)?,
-            RDMA_REQUEST => Message::RdmaRequest(parse("RdmaRequest", payload)?),
-            RDMA_ACCEPT => Message::RdmaAccept(parse("RdmaAccept", payload)?),
-            RDMA_RESULTS => Message::RdmaResults(parse("RdmaResults", payload)?),
+            HELLO => Message::Hello(parse_payload("Hello", payload)?),
+            AUTH => Message::Auth(parse_payload("Auth", payload)?),
+            REQUEST => Message::Request(parse_payload("Request", payload)?),
+            ACCEPT => Message::Accept(parse_payload("Accept", payload)?),
+            JOIN => Message::Join(parse_payload("Join", payload)?),
+            START => empty_payload("Start", payload, Message::Start)?,
+            DONE => Message::Done(parse_payload("Done", payload)?),
+            RESULTS => Message::Results(parse_payload("Results", payload)?),
+            ERROR => Message::Error(parse_payload("Error", payload)?),
+            BYE => empty_payload("Bye", payload, Message::Bye)?,
+            RDMA_REQUEST => Message::RdmaRequest(parse_payload("RdmaRequest", payload)?),
+            RDMA_ACCEPT => Message::RdmaAccept(parse_payload("RdmaAccept", payload)?),
+            RDMA_RESULTS => Message::RdmaResults(parse_payload("RdmaResults", payload)?),
             other => return Err(ProtocolError::UnknownKind(other)),
         })
     }

@@ -9,8 +9,11 @@ mod frame;
 mod message;
 
 pub use auth::{nonce, proof, verify_proof, AuthPlan, Role};
-pub use frame::{decode, encode, parse_header, Header, HEADER_LEN, MAGIC, MAX_PAYLOAD, VERSION};
+pub use frame::{
+    decode, encode, parse_header, Header, Wire, HEADER_LEN, MAGIC, MAX_PAYLOAD, VERSION,
+};
 pub use message::{
-    Accept, AuthMsg, CpuUsage, Direction, Done, ErrorMsg, Hello, Join, Message, RdmaAccept,
-    RdmaRequest, RdmaResults, Results, StreamStats, TestKind, TestRequest,
+    empty_payload, parse_payload, Accept, AuthMsg, CpuUsage, Direction, Done, ErrorMsg, Hello,
+    Join, Message, RdmaAccept, RdmaRequest, RdmaResults, Results, StreamStats, TestKind,
+    TestRequest,
 };

@@ -4,14 +4,12 @@
 use super::report::{merge, BwContext, CpuReport, LatReport};
 pub use super::report::{BwReport, Mode};
 use super::stream::{self, SendPlan, StreamOutcome, Until};
-use super::{validate, FINISH_GRACE, HANDSHAKE_TIMEOUT};
+use super::{validate, FINISH_GRACE, HANDSHAKE_TIMEOUT, TOOL};
 use crate::channel::Channel;
-use crate::control::{
-    nonce, proof, verify_proof, AuthMsg, AuthPlan, Direction, Done, Hello, Join, Message, Results,
-    Role, TestKind, TestRequest, VERSION,
-};
+use crate::control::{Direction, Done, Join, Message, Results, TestKind, TestRequest};
 use crate::cpu::{CpuMeter, Scope};
-use crate::error::{FabricError, ProtocolError, Result};
+use crate::error::{FabricError, Result};
+use crate::handshake;
 use crate::tcp::{self, SocketOptions};
 use measure::LatencyRecorder;
 use std::net::{SocketAddr, TcpStream};
@@ -64,39 +62,7 @@ impl Client {
         };
         let stream = tcp::connect(config.peer, config.connect_timeout, &options)?;
         let mut channel = Channel::new(stream, config.peer.to_string());
-        let client_nonce = nonce()?;
-        channel.send(
-            &Message::Hello(Hello {
-                version: VERSION,
-                tool: "linkbench".into(),
-                software: env!("CARGO_PKG_VERSION").into(),
-                nonce: client_nonce.clone(),
-                auth: config.token.is_some(),
-            }),
-            HANDSHAKE_TIMEOUT,
-        )?;
-        let hello = match channel.recv_ok(HANDSHAKE_TIMEOUT, "waiting for the greeting from")? {
-            Message::Hello(hello) => hello,
-            other => return Err(unexpected("Hello", &other)),
-        };
-        let plan = AuthPlan::decide(Role::Client, config.token.is_some(), hello.auth)?;
-        if let (AuthPlan::Hmac, Some(token)) = (plan, &config.token) {
-            channel.send(
-                &Message::Auth(AuthMsg {
-                    mac: proof(token, Role::Client, &client_nonce, &hello.nonce),
-                }),
-                HANDSHAKE_TIMEOUT,
-            )?;
-            let mac = match channel.recv_ok(HANDSHAKE_TIMEOUT, "waiting for authentication from")? {
-                Message::Auth(AuthMsg { mac }) => mac,
-                other => return Err(unexpected("Auth", &other)),
-            };
-            if !verify_proof(token, Role::Server, &client_nonce, &hello.nonce, &mac) {
-                return Err(FabricError::Auth(
-                    "the server's proof does not match NODELINK_TOKEN: set the same token on both nodes".into(),
-                ));
-            }
-        }
+        handshake::open_client(&mut channel, TOOL, config.token.as_deref())?;
         Ok(Client { channel, config })
     }
 
@@ -110,7 +76,7 @@ impl Client {
             "waiting for the server to accept the test:",
         )? {
             Message::Accept(accept) => accept.cookie,
-            other => return Err(unexpected("Accept", &other)),
+            other => return Err(FabricError::unexpected("Accept", &other)),
         };
         let count = if request.bidir {
             request.streams * 2
@@ -135,7 +101,7 @@ impl Client {
             "waiting for the server to start the test:",
         )? {
             Message::Start => Ok(streams),
-            other => Err(unexpected("Start", &other)),
+            other => Err(FabricError::unexpected("Start", &other)),
         }
     }
 
@@ -148,7 +114,7 @@ impl Client {
             .recv_ok(FINISH_GRACE, "waiting for the results from")?
         {
             Message::Results(results) => Ok(results),
-            other => Err(unexpected("Results", &other)),
+            other => Err(FabricError::unexpected("Results", &other)),
         }
     }
 
@@ -318,12 +284,4 @@ impl Client {
     pub fn close(mut self) {
         let _ = self.channel.send(&Message::Bye, Duration::from_secs(1));
     }
-}
-
-fn unexpected(expected: &'static str, got: &Message) -> FabricError {
-    ProtocolError::Unexpected {
-        expected,
-        got: got.name(),
-    }
-    .into()
 }

@@ -29,7 +29,9 @@ pub const MAX_MESSAGE: u64 = 64 << 20;
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_WINDOW: u64 = 1 << 30;
 /// Hello, auth, accept, joins: each step must answer within this.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::handshake::HANDSHAKE_TIMEOUT;
+/// The tool name both ends put in their Hello.
+pub const TOOL: &str = "linkbench";
 /// After the test time, how long draining and the result exchange may take.
 pub const FINISH_GRACE: Duration = Duration::from_secs(15);
 

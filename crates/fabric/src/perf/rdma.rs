@@ -104,14 +104,6 @@ fn config(
     })
 }
 
-fn unexpected(expected: &'static str, got: &Message) -> FabricError {
-    ProtocolError::Unexpected {
-        expected,
-        got: got.name(),
-    }
-    .into()
-}
-
 /// Best throughput over windows of at least 1 ms and 8 full pipelines of bytes, no
 /// allocation. One signalled completion stands for up to 100 messages that were in flight
 /// long before it, so a shorter window would credit a burst of completions as a burst of
@@ -273,7 +265,7 @@ impl Client {
         let peer =
             match channel.recv_ok(HANDSHAKE_TIMEOUT, "waiting for the server's RDMA endpoint:")? {
                 Message::RdmaAccept(RdmaAccept { endpoint }) => endpoint,
-                other => return Err(unexpected("RdmaAccept", &other)),
+                other => return Err(FabricError::unexpected("RdmaAccept", &other)),
             };
         check_endpoint(test, &peer).map_err(|reason| {
             FabricError::from(ProtocolError::BadPayload {
@@ -290,7 +282,7 @@ impl Client {
         channel.send(&Message::Done(Done { iterations }), HANDSHAKE_TIMEOUT)?;
         match channel.recv_ok(FINISH_GRACE, "waiting for the RDMA results from")? {
             Message::RdmaResults(results) => Ok(results),
-            other => Err(unexpected("RdmaResults", &other)),
+            other => Err(FabricError::unexpected("RdmaResults", &other)),
         }
     }
 
@@ -572,7 +564,7 @@ fn wait_done(channel: &mut Channel, test: &RdmaTest) -> Result<()> {
     let budget = Duration::from_secs(bytes / 10_000_000) + RDMA_STALL + FINISH_GRACE;
     let done = match channel.recv_ok(budget, "waiting for the client to finish the RDMA test:")? {
         Message::Done(done) => done,
-        other => return Err(unexpected("Done", &other)),
+        other => return Err(FabricError::unexpected("Done", &other)),
     };
     if done.iterations != test.iterations {
         return Err(FabricError::Config(format!(

@@ -4,14 +4,15 @@
 //! answered with an Error frame where possible, logged, and forgotten.
 
 use super::stream::{self, SendPlan, StreamOutcome};
-use super::{validate, FINISH_GRACE, HANDSHAKE_TIMEOUT};
+use super::{validate, FINISH_GRACE, HANDSHAKE_TIMEOUT, TOOL};
 use crate::channel::Channel;
 use crate::control::{
-    nonce, proof, verify_proof, Accept, AuthMsg, AuthPlan, Direction, ErrorMsg, Hello, Message,
-    Results, Role, StreamStats, TestKind, TestRequest, VERSION,
+    nonce, Accept, Direction, ErrorMsg, Hello, Message, Results, StreamStats, TestKind,
+    TestRequest, Wire,
 };
 use crate::cpu::{CpuMeter, CpuTime, Scope};
 use crate::error::{FabricError, ProtocolError, Result};
+use crate::handshake;
 use crate::tcp::{self, SocketOptions};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -219,42 +220,7 @@ fn session(
     config: &ServerConfig,
     routes: &Routes,
 ) -> Result<()> {
-    let plan = AuthPlan::decide(Role::Server, config.token.is_some(), hello.auth)?;
-    let server_nonce = nonce()?;
-    channel.send(
-        &Message::Hello(Hello {
-            version: VERSION,
-            tool: "linkbench".into(),
-            software: env!("CARGO_PKG_VERSION").into(),
-            nonce: server_nonce.clone(),
-            auth: config.token.is_some(),
-        }),
-        HANDSHAKE_TIMEOUT,
-    )?;
-    if let (AuthPlan::Hmac, Some(token)) = (plan, &config.token) {
-        let mac = match channel.recv_ok(HANDSHAKE_TIMEOUT, "waiting for authentication from")? {
-            Message::Auth(AuthMsg { mac }) => mac,
-            other => {
-                return Err(ProtocolError::Unexpected {
-                    expected: "Auth",
-                    got: other.name(),
-                }
-                .into())
-            }
-        };
-        if !verify_proof(token, Role::Client, &hello.nonce, &server_nonce, &mac) {
-            return Err(FabricError::Auth(
-                "refused: NODELINK_TOKEN differs between the two nodes; set the same token on both"
-                    .into(),
-            ));
-        }
-        channel.send(
-            &Message::Auth(AuthMsg {
-                mac: proof(token, Role::Server, &hello.nonce, &server_nonce),
-            }),
-            HANDSHAKE_TIMEOUT,
-        )?;
-    }
+    handshake::open_server(channel, &hello, TOOL, config.token.as_deref())?;
     loop {
         let message = match channel.recv(IDLE_TIMEOUT, "waiting for the next request from") {
             Ok(message) => message,

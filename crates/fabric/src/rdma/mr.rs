@@ -67,10 +67,12 @@ impl RemoteRegion {
     }
 }
 
-/// Zeroed, page-aligned memory (registration pins whole pages; alignment keeps neighbours out).
+/// Zeroed, page-aligned memory (registration pins whole pages; alignment keeps neighbours out),
+/// or memory owned elsewhere (a KV pool) lent for registration.
 pub struct Buffer {
     ptr: NonNull<u8>,
     len: usize,
+    owned: bool,
 }
 
 // The buffer is plain memory; the NIC's concurrent access is synchronised by completions.
@@ -83,7 +85,23 @@ impl Buffer {
         let layout = Layout::from_size_align(len.max(1), PAGE).ok()?;
         // SAFETY: the layout has a non-zero size.
         let ptr = NonNull::new(unsafe { alloc::alloc_zeroed(layout) })?;
-        Some(Buffer { ptr, len })
+        Some(Buffer {
+            ptr,
+            len,
+            owned: true,
+        })
+    }
+
+    /// Lends `len` bytes at `ptr` (never freed by the Buffer).
+    ///
+    /// # Safety
+    /// The memory must stay valid for the Buffer's lifetime and any registration of it.
+    pub unsafe fn borrowed(ptr: *mut u8, len: usize) -> Option<Buffer> {
+        Some(Buffer {
+            ptr: NonNull::new(ptr)?,
+            len,
+            owned: false,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -133,6 +151,9 @@ impl Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Ok(layout) = Layout::from_size_align(self.len.max(1), PAGE) {
             // SAFETY: allocated in `new` with this layout.
             unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) }

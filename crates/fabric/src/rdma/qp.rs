@@ -138,7 +138,19 @@ fn random_psn() -> Result<u32> {
 }
 
 impl Endpoint {
+    /// An endpoint over a fresh zeroed region of `config.region` bytes.
     pub fn new(device: Device, config: &EndpointConfig) -> Result<Endpoint> {
+        let buf = Buffer::new(config.region as usize).ok_or_else(|| {
+            FabricError::Rdma(format!(
+                "cannot allocate {} bytes to register",
+                config.region
+            ))
+        })?;
+        Endpoint::with_buffer(device, config, buf)
+    }
+
+    /// An endpoint whose registered region is `buf` (`config.region` is ignored).
+    pub fn with_buffer(device: Device, config: &EndpointConfig, buf: Buffer) -> Result<Endpoint> {
         if config.tx_depth > device.max_qp_wr {
             return Err(FabricError::Rdma(format!(
                 "tx depth {} exceeds {}'s limit of {} work requests per queue: lower --tx-depth",
@@ -150,12 +162,6 @@ impl Endpoint {
         let pd = ctx
             .alloc_pd()
             .map_err(|e| verbs("allocating a protection domain", e))?;
-        let buf = Buffer::new(config.region as usize).ok_or_else(|| {
-            FabricError::Rdma(format!(
-                "cannot allocate {} bytes to register",
-                config.region
-            ))
-        })?;
         let access = AccessFlags::LocalWrite | AccessFlags::RemoteWrite | AccessFlags::RemoteRead;
         // SAFETY: buf outlives mr (field order), and is only freed after deregistration.
         let mr = unsafe { pd.reg_mr(buf.addr() as usize, buf.len(), access) }.map_err(|e| {

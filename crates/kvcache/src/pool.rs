@@ -1,0 +1,197 @@
+//! The KV pool's memory and its block allocator. Transfers read and write the pool in
+//! place (no staging copy), from several threads at once, each touching only the blocks
+//! it holds: the allocator and the prefill leases are what make those regions disjoint.
+
+use crate::layout::KvLayout;
+use crate::KvError;
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::ptr::NonNull;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// 2 MiB, so huge pages can back the pool from its first byte.
+const ALIGN: usize = 2 << 20;
+
+pub struct KvPool {
+    layout: KvLayout,
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the pool is plain bytes; concurrent access is to disjoint blocks, which the
+// allocator (decode) and the lease table (prefill) hand out to one holder at a time.
+unsafe impl Send for KvPool {}
+unsafe impl Sync for KvPool {}
+
+impl KvPool {
+    /// Allocates a zeroed host pool (pages are committed as they are first written).
+    pub fn new(layout: KvLayout) -> Result<KvPool, KvError> {
+        let bytes = layout.pool_bytes();
+        let too_big = || {
+            KvError::Config(format!(
+                "cannot allocate {} for the KV pool ({} blocks): lower --num-blocks",
+                measure::format_bytes(bytes),
+                layout.num_blocks
+            ))
+        };
+        let len = usize::try_from(bytes).map_err(|_| too_big())?;
+        let mem_layout = Layout::from_size_align(len.max(1), ALIGN).map_err(|_| too_big())?;
+        // SAFETY: the layout has a non-zero size.
+        let base = NonNull::new(unsafe { alloc_zeroed(mem_layout) }).ok_or_else(too_big)?;
+        // Huge pages where the kernel allows them: transfers sweep the whole pool, and 4 KiB
+        // pages cost a TLB miss and a fault every 4 KiB of KV data. Advice only; failure is fine.
+        // SAFETY: the range is the allocation just made.
+        unsafe { libc::madvise(base.as_ptr().cast(), len, libc::MADV_HUGEPAGE) };
+        Ok(KvPool { layout, base, len })
+    }
+
+    pub fn layout(&self) -> &KvLayout {
+        &self.layout
+    }
+
+    /// Start of the pool, for registering it with an RDMA device.
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn check(&self, offset: u64, len: u64) -> (usize, usize) {
+        let end = offset.checked_add(len).expect("pool range overflows");
+        assert!(
+            end <= self.len as u64,
+            "pool range {offset}+{len} beyond {}",
+            self.len
+        );
+        (offset as usize, len as usize)
+    }
+
+    /// Bytes at `offset..offset+len`. Panics if the range leaves the pool (a plan bug).
+    ///
+    /// # Safety
+    /// No other thread may write this range while the slice lives.
+    pub unsafe fn slice(&self, offset: u64, len: u64) -> &[u8] {
+        let (offset, len) = self.check(offset, len);
+        // SAFETY: in bounds (checked); no concurrent writer (caller's contract).
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(offset), len) }
+    }
+
+    /// Mutable bytes at `offset..offset+len`.
+    ///
+    /// # Safety
+    /// No other thread may read or write this range while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice_mut(&self, offset: u64, len: u64) -> &mut [u8] {
+        let (offset, len) = self.check(offset, len);
+        // SAFETY: in bounds (checked); exclusive (caller's contract).
+        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(offset), len) }
+    }
+}
+
+impl Drop for KvPool {
+    fn drop(&mut self) {
+        let layout = Layout::from_size_align(self.len.max(1), ALIGN).expect("checked in new");
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { dealloc(self.base.as_ptr(), layout) }
+    }
+}
+
+/// Free block ids; `take` waits (bounded) until enough are free.
+pub struct BlockAllocator {
+    total: u32,
+    free: Mutex<Vec<u32>>,
+    freed: Condvar,
+}
+
+impl BlockAllocator {
+    pub fn new(total: u32) -> Self {
+        BlockAllocator {
+            total,
+            free: Mutex::new((0..total).rev().collect()),
+            freed: Condvar::new(),
+        }
+    }
+
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+
+    pub fn free_count(&self) -> u32 {
+        self.free.lock().map(|f| f.len() as u32).unwrap_or(0)
+    }
+
+    /// Takes `count` blocks, waiting up to `timeout` for other holders to release some.
+    pub fn take(&self, count: u32, timeout: Duration) -> Result<Vec<u32>, KvError> {
+        if count > self.total {
+            return Err(KvError::Refused(format!(
+                "{count} blocks needed but the pool has only {}: raise --num-blocks",
+                self.total
+            )));
+        }
+        let deadline = Instant::now() + timeout;
+        let mut free = self.free.lock().map_err(|_| KvError::poisoned())?;
+        while (free.len() as u32) < count {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(KvError::Refused(format!(
+                    "pool full: {count} blocks needed, {} free after waiting {timeout:?}; raise --num-blocks or lower the concurrency",
+                    free.len()
+                )));
+            }
+            free = self
+                .freed
+                .wait_timeout(free, deadline - now)
+                .map_err(|_| KvError::poisoned())?
+                .0;
+        }
+        let at = free.len() - count as usize;
+        Ok(free.split_off(at))
+    }
+
+    pub fn release(&self, blocks: &[u32]) {
+        if let Ok(mut free) = self.free.lock() {
+            free.extend_from_slice(blocks);
+            self.freed.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_waits_for_release_and_times_out_with_the_fix() {
+        let alloc = std::sync::Arc::new(BlockAllocator::new(4));
+        let held = alloc.take(3, Duration::ZERO).unwrap();
+        assert_eq!(alloc.free_count(), 1);
+        let e = alloc
+            .take(2, Duration::from_millis(50))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pool full"), "{e}");
+        let releaser = {
+            let alloc = alloc.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                alloc.release(&held);
+            })
+        };
+        let got = alloc.take(4, Duration::from_secs(5)).unwrap();
+        let mut sorted = got.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![0, 1, 2, 3]);
+        releaser.join().unwrap();
+        assert!(alloc
+            .take(5, Duration::ZERO)
+            .unwrap_err()
+            .to_string()
+            .contains("only 4"));
+    }
+}

@@ -1,0 +1,584 @@
+//! The prefill agent: owns a KV pool, "prefills" requests into it (allocates their blocks
+//! and writes their contents), holds each request's blocks under a lease, and streams the
+//! byte ranges decode asks for. One thread per decode connection; the lease table is the
+//! only shared state.
+
+use crate::compat::{compat_hash, mismatch};
+use crate::plan::{plan, stream_bytes_per_block, Piece};
+use crate::pool::{BlockAllocator, KvPool};
+use crate::rdma::{self, RdmaOptions};
+use crate::wire::{self, Granted, KvMessage, Prefilled, Refused, Sending, Sent, Welcome};
+use crate::{pattern, KvError, KvLayout, TOOL};
+use fabric::channel::Channel;
+use fabric::control::Message;
+use fabric::rdma::Endpoint;
+use fabric::{handshake, FabricError};
+use std::collections::{HashMap, VecDeque};
+use std::io::{IoSlice, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A decode connection may sit idle this long between requests.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Remembered expired request ids, so a late pull is told "expired", not "unknown".
+const EXPIRED_MEMORY: usize = 4096;
+
+pub struct PrefillConfig {
+    pub dp_rank: u32,
+    pub lease: Duration,
+    /// Bound on every socket wait and on waiting for free blocks.
+    pub io_timeout: Duration,
+    pub token: Option<Vec<u8>>,
+    /// Device and GID for decode ranks that pull over RDMA.
+    pub rdma: RdmaOptions,
+    pub log: fn(&str),
+}
+
+struct Lease {
+    blocks: Vec<u32>,
+    tokens: u64,
+    expires: Instant,
+    readers_left: u32,
+    /// Pulls streaming from these blocks right now: the blocks are not freed under them.
+    active_pulls: u32,
+}
+
+#[derive(Default)]
+struct Leases {
+    live: HashMap<String, Lease>,
+    expired: VecDeque<String>,
+}
+
+/// Counters for the log and for tests.
+#[derive(Debug, Default)]
+pub struct PrefillStats {
+    pub prefilled: AtomicU64,
+    pub pulls: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub refused: AtomicU64,
+    pub expired: AtomicU64,
+}
+
+pub struct PrefillAgent {
+    pool: KvPool,
+    blocks: BlockAllocator,
+    leases: Mutex<Leases>,
+    config: PrefillConfig,
+    pub stats: PrefillStats,
+}
+
+impl PrefillAgent {
+    pub fn new(layout: KvLayout, config: PrefillConfig) -> Result<Arc<PrefillAgent>, KvError> {
+        let blocks = BlockAllocator::new(layout.num_blocks);
+        Ok(Arc::new(PrefillAgent {
+            pool: KvPool::new(layout)?,
+            blocks,
+            leases: Mutex::new(Leases::default()),
+            config,
+            stats: PrefillStats::default(),
+        }))
+    }
+
+    pub fn layout(&self) -> &KvLayout {
+        self.pool.layout()
+    }
+
+    pub fn free_blocks(&self) -> u32 {
+        self.blocks.free_count()
+    }
+
+    /// Accepts decode connections until the listener fails; each gets its own thread.
+    pub fn serve(self: &Arc<Self>, listener: TcpListener) -> Result<(), KvError> {
+        loop {
+            let (stream, peer) = listener
+                .accept()
+                .map_err(|e| FabricError::io("accepting a decode connection", e))?;
+            let agent = Arc::clone(self);
+            let spawned = std::thread::Builder::new()
+                .name(format!("kv-{peer}"))
+                .spawn(move || {
+                    if let Err(e) = agent.session(stream, peer) {
+                        (agent.config.log)(&format!("{peer}: {e}"));
+                    }
+                });
+            if let Err(e) = spawned {
+                (self.config.log)(&format!("{peer}: cannot start a thread: {e}"));
+            }
+        }
+    }
+
+    fn session(&self, stream: TcpStream, peer: SocketAddr) -> Result<(), KvError> {
+        let _ = stream.set_nodelay(true);
+        let timeout = self.config.io_timeout;
+        let mut channel = Channel::new(stream, peer.to_string());
+        let hello = match channel.recv(
+            handshake::HANDSHAKE_TIMEOUT,
+            "waiting for the greeting from",
+        )? {
+            Message::Hello(hello) => hello,
+            other => return Err(FabricError::unexpected("Hello", &other).into()),
+        };
+        if let Err(e) =
+            handshake::open_server(&mut channel, &hello, TOOL, self.config.token.as_deref())
+        {
+            refuse(&mut channel, None, &e.to_string(), timeout);
+            return Err(e.into());
+        }
+        let attach = match channel.recv_as::<KvMessage>(timeout, "waiting for Attach from")? {
+            KvMessage::Attach(attach) => attach,
+            other => return Err(FabricError::unexpected("Attach", &other).into()),
+        };
+        let layout = self.layout();
+        let problem = mismatch(&layout.shape, &attach.shape, "prefill", "decode").or_else(|| {
+            (attach.hash != compat_hash(&attach.shape)).then(|| {
+                "decode's compatibility hash does not match its own layout: run the same kvxfer version on both nodes".to_string()
+            })
+        });
+        if let Some(problem) = problem {
+            refuse(&mut channel, None, &problem, timeout);
+            return Err(KvError::Refused(problem));
+        }
+        channel.send(
+            &KvMessage::Welcome(Welcome {
+                shape: layout.shape.clone(),
+                hash: compat_hash(&layout.shape),
+                tp: layout.tp,
+                tp_rank: layout.tp_rank,
+                dp_rank: self.config.dp_rank,
+                num_blocks: layout.num_blocks,
+                lease_ms: self.config.lease.as_millis() as u64,
+            }),
+            timeout,
+        )?;
+        let mut pieces = Vec::new();
+        // Registered on the first RdmaConnect; dropped (deregistered) with the session.
+        let mut rdma: Option<Endpoint> = None;
+        loop {
+            let message = match channel
+                .recv_as::<KvMessage>(IDLE_TIMEOUT, "waiting for the next request from")
+            {
+                Ok(m) => m,
+                Err(FabricError::PeerClosed { detail, .. }) if detail.is_empty() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            match message {
+                KvMessage::Prefill(request) => {
+                    let id = request.request_id.clone();
+                    match self.prefill(request) {
+                        Ok(blocks) => channel.send(
+                            &KvMessage::Prefilled(Prefilled {
+                                request_id: id,
+                                blocks,
+                            }),
+                            timeout,
+                        )?,
+                        Err(e) => self.refuse_request(&mut channel, id, e)?,
+                    }
+                }
+                KvMessage::Pull(pull) if pull.rdma && rdma.is_none() => {
+                    let e = KvError::Refused("an RDMA pull before RdmaConnect".into());
+                    self.refuse_request(&mut channel, pull.request_id, e)?
+                }
+                KvMessage::Pull(pull) => self.pull(&mut channel, pull, &mut pieces)?,
+                KvMessage::RdmaConnect(theirs) if rdma.is_none() => {
+                    match rdma::endpoint_over(&self.pool, &self.config.rdma)
+                        .and_then(|mut ep| ep.connect(&theirs).map(|()| ep).map_err(KvError::from))
+                    {
+                        Ok(ep) => {
+                            channel.send(&KvMessage::RdmaConnected(ep.local()), timeout)?;
+                            rdma = Some(ep);
+                        }
+                        Err(e) => {
+                            refuse(&mut channel, None, &e.to_string(), timeout);
+                            return Err(e);
+                        }
+                    }
+                }
+                KvMessage::Complete(done) => self.complete(&done.request_id, done.ok, &peer),
+                KvMessage::Bye => return Ok(()),
+                other => {
+                    let e = FabricError::unexpected("Prefill, Pull, Complete or Bye", &other);
+                    refuse(&mut channel, None, &e.to_string(), timeout);
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    fn refuse_request(
+        &self,
+        channel: &mut Channel,
+        id: String,
+        error: KvError,
+    ) -> Result<(), KvError> {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        (self.config.log)(&format!(
+            "{}: refused request {id}: {error}",
+            channel.peer()
+        ));
+        channel.send(
+            &KvMessage::Refused(Refused {
+                request_id: Some(id),
+                message: error.to_string(),
+            }),
+            self.config.io_timeout,
+        )?;
+        Ok(())
+    }
+
+    fn check_target(&self, id: &str, dp_rank: u32, tp_rank: u32) -> Result<(), KvError> {
+        if id.is_empty() || id.len() > wire::MAX_REQUEST_ID {
+            return Err(KvError::Refused(format!(
+                "request id of {} bytes: ids must be 1 to {} bytes",
+                id.len(),
+                wire::MAX_REQUEST_ID
+            )));
+        }
+        if dp_rank != self.config.dp_rank {
+            return Err(KvError::Refused(format!(
+                "request {id} is addressed to DP rank {dp_rank}, but this prefill is DP rank {}: send it to the DP rank that prefilled it",
+                self.config.dp_rank
+            )));
+        }
+        if tp_rank != self.layout().tp_rank {
+            return Err(KvError::Refused(format!(
+                "request {id} is addressed to TP rank {tp_rank}, but this prefill is TP rank {} of {}: check the order of the prefill addresses",
+                self.layout().tp_rank,
+                self.layout().tp
+            )));
+        }
+        Ok(())
+    }
+
+    /// Frees leases past their expiry that no pull is reading.
+    fn sweep(&self, leases: &mut Leases, now: Instant) {
+        let expired: Vec<String> = leases
+            .live
+            .iter()
+            .filter(|(_, l)| l.expires <= now && l.active_pulls == 0)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            if let Some(lease) = leases.live.remove(&id) {
+                self.blocks.release(&lease.blocks);
+                self.stats.expired.fetch_add(1, Ordering::Relaxed);
+                (self.config.log)(&format!(
+                    "lease of request {id} expired; {} blocks freed",
+                    lease.blocks.len()
+                ));
+            }
+            if leases.expired.len() == EXPIRED_MEMORY {
+                leases.expired.pop_front();
+            }
+            leases.expired.push_back(id);
+        }
+    }
+
+    fn prefill(&self, request: wire::Prefill) -> Result<Vec<u32>, KvError> {
+        let id = &request.request_id;
+        self.check_target(id, request.dp_rank, request.tp_rank)?;
+        let block_size = self.layout().shape.block_size as u64;
+        let count = request.tokens.div_ceil(block_size);
+        if request.tokens == 0 || count > wire::MAX_BLOCKS as u64 {
+            return Err(KvError::Refused(format!(
+                "request {id} has {} tokens: kvxfer moves 1 to {} tokens per request at block size {block_size}",
+                request.tokens,
+                wire::MAX_BLOCKS as u64 * block_size
+            )));
+        }
+        if request.readers == 0 || request.readers > 1024 {
+            return Err(KvError::Refused(format!(
+                "request {id} names {} readers: 1 to 1024 decode ranks may read one request",
+                request.readers
+            )));
+        }
+        {
+            let mut leases = self.leases.lock().map_err(|_| KvError::poisoned())?;
+            self.sweep(&mut leases, Instant::now());
+            if let Some(lease) = leases.live.get(id) {
+                if lease.tokens != request.tokens {
+                    return Err(KvError::Refused(format!(
+                        "request id {id} is already prefilled here with {} tokens, not {}: use a fresh request id",
+                        lease.tokens, request.tokens
+                    )));
+                }
+                return Ok(lease.blocks.clone());
+            }
+        }
+        let blocks = self.blocks.take(count as u32, self.config.io_timeout)?;
+        if request.fill {
+            // The blocks are ours alone until the lease below publishes them.
+            pattern::fill(&self.pool, &blocks, pattern::request_seed(id));
+        }
+        let mut leases = self.leases.lock().map_err(|_| KvError::poisoned())?;
+        if let Some(lease) = leases.live.get(id) {
+            // Another decode rank prefilled the same request meanwhile: use its blocks.
+            let existing = lease.blocks.clone();
+            self.blocks.release(&blocks);
+            return Ok(existing);
+        }
+        leases.live.insert(
+            id.clone(),
+            Lease {
+                blocks: blocks.clone(),
+                tokens: request.tokens,
+                expires: Instant::now() + self.config.lease,
+                readers_left: request.readers,
+                active_pulls: 0,
+            },
+        );
+        self.stats.prefilled.fetch_add(1, Ordering::Relaxed);
+        Ok(blocks)
+    }
+
+    /// Validates a pull against the lease and marks it active.
+    fn begin_pull(&self, pull: &wire::Pull) -> Result<(), KvError> {
+        let id = &pull.request_id;
+        self.check_target(id, pull.dp_rank, pull.tp_rank)?;
+        let heads = &self.layout().heads;
+        if pull.head_start >= pull.head_end
+            || pull.head_start < heads.start
+            || pull.head_end > heads.end
+        {
+            return Err(KvError::Refused(format!(
+                "request {id} asks for KV heads {}..{}, but this rank holds {}..{}: decode and prefill disagree on the TP sizes",
+                pull.head_start, pull.head_end, heads.start, heads.end
+            )));
+        }
+        if pull.blocks.is_empty() || pull.blocks.len() > wire::MAX_BLOCKS {
+            return Err(KvError::Refused(format!(
+                "request {id} pulls {} blocks: 1 to {} per pull",
+                pull.blocks.len(),
+                wire::MAX_BLOCKS
+            )));
+        }
+        let now = Instant::now();
+        let mut leases = self.leases.lock().map_err(|_| KvError::poisoned())?;
+        self.sweep(&mut leases, now);
+        let expired = leases.expired.iter().any(|e| e == id);
+        let Some(lease) = leases.live.get_mut(id) else {
+            return Err(KvError::Refused(if expired {
+                format!(
+                    "the lease on request {id} expired ({} ms) before decode pulled it: raise --lease-ms on prefill or pull sooner",
+                    self.config.lease.as_millis()
+                )
+            } else {
+                format!("unknown request id {id}: it was never prefilled here, or decode already completed it")
+            }));
+        };
+        for &block in &pull.blocks {
+            self.layout().check_block(block)?;
+            if !lease.blocks.contains(&block) {
+                return Err(KvError::Refused(format!(
+                    "block {block} is not one of request {id}'s {} blocks: pull the ids prefill returned",
+                    lease.blocks.len()
+                )));
+            }
+        }
+        lease.active_pulls += 1;
+        Ok(())
+    }
+
+    fn end_pull(&self, id: &str) {
+        if let Ok(mut leases) = self.leases.lock() {
+            if let Some(lease) = leases.live.get_mut(id) {
+                lease.active_pulls -= 1;
+            }
+        }
+    }
+
+    fn pull(
+        &self,
+        channel: &mut Channel,
+        pull: wire::Pull,
+        pieces: &mut Vec<Piece>,
+    ) -> Result<(), KvError> {
+        if let Err(e) = self.begin_pull(&pull) {
+            return self.refuse_request(channel, pull.request_id, e);
+        }
+        let result = if pull.rdma {
+            self.grant(channel, &pull, pieces)
+        } else {
+            self.stream(channel, &pull, pieces)
+        };
+        self.end_pull(&pull.request_id);
+        result
+    }
+
+    /// An RDMA pull: sends the checksums, then holds the blocks until decode's READs are
+    /// done (ReadDone), or the connection or the timeout ends the wait.
+    fn grant(
+        &self,
+        channel: &mut Channel,
+        pull: &wire::Pull,
+        pieces: &mut Vec<Piece>,
+    ) -> Result<(), KvError> {
+        let crc32c = if pull.checksums {
+            let layout = self.layout();
+            plan(
+                layout,
+                &pull.blocks,
+                layout,
+                &pull.blocks,
+                pull.head_start..pull.head_end,
+                pieces,
+            );
+            // SAFETY: the lease keeps these blocks allocated and unwritten while active_pulls > 0.
+            block_checksums(pieces, pull.blocks.len(), |p| unsafe {
+                self.pool.slice(p.src, p.len)
+            })
+        } else {
+            Vec::new()
+        };
+        let id = pull.request_id.clone();
+        channel.send(
+            &KvMessage::Granted(Granted {
+                request_id: id.clone(),
+                crc32c,
+            }),
+            self.config.io_timeout,
+        )?;
+        match channel.recv_as::<KvMessage>(
+            self.config.io_timeout,
+            "waiting for the end of RDMA READs from",
+        )? {
+            KvMessage::ReadDone(done) if done.request_id == id => {
+                self.stats.pulls.fetch_add(1, Ordering::Relaxed);
+                let bytes =
+                    stream_bytes_per_block(&self.layout().shape, &(pull.head_start..pull.head_end));
+                self.stats
+                    .bytes_sent
+                    .fetch_add(bytes * pull.blocks.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            other => Err(FabricError::unexpected("ReadDone", &other).into()),
+        }
+    }
+
+    fn stream(
+        &self,
+        channel: &mut Channel,
+        pull: &wire::Pull,
+        pieces: &mut Vec<Piece>,
+    ) -> Result<(), KvError> {
+        let layout = self.layout();
+        let heads = pull.head_start..pull.head_end;
+        plan(
+            layout,
+            &pull.blocks,
+            layout,
+            &pull.blocks,
+            heads.clone(),
+            pieces,
+        );
+        let bytes = stream_bytes_per_block(&layout.shape, &heads) * pull.blocks.len() as u64;
+        let timeout = self.config.io_timeout;
+        channel.send(
+            &KvMessage::Sending(Sending {
+                request_id: pull.request_id.clone(),
+                bytes,
+            }),
+            timeout,
+        )?;
+        let peer = channel.peer().to_string();
+        let stream = channel.stream();
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(|e| FabricError::io(format!("sending KV blocks to {peer}"), e))?;
+        // SAFETY: the lease keeps these blocks allocated and unwritten while active_pulls > 0.
+        write_pieces(stream, pieces, |p| unsafe { self.pool.slice(p.src, p.len) }).map_err(
+            |e| FabricError::io(format!("sending request {} to {peer}", pull.request_id), e),
+        )?;
+        let crc32c = if pull.checksums {
+            // SAFETY: as above.
+            block_checksums(pieces, pull.blocks.len(), |p| unsafe {
+                self.pool.slice(p.src, p.len)
+            })
+        } else {
+            Vec::new()
+        };
+        channel.send(
+            &KvMessage::Sent(Sent {
+                request_id: pull.request_id.clone(),
+                crc32c,
+            }),
+            timeout,
+        )?;
+        self.stats.pulls.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn complete(&self, id: &str, ok: bool, peer: &SocketAddr) {
+        let Ok(mut leases) = self.leases.lock() else {
+            return;
+        };
+        let Some(lease) = leases.live.get_mut(id) else {
+            (self.config.log)(&format!(
+                "{peer}: completion for unknown request {id} ignored"
+            ));
+            return;
+        };
+        if !ok {
+            (self.config.log)(&format!("{peer}: decode gave up on request {id}"));
+        }
+        lease.readers_left = lease.readers_left.saturating_sub(1);
+        if lease.readers_left == 0 && lease.active_pulls == 0 {
+            if let Some(lease) = leases.live.remove(id) {
+                self.blocks.release(&lease.blocks);
+            }
+        }
+    }
+}
+
+fn refuse(channel: &mut Channel, request_id: Option<String>, message: &str, timeout: Duration) {
+    let _ = channel.send(
+        &KvMessage::Refused(Refused {
+            request_id,
+            message: message.to_string(),
+        }),
+        timeout.min(Duration::from_secs(1)),
+    );
+}
+
+/// Writes every piece's bytes in order with vectored writes (up to 64 pieces a call).
+pub(crate) fn write_pieces<'a>(
+    mut stream: &TcpStream,
+    pieces: &[Piece],
+    bytes: impl Fn(&Piece) -> &'a [u8],
+) -> std::io::Result<()> {
+    const BATCH: usize = 64;
+    let mut slices: [IoSlice<'a>; BATCH] = [IoSlice::new(&[]); BATCH];
+    for chunk in pieces.chunks(BATCH) {
+        for (slot, piece) in slices.iter_mut().zip(chunk) {
+            *slot = IoSlice::new(bytes(piece));
+        }
+        let mut pending = &mut slices[..chunk.len()];
+        while !pending.is_empty() {
+            let written = match stream.write_vectored(pending) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            IoSlice::advance_slices(&mut pending, written);
+        }
+    }
+    Ok(())
+}
+
+/// CRC32C of each block pair's bytes, in stream order.
+pub(crate) fn block_checksums<'a>(
+    pieces: &[Piece],
+    blocks: usize,
+    bytes: impl Fn(&Piece) -> &'a [u8],
+) -> Vec<u32> {
+    let mut crcs = vec![0u32; blocks];
+    for piece in pieces {
+        let crc = &mut crcs[piece.block as usize];
+        *crc = crc32c::crc32c_append(*crc, bytes(piece));
+    }
+    crcs
+}

@@ -1,0 +1,267 @@
+//! The agents over real loopback sockets: prefill-side refusals that a well-behaved
+//! decode never provokes, and a lying prefill (short data, wrong checksums) that a decode
+//! must catch without marking anything complete.
+
+use fabric::channel::Channel;
+use fabric::control::Message;
+use fabric::handshake;
+use kvcache::decode::{DecodeAgent, DecodeConfig, LinkParams, PrefillLink};
+use kvcache::prefill::{PrefillAgent, PrefillConfig};
+use kvcache::rdma::RdmaOptions;
+use kvcache::wire::{self, KvMessage, Prefilled, Sending, Sent, Welcome};
+use kvcache::{compat, Dtype, KvError, KvLayout, KvShape, Order};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(5);
+
+fn shape() -> KvShape {
+    KvShape {
+        model: "tiny".into(),
+        layers: 2,
+        kv_heads: 4,
+        head_dim: 8,
+        dtype: Dtype::Bf16,
+        block_size: 4,
+        order: Order::Nhd,
+    }
+}
+
+fn quiet(_: &str) {}
+
+/// Decode TP 1 rank 0, DP rank 0, over TCP.
+fn params(shape: &KvShape) -> LinkParams<'_> {
+    LinkParams {
+        shape,
+        decode_tp: 1,
+        decode_rank: 0,
+        dp_rank: 0,
+        token: None,
+        timeout: T,
+        rdma: None,
+    }
+}
+
+fn start_prefill(tp: u32, rank: u32, dp: u32) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let agent = PrefillAgent::new(
+        KvLayout::new(shape(), tp, rank, 32).unwrap(),
+        PrefillConfig {
+            dp_rank: dp,
+            lease: Duration::from_secs(30),
+            io_timeout: T,
+            token: None,
+            rdma: RdmaOptions::default(),
+            log: quiet,
+        },
+    )
+    .unwrap();
+    std::thread::spawn(move || agent.serve(listener));
+    addr
+}
+
+fn prefill_request(id: &str, dp: u32, tp_rank: u32) -> wire::Prefill {
+    wire::Prefill {
+        request_id: id.into(),
+        tokens: 10,
+        dp_rank: dp,
+        tp_rank,
+        readers: 1,
+        fill: true,
+    }
+}
+
+#[test]
+fn prefill_refuses_other_ranks_and_the_session_goes_on() {
+    let addr = start_prefill(2, 1, 0);
+    let mut link = PrefillLink::connect(addr, &params(&shape())).unwrap();
+    let e = link
+        .prefill(&prefill_request("a", 1, 1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("addressed to DP rank 1, but this prefill is DP rank 0"),
+        "{e}"
+    );
+    let e = link
+        .prefill(&prefill_request("a", 0, 0))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("addressed to TP rank 0, but this prefill is TP rank 1 of 2"),
+        "{e}"
+    );
+    // Same connection, a proper request: prefilled, then heads outside the shard refused.
+    let blocks = link.prefill(&prefill_request("a", 0, 1)).unwrap();
+    assert_eq!(blocks.len(), 3);
+    let pool = kvcache::pool::KvPool::new(KvLayout::new(shape(), 1, 0, 8).unwrap()).unwrap();
+    let e = link
+        .pull("a", &blocks, 0..4, &pool, &[0, 1, 2], true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("holds 2..4"), "{e}");
+    let bytes = link
+        .pull("a", &blocks, 2..4, &pool, &[0, 1, 2], true)
+        .unwrap();
+    assert_eq!(bytes, 3 * 2 * 2 * 4 * 2 * 16);
+    // The same id with another length is refused; the same length joins the lease.
+    let mut other = prefill_request("a", 0, 1);
+    other.tokens = 11;
+    assert!(link
+        .prefill(&other)
+        .unwrap_err()
+        .to_string()
+        .contains("already prefilled"));
+    assert_eq!(link.prefill(&prefill_request("a", 0, 1)).unwrap(), blocks);
+}
+
+#[test]
+fn garbage_and_strangers_do_not_disturb_the_prefill() {
+    let addr = start_prefill(1, 0, 0);
+    let mut raw = std::net::TcpStream::connect(addr).unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    // A linkbench client finds out it reached a kvxfer endpoint.
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut channel = Channel::new(stream, addr.to_string());
+    let e = handshake::open_client(&mut channel, "linkbench", None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is a kvxfer endpoint, not linkbench"), "{e}");
+    let mut link = PrefillLink::connect(addr, &params(&shape())).unwrap();
+    assert_eq!(link.prefill(&prefill_request("b", 0, 0)).unwrap().len(), 3);
+}
+
+/// A prefill that speaks the protocol but lies about the data, per `lie`.
+fn lying_prefill(lie: &'static str) -> (SocketAddr, mpsc::Receiver<KvMessage>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let layout = KvLayout::new(shape(), 1, 0, 32).unwrap();
+        loop {
+            let Ok((stream, peer)) = listener.accept() else {
+                return;
+            };
+            let mut ch = Channel::new(stream, peer.to_string());
+            let Ok(Message::Hello(hello)) = ch.recv(T, "hello") else {
+                continue;
+            };
+            handshake::open_server(&mut ch, &hello, kvcache::TOOL, None).unwrap();
+            let _attach = ch.recv_as::<KvMessage>(T, "attach").unwrap();
+            ch.send(
+                &KvMessage::Welcome(Welcome {
+                    shape: shape(),
+                    hash: compat::compat_hash(&shape()),
+                    tp: 1,
+                    tp_rank: 0,
+                    dp_rank: 0,
+                    num_blocks: 32,
+                    lease_ms: 1000,
+                }),
+                T,
+            )
+            .unwrap();
+            while let Ok(message) = ch.recv_as::<KvMessage>(T, "next") {
+                match &message {
+                    KvMessage::Prefill(p) => ch
+                        .send(
+                            &KvMessage::Prefilled(Prefilled {
+                                request_id: p.request_id.clone(),
+                                blocks: vec![4, 5, 6],
+                            }),
+                            T,
+                        )
+                        .unwrap(),
+                    KvMessage::Pull(p) => {
+                        let bytes = 3 * layout.block_bytes_all_layers();
+                        ch.send(
+                            &KvMessage::Sending(Sending {
+                                request_id: p.request_id.clone(),
+                                bytes,
+                            }),
+                            T,
+                        )
+                        .unwrap();
+                        let data = vec![7u8; bytes as usize];
+                        if lie == "short" {
+                            ch.stream()
+                                .try_clone()
+                                .unwrap()
+                                .write_all(&data[..100])
+                                .unwrap();
+                            break;
+                        }
+                        ch.stream().try_clone().unwrap().write_all(&data).unwrap();
+                        let crc32c = vec![1, 2, 3];
+                        ch.send(
+                            &KvMessage::Sent(Sent {
+                                request_id: p.request_id.clone(),
+                                crc32c,
+                            }),
+                            T,
+                        )
+                        .unwrap();
+                    }
+                    _ => {}
+                }
+                let _ = tx.send(message);
+            }
+        }
+    });
+    (addr, rx)
+}
+
+fn decode_agent(addr: SocketAddr) -> std::sync::Arc<DecodeAgent> {
+    DecodeAgent::new(
+        KvLayout::new(shape(), 1, 0, 8).unwrap(),
+        DecodeConfig {
+            peers: vec![addr],
+            dp_rank: 0,
+            token: None,
+            timeout: T,
+            verify: true,
+            rdma: None,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn corrupted_blocks_fail_the_request_and_are_reported_not_complete() {
+    let (addr, seen) = lying_prefill("crc");
+    let agent = decode_agent(addr);
+    let mut links = agent.links();
+    let e = agent
+        .transfer(&mut links, "c", 10, Duration::ZERO)
+        .unwrap_err();
+    assert!(matches!(e, KvError::Integrity(_)), "{e}");
+    assert!(
+        e.to_string()
+            .contains("block 0 (remote id 4) arrived corrupted"),
+        "{e}"
+    );
+    let complete = std::iter::from_fn(|| seen.recv_timeout(T).ok()).find_map(|m| match m {
+        KvMessage::Complete(c) => Some(c),
+        _ => None,
+    });
+    assert_eq!(complete.map(|c| c.ok), Some(false));
+    assert_eq!(agent.blocks.free_count(), 8, "local blocks returned");
+}
+
+#[test]
+fn a_prefill_that_dies_mid_data_fails_the_request_within_the_timeout() {
+    let (addr, _seen) = lying_prefill("short");
+    let agent = decode_agent(addr);
+    let mut links = agent.links();
+    let started = std::time::Instant::now();
+    let e = agent
+        .transfer(&mut links, "d", 10, Duration::ZERO)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("in the middle of the KV data"), "{e}");
+    assert!(started.elapsed() < T);
+    assert_eq!(agent.blocks.free_count(), 8);
+}

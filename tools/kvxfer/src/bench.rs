@@ -1,0 +1,259 @@
+//! `kvxfer bench`: `vllm bench serve` for the KV path. Workers (one per request in
+//! flight, each with its own connections) prefill and pull requests until all prompts
+//! are done; the report gives successes, failures, throughput, per-request transfer
+//! latency and the share of the link.
+
+use crate::{blocks_for, decode_agent, BenchArgs};
+use kvcache::decode::DecodeAgent;
+use measure::LatencyRecorder;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Decode pool size the bench allocates by default, at most.
+const DEFAULT_POOL_BYTES: u64 = 2 << 30;
+
+#[derive(Default)]
+struct Tally {
+    latency: LatencyRecorder,
+    bytes: u64,
+    ok: u64,
+    failed: u64,
+    /// First few distinct failure sentences, for the report.
+    errors: Vec<String>,
+}
+
+/// `linkbench bw -R -t 2s` against `peer`: the plain-TCP rate in the KV direction.
+fn measure_link(peer: &str, timeout: Duration) -> anyhow::Result<f64> {
+    use fabric::perf::{BwSpec, Client, ClientConfig, Mode};
+    let addr = fabric::tcp::resolve_peer(peer, fabric::perf::DEFAULT_PORT)
+        .map_err(|e| cli::usage(format!("--link-peer {peer}: {e}")))?;
+    let mut client = Client::connect(ClientConfig {
+        peer: addr,
+        connect_timeout: timeout,
+        token: crate::token(),
+        iface: None,
+    })
+    .map_err(|e| anyhow::anyhow!("--link-peer {peer}: {e}"))?;
+    let spec = BwSpec {
+        mode: Mode::Reverse,
+        streams: 1,
+        size: 1 << 20,
+        duration: Duration::from_secs(2),
+        window: None,
+        congestion: None,
+        zerocopy: false,
+    };
+    let report = client.bandwidth(&spec, &mut |_| {})?;
+    client.close();
+    Ok(report.throughput_gbps)
+}
+
+pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
+    if let Some(peer) = args.link_peer.clone() {
+        args.link_gbps = Some(measure_link(&peer, args.peers.timeout)?);
+    }
+    let block_size = args.peers.pool.block_size;
+    let per_request = blocks_for(args.input_len, block_size)?;
+    // Probe the block size of this rank's layout to size the default pool.
+    let block_bytes = crate::layout(&args.peers.pool, 1)?.block_bytes_all_layers();
+    let fits = (DEFAULT_POOL_BYTES / block_bytes / per_request.max(1) as u64).max(1);
+    let default_blocks = per_request as u64 * fits.min(args.concurrency as u64);
+    let agent = decode_agent(&args.peers, default_blocks.min(u32::MAX as u64) as u32)?;
+    let pool_requests = agent.layout().num_blocks / per_request;
+    if pool_requests == 0 {
+        return Err(cli::usage(format!(
+            "--num-blocks {} cannot hold one request of {} tokens ({per_request} blocks): raise --num-blocks",
+            agent.layout().num_blocks,
+            args.input_len
+        )));
+    }
+    let workers = args.concurrency.min(pool_requests);
+    let prefix = args.id_prefix.clone().unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        format!("bench-{}-{nanos:08x}", std::process::id())
+    });
+    let bar = cli::progress(
+        args.num_prompts,
+        "requests",
+        !args.quiet && !args.peers.json,
+    );
+    let next = AtomicU64::new(0);
+    let tally = Mutex::new(Tally::default());
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| worker(&agent, &args, &prefix, &next, &tally, &bar));
+        }
+    });
+    let duration = started.elapsed();
+    bar.finish_and_clear();
+    let tally = tally.into_inner().unwrap_or_default();
+    report(&args, &agent, &tally, duration, workers)?;
+    Ok(if tally.failed == 0 {
+        cli::exit::OK
+    } else if tally.ok > 0 {
+        cli::exit::WARN
+    } else {
+        cli::exit::FAIL
+    })
+}
+
+fn worker(
+    agent: &Arc<DecodeAgent>,
+    args: &BenchArgs,
+    prefix: &str,
+    next: &AtomicU64,
+    tally: &Mutex<Tally>,
+    bar: &indicatif::ProgressBar,
+) {
+    let mut links = agent.links();
+    let mut local = LatencyRecorder::new();
+    loop {
+        let index = next.fetch_add(1, Ordering::Relaxed);
+        if index >= args.num_prompts {
+            break;
+        }
+        let id = format!("{prefix}-{index}");
+        let result = agent.transfer(&mut links, &id, args.input_len, Duration::ZERO);
+        let Ok(mut tally) = tally.lock() else { break };
+        match result {
+            Ok(done) => {
+                tally.ok += 1;
+                tally.bytes += done.bytes;
+                local.record(done.transfer);
+            }
+            Err(e) => {
+                tally.failed += 1;
+                let sentence = e.to_string();
+                if tally.errors.len() < 5 && !tally.errors.contains(&sentence) {
+                    tally.errors.push(sentence);
+                }
+            }
+        }
+        bar.inc(1);
+    }
+    links.close();
+    if let Ok(mut tally) = tally.lock() {
+        tally.latency.merge(&local);
+    }
+}
+
+fn transport_name(transport: crate::Transport) -> &'static str {
+    match transport {
+        crate::Transport::Tcp => "tcp (prefill streams)",
+        crate::Transport::Rdma => "rdma (decode READs)",
+    }
+}
+
+fn report(
+    args: &BenchArgs,
+    agent: &DecodeAgent,
+    tally: &Tally,
+    duration: Duration,
+    workers: u32,
+) -> anyhow::Result<()> {
+    let seconds = duration.as_secs_f64().max(1e-9);
+    let gbps = measure::gbit_per_s(tally.bytes, seconds);
+    let gbyte = measure::gbyte_per_s(tally.bytes, seconds);
+    let latency = tally.latency.summary_scaled(1e-3);
+    let layout = agent.layout();
+    let bytes_per_request = agent.bytes_per_request(args.input_len);
+    let share = args.link_gbps.map(|link| gbps / link);
+    if args.peers.json {
+        let doc = serde_json::json!({
+            "requests": tally.ok,
+            "failed": tally.failed,
+            "num_prompts": args.num_prompts,
+            "bytes_per_request": bytes_per_request,
+            "duration_s": seconds,
+            "throughput_gbps": gbps,
+            "throughput_gbyte_s": gbyte,
+            "latency_ms": {"mean": latency.mean, "p50": latency.p50, "p99": latency.p99},
+            "verified": args.peers.verify,
+            "transport": transport_name(args.peers.transport),
+            "concurrency": {"requested": args.concurrency, "effective": workers},
+            "link_gbps": args.link_gbps,
+            "link_share": share,
+            "prefill_tp": agent.prefill_tp(),
+            "decode_tp": layout.tp,
+            "decode_rank": layout.tp_rank,
+            "errors": tally.errors,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    let sources: Vec<String> = agent
+        .sources()
+        .iter()
+        .map(|s| {
+            format!(
+                "heads {}..{} from prefill rank {}",
+                s.heads.start, s.heads.end, s.prefill_rank
+            )
+        })
+        .collect();
+    let row = |label: &str, value: String| println!("{label:<34}{value}");
+    println!("{:=^60}", " kvxfer bench: KV transfer ");
+    row(
+        "Model / layout:",
+        format!(
+            "{} {} {}, block {} tokens",
+            layout.shape.model,
+            layout.shape.dtype.name(),
+            layout.shape.order.name(),
+            layout.shape.block_size
+        ),
+    );
+    row(
+        "Prefill TP -> decode TP:",
+        format!(
+            "{} -> {} (rank {}: {})",
+            agent.prefill_tp(),
+            layout.tp,
+            layout.tp_rank,
+            sources.join(", ")
+        ),
+    );
+    row("Transport:", transport_name(args.peers.transport).into());
+    row("Successful requests:", tally.ok.to_string());
+    row("Failed requests:", tally.failed.to_string());
+    row(
+        "Concurrency (requested/effective):",
+        format!("{} / {workers}", args.concurrency),
+    );
+    row("Duration (s):", format!("{seconds:.2}"));
+    row(
+        "Bytes per request:",
+        measure::format_bytes(bytes_per_request),
+    );
+    row("Total transferred:", measure::format_bytes(tally.bytes));
+    row("Throughput (GB/s):", format!("{gbyte:.3}"));
+    row("Throughput (Gbit/s):", format!("{gbps:.3}"));
+    if let (Some(link), Some(share)) = (args.link_gbps, share) {
+        row(
+            "Share of link:",
+            format!("{:.1} % of {link} Gbit/s", share * 100.0),
+        );
+    }
+    println!("{:-^60}", " Transfer latency ");
+    row("Mean (ms):", format!("{:.3}", latency.mean));
+    row("Median (ms):", format!("{:.3}", latency.p50));
+    row("P99 (ms):", format!("{:.3}", latency.p99));
+    row(
+        "Verified:",
+        if args.peers.verify {
+            "yes (CRC32C per block + every byte's content)".into()
+        } else {
+            "no (pass --verify)".into()
+        },
+    );
+    for error in &tally.errors {
+        println!("error: {error}");
+    }
+    println!("{}", "=".repeat(60));
+    Ok(())
+}

@@ -1,0 +1,453 @@
+//! `kvxfer`: the prefill-to-decode KV-block path. `prefill` serves a KV pool, `decode`
+//! moves one request into a local pool, `bench` drives many requests like
+//! `vllm bench serve` does for the KV path. Flag parsing and output live here; the agents
+//! are in the `kvcache` crate.
+//!
+//! Exit codes: 0 done, 1 some requests failed (bench), 2 failed, 64 bad invocation.
+
+mod bench;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kvcache::decode::{DecodeAgent, DecodeConfig};
+use kvcache::prefill::{PrefillAgent, PrefillConfig};
+use kvcache::rdma::RdmaOptions;
+use kvcache::{Dtype, KvLayout, KvShape, Order};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kvxfer",
+    version,
+    about = "Prefill-to-decode KV-block transfers: agents and benchmark."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve a KV pool as one prefill rank; runs until killed.
+    Prefill(PrefillArgs),
+    /// Move one request from the prefill ranks into this node's pool.
+    Decode(DecodeArgs),
+    /// Move many requests concurrently and report throughput and latency.
+    Bench(BenchArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LayoutOrder {
+    Nhd,
+    Hnd,
+}
+
+/// How this rank's KV pool is shaped; both sides must agree on all but TP and size.
+#[derive(Args, Debug)]
+struct PoolArgs {
+    /// Model name or alias from configs/models.
+    #[arg(long, default_value = "llama-3.1-8b")]
+    model: String,
+    /// Tokens per KV block.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    block_size: u32,
+    /// KV dtype [default: the model's].
+    #[arg(long, value_parser = parse_dtype)]
+    dtype: Option<Dtype>,
+    /// Order inside a block: NHD (token-major, vLLM's default) or HND.
+    #[arg(long, value_enum, default_value = "nhd")]
+    layout: LayoutOrder,
+    /// Tensor-parallel size of this side.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    tp: u32,
+    /// This process's TP rank.
+    #[arg(long, default_value_t = 0)]
+    tp_rank: u32,
+    /// Data-parallel rank (prefill: this rank's; decode: the one it pulls from).
+    #[arg(long, default_value_t = 0)]
+    dp_rank: u32,
+    /// Where the pool lives: cpu, or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// Which RDMA device and GID this side uses (when RDMA is used).
+#[derive(Args, Debug)]
+struct RdmaArgs {
+    /// RDMA device [default: the first with an ACTIVE port].
+    #[arg(long, value_name = "NAME")]
+    rdma_device: Option<String>,
+    /// GID table index [default: NCCL_IB_GID_INDEX, else the best RoCE v2 entry].
+    #[arg(long, value_name = "N")]
+    gid_index: Option<u32>,
+}
+
+impl RdmaArgs {
+    fn options(&self) -> RdmaOptions {
+        RdmaOptions {
+            device: self.rdma_device.clone(),
+            gid_index: self.gid_index,
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Tcp,
+    Rdma,
+}
+
+#[derive(Args, Debug)]
+struct PrefillArgs {
+    #[command(flatten)]
+    pool: PoolArgs,
+    /// For decode ranks that pull with --transport rdma.
+    #[command(flatten)]
+    rdma: RdmaArgs,
+    /// Address (and port) to listen on [default: the --iface address, else all addresses;
+    /// port 18600].
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    listen: Option<String>,
+    /// Serve on this interface's address.
+    #[arg(long, value_name = "IFACE")]
+    iface: Option<String>,
+    /// Blocks in the pool [default: 2 GiB worth].
+    #[arg(long)]
+    num_blocks: Option<u32>,
+    /// How long a request's blocks are held for decode without a completion notice.
+    #[arg(long, default_value = "30s", value_parser = cli::duration_arg, value_name = "DURATION")]
+    lease: Duration,
+    /// Bound on every socket wait, and on waiting for free blocks.
+    #[arg(long, default_value = "10s", value_parser = cli::duration_arg, value_name = "DURATION")]
+    timeout: Duration,
+    /// No per-connection log lines.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// Flags shared by the two decode-side commands.
+#[derive(Args, Debug)]
+struct PeerArgs {
+    #[command(flatten)]
+    pool: PoolArgs,
+    /// The prefill ranks of one DP rank, comma-separated, any order.
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]")]
+    peer: String,
+    /// tcp: prefill streams the blocks; rdma: decode READs them (RC QP, RDMA READ).
+    #[arg(long, value_enum, default_value = "tcp")]
+    transport: Transport,
+    #[command(flatten)]
+    rdma: RdmaArgs,
+    /// Blocks in this decode pool [default: enough for the run].
+    #[arg(long)]
+    num_blocks: Option<u32>,
+    /// Check a CRC32C per block and every byte's content against what prefill wrote.
+    #[arg(long)]
+    verify: bool,
+    /// Bound on every socket wait and on waiting for free blocks.
+    #[arg(long, default_value = "10s", value_parser = cli::duration_arg, value_name = "DURATION")]
+    timeout: Duration,
+    /// One JSON document on stdout, nothing else.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct DecodeArgs {
+    #[command(flatten)]
+    peers: PeerArgs,
+    /// The request's id (the same on every decode rank of a TP group).
+    #[arg(long)]
+    request_id: String,
+    /// Prompt length: have prefill prefill it first, then pull its blocks.
+    #[arg(long, value_name = "TOKENS")]
+    input_len: u64,
+    /// Pull these prefill block ids instead of the ones prefill returned (one prefill rank).
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    remote_blocks: Option<Vec<u32>>,
+    /// Do not ask prefill first: pull --remote-blocks of a request prefilled earlier.
+    #[arg(long, requires = "remote_blocks")]
+    no_prefill: bool,
+    /// Land in these local block ids [default: allocated].
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    local_blocks: Option<Vec<u32>>,
+    /// Wait this long between prefill and pull (a decode queue; tests lease expiry).
+    #[arg(long, default_value = "0s", value_parser = cli::duration_arg, value_name = "DURATION")]
+    pull_after: Duration,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    #[command(flatten)]
+    peers: PeerArgs,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    input_len: u64,
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    num_prompts: u64,
+    /// Requests in flight at once (each a worker with its own connections).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    concurrency: u32,
+    /// Request ids are PREFIX-0, PREFIX-1, ...: give every decode rank of a TP group the same.
+    #[arg(long)]
+    id_prefix: Option<String>,
+    /// The link's rate, to report what share of it the KV path used.
+    #[arg(long, value_name = "GBIT/S", conflicts_with = "link_peer")]
+    link_gbps: Option<f64>,
+    /// Measure the link first: 2 s of TCP from a `linkbench serve` on the prefill node
+    /// to here (the KV direction), one stream.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    link_peer: Option<String>,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn parse_dtype(text: &str) -> Result<Dtype, String> {
+    Dtype::parse(text).ok_or_else(|| format!("unknown dtype {text:?}: use bf16, fp16, fp8 or fp32"))
+}
+
+fn main() -> std::process::ExitCode {
+    cli::main("kvxfer", |cli: Cli| match cli.command {
+        Command::Prefill(args) => prefill(args),
+        Command::Decode(args) => decode(args),
+        Command::Bench(args) => bench::run(args),
+    })
+}
+
+fn check_device(device: &str) -> anyhow::Result<()> {
+    if device == "cpu" {
+        return Ok(());
+    }
+    let Some(index) =
+        device
+            .strip_prefix("cuda:")
+            .or(if device == "cuda" { Some("0") } else { None })
+    else {
+        return Err(cli::usage(format!("--device {device}: use cpu or cuda:N")));
+    };
+    if index.parse::<u32>().is_err() {
+        return Err(cli::usage(format!("--device {device}: use cpu or cuda:N")));
+    }
+    let has_gpu = std::fs::read_dir("/proc/driver/nvidia/gpus")
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if !has_gpu {
+        anyhow::bail!(
+            "--device {device}: no NVIDIA GPU on this node (/proc/driver/nvidia/gpus is empty or missing); use --device cpu"
+        );
+    }
+    anyhow::bail!(
+        "--device {device}: GPU-resident KV pools are not implemented in this build (host pools only); use --device cpu"
+    )
+}
+
+fn shape(pool: &PoolArgs) -> anyhow::Result<KvShape> {
+    let model = model::find_model(&model::configs_dir(), &pool.model)
+        .map_err(|e| cli::usage(e.to_string()))?;
+    let order = match pool.layout {
+        LayoutOrder::Nhd => Order::Nhd,
+        LayoutOrder::Hnd => Order::Hnd,
+    };
+    KvShape::from_model(&model, pool.dtype, pool.block_size, order)
+        .map_err(|e| cli::usage(e.to_string()))
+}
+
+fn layout(pool: &PoolArgs, num_blocks: u32) -> anyhow::Result<KvLayout> {
+    if pool.tp_rank >= pool.tp {
+        return Err(cli::usage(format!(
+            "--tp-rank {} with --tp {}: ranks run from 0 to {}",
+            pool.tp_rank,
+            pool.tp,
+            pool.tp - 1
+        )));
+    }
+    check_device(&pool.device)?;
+    KvLayout::new(shape(pool)?, pool.tp, pool.tp_rank, num_blocks)
+        .map_err(|e| cli::usage(e.to_string()))
+}
+
+fn token() -> Option<Vec<u8>> {
+    std::env::var("NODELINK_TOKEN").ok().map(String::into_bytes)
+}
+
+fn log_line(line: &str) {
+    eprintln!("kvxfer prefill: {line}");
+}
+
+fn quiet_log(_: &str) {}
+
+fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
+    let shape = shape(&args.pool)?;
+    let probe = KvLayout::new(
+        shape,
+        args.pool.tp,
+        args.pool.tp_rank.min(args.pool.tp - 1),
+        1,
+    )
+    .map_err(|e| cli::usage(e.to_string()))?;
+    let default_blocks =
+        ((2u64 << 30) / probe.block_bytes_all_layers()).clamp(1, u32::MAX as u64) as u32;
+    let layout = layout(&args.pool, args.num_blocks.unwrap_or(default_blocks))?;
+    let addr = listen_address(args.listen.as_deref(), args.iface.as_deref())?;
+    let listener = fabric::tcp::listen(addr, None)?;
+    let bound = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    eprintln!(
+        "kvxfer prefill: listening on {bound}: {}, TP rank {} of {}, DP rank {}, {} blocks x {} = {} ({} {}, block {} tokens)",
+        layout.shape.model,
+        layout.tp_rank,
+        layout.tp,
+        args.pool.dp_rank,
+        layout.num_blocks,
+        measure::format_bytes(layout.block_bytes_all_layers()),
+        measure::format_bytes(layout.pool_bytes()),
+        layout.shape.dtype.name(),
+        layout.shape.order.name(),
+        layout.shape.block_size,
+    );
+    if addr.ip().is_unspecified() {
+        eprintln!("kvxfer prefill: serving on all addresses: pass --iface or --listen to restrict");
+    }
+    let agent = PrefillAgent::new(
+        layout,
+        PrefillConfig {
+            dp_rank: args.pool.dp_rank,
+            lease: args.lease,
+            io_timeout: args.timeout,
+            token: token(),
+            rdma: args.rdma.options(),
+            log: if args.quiet { quiet_log } else { log_line },
+        },
+    )?;
+    agent.serve(listener)?;
+    Ok(cli::exit::OK)
+}
+
+/// `--listen`, else the `--iface` address, else all addresses; port 18600 unless given.
+fn listen_address(listen: Option<&str>, iface: Option<&str>) -> anyhow::Result<SocketAddr> {
+    use fabric::tcp::IfaceAddress;
+    if let Some(listen) = listen {
+        return fabric::tcp::resolve_peer(listen, kvcache::DEFAULT_PORT)
+            .map_err(|e| cli::usage(format!("--listen {listen}: {e}")));
+    }
+    let ip = match iface {
+        None => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        Some(iface) => match fabric::tcp::iface_address(iface)? {
+            IfaceAddress::Found(ip) => ip,
+            IfaceAddress::NoAddress => {
+                anyhow::bail!("interface {iface} has no IP address: add one, or pass --listen")
+            }
+            IfaceAddress::NoSuchInterface => {
+                return Err(cli::usage(format!(
+                    "no interface named {iface} (see `ip -br addr`)"
+                )))
+            }
+        },
+    };
+    Ok(SocketAddr::new(ip, kvcache::DEFAULT_PORT))
+}
+
+/// Resolves `--peer` and attaches to every prefill rank.
+fn decode_agent(peers: &PeerArgs, num_blocks: u32) -> anyhow::Result<std::sync::Arc<DecodeAgent>> {
+    let layout = layout(&peers.pool, peers.num_blocks.unwrap_or(num_blocks))?;
+    let addrs = peers
+        .peer
+        .split(',')
+        .map(|p| {
+            fabric::tcp::resolve_peer(p.trim(), kvcache::DEFAULT_PORT)
+                .map_err(|e| cli::usage(format!("--peer {p}: {e}")))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(DecodeAgent::new(
+        layout,
+        DecodeConfig {
+            peers: addrs,
+            dp_rank: peers.pool.dp_rank,
+            token: token(),
+            timeout: peers.timeout,
+            verify: peers.verify,
+            rdma: (peers.transport == Transport::Rdma).then(|| peers.rdma.options()),
+        },
+    )?)
+}
+
+/// Blocks a request of `tokens` tokens needs at `block_size`.
+fn blocks_for(tokens: u64, block_size: u32) -> anyhow::Result<u32> {
+    u32::try_from(tokens.div_ceil(block_size as u64))
+        .map_err(|_| cli::usage(format!("--input-len {tokens} is too long")))
+}
+
+fn decode(args: DecodeArgs) -> anyhow::Result<u8> {
+    let needed = blocks_for(args.input_len, args.peers.pool.block_size)?;
+    let local_needed = args
+        .local_blocks
+        .as_ref()
+        .and_then(|b| b.iter().max().map(|m| m + 1))
+        .unwrap_or(0)
+        .max(needed);
+    let agent = decode_agent(&args.peers, local_needed)?;
+    if args.remote_blocks.is_some() && agent.sources().len() != 1 {
+        return Err(cli::usage(
+            "--remote-blocks names one prefill rank's blocks, but this decode rank reads several: drop it",
+        ));
+    }
+    let mut links = agent.links();
+    let result = (|| -> Result<kvcache::decode::Transferred, kvcache::KvError> {
+        if args.no_prefill {
+            let remote = vec![args.remote_blocks.clone().unwrap_or_default()];
+            return agent.pull_request(
+                &mut links,
+                &args.request_id,
+                &remote,
+                args.local_blocks.as_deref(),
+            );
+        }
+        if args.remote_blocks.is_none() && args.local_blocks.is_none() {
+            return agent.transfer(
+                &mut links,
+                &args.request_id,
+                args.input_len,
+                args.pull_after,
+            );
+        }
+        // Explicit ids: prefill first (to get a lease), then pull what was asked.
+        let mut remote = Vec::new();
+        let prefilled = agent.prefill_all(&mut links, &args.request_id, args.input_len)?;
+        for blocks in prefilled {
+            remote.push(args.remote_blocks.clone().unwrap_or(blocks));
+        }
+        std::thread::sleep(args.pull_after);
+        agent.pull_request(
+            &mut links,
+            &args.request_id,
+            &remote,
+            args.local_blocks.as_deref(),
+        )
+    })();
+    links.close();
+    let done = result?;
+    let gbps = done.bytes as f64 * 8.0 / done.transfer.as_secs_f64().max(1e-9) / 1e9;
+    if args.peers.json {
+        let doc = serde_json::json!({
+            "request_id": args.request_id,
+            "bytes": done.bytes,
+            "transfer_ms": done.transfer.as_secs_f64() * 1e3,
+            "throughput_gbps": gbps,
+            "verified": args.peers.verify,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!(
+            "request {}: {} in {:.3} ms ({:.2} Gbit/s){}",
+            args.request_id,
+            measure::format_bytes(done.bytes),
+            done.transfer.as_secs_f64() * 1e3,
+            gbps,
+            if args.peers.verify { ", verified" } else { "" }
+        );
+    }
+    Ok(cli::exit::OK)
+}

@@ -1,0 +1,496 @@
+//! Runs the real kvxfer binary: prefill agents in one network namespace, decode in
+//! another, joined by a veth pair. Every transfer here verifies every byte (CRC32C per
+//! block and the content pattern), so a misplaced head or block fails the test.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use testbed::{build_or_skip, Netns, Pair};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kvxfer");
+
+/// Tests share the two fixed namespace addresses' ports; they take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A running `kvxfer prefill`, killed on drop.
+struct Prefill {
+    child: Child,
+    addr: String,
+    log: mpsc::Receiver<String>,
+}
+
+impl Prefill {
+    fn start(ns: &Netns, port: u16, extra: &[&str]) -> Prefill {
+        let addr = format!("{}:{port}", Pair::ADDR_A);
+        let mut child = ns
+            .command(BIN)
+            .args(["prefill", "--listen", &addr])
+            .args(extra)
+            .env_remove("NODELINK_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kvxfer prefill");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[prefill {port}] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.contains("listening on") => break,
+                Ok(_) => continue,
+                Err(_) => panic!("kvxfer prefill did not start: {:?}", child.try_wait()),
+            }
+        }
+        Prefill {
+            child,
+            addr,
+            log: rx,
+        }
+    }
+
+    fn log_contains(&self, text: &str) -> bool {
+        self.log.try_iter().any(|line| line.contains(text))
+    }
+}
+
+impl Drop for Prefill {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kvxfer(ns: &Netns, args: &[&str]) -> Output {
+    ns.command(BIN)
+        .args(args)
+        .env_remove("NODELINK_TOKEN")
+        .output()
+        .expect("run kvxfer")
+}
+
+/// Starts `kvxfer bench ARGS --json -q` in `ns`, output captured.
+fn spawn_bench(ns: &Netns, args: &[&str]) -> Child {
+    ns.command(BIN)
+        .arg("bench")
+        .args(args)
+        .args(["--json", "-q"])
+        .env_remove("NODELINK_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kvxfer bench")
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): stdout {} stderr {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_2000_token_llama_request_crosses_namespaces_intact() {
+    let _turn = serial();
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    let prefill = Prefill::start(
+        &pair.a,
+        18600,
+        &["--model", "llama-3.1-8b", "--num-blocks", "130"],
+    );
+    let out = kvxfer(
+        &pair.b,
+        &[
+            "decode",
+            "--peer",
+            &prefill.addr,
+            "--model",
+            "llama-3.1-8b",
+            "--request-id",
+            "prompt-1",
+            "--input-len",
+            "2000",
+            "--verify",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = json(&out);
+    // 125 blocks x 16 tokens x 128 KiB per token.
+    assert_eq!(doc["bytes"], 125 * 16 * 131_072);
+    assert_eq!(doc["verified"], true);
+    assert!(doc["throughput_gbps"].as_f64().unwrap() > 0.0);
+}
+
+fn bench(ns: &Netns, peers: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "bench",
+        "--peer",
+        peers,
+        "--model",
+        "llama-3.1-8b",
+        "--input-len",
+        "100",
+        "--num-prompts",
+        "6",
+        "--concurrency",
+        "3",
+        "--verify",
+        "--json",
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    kvxfer(ns, &args)
+}
+
+#[test]
+fn tp2_prefill_to_tp1_decode_lands_every_head_in_place() {
+    let _turn = serial();
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    let r0 = Prefill::start(
+        &pair.a,
+        18601,
+        &["--tp", "2", "--tp-rank", "0", "--num-blocks", "64"],
+    );
+    let r1 = Prefill::start(
+        &pair.a,
+        18602,
+        &["--tp", "2", "--tp-rank", "1", "--num-blocks", "64"],
+    );
+    // Peers in any order: decode sorts them by the TP rank each reports.
+    let out = bench(&pair.b, &format!("{},{}", r1.addr, r0.addr), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(
+        (doc["requests"].as_u64(), doc["failed"].as_u64()),
+        (Some(6), Some(0)),
+        "{doc}"
+    );
+    assert_eq!(doc["prefill_tp"], 2);
+    // Decode TP 1 holds all 8 heads: 7 blocks x 2 MiB per request.
+    assert_eq!(doc["bytes_per_request"], 7 * 2 * 1024 * 1024);
+    // Listing only one of the two ranks is refused before anything moves.
+    let out = bench(&pair.b, &r0.addr, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("every prefill TP rank"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn tp1_prefill_to_tp2_decode_splits_heads_between_ranks() {
+    let _turn = serial();
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    let prefill = Prefill::start(&pair.a, 18603, &["--num-blocks", "64"]);
+    // Both decode ranks pull the same requests (same ids), each its half of the heads.
+    let ranks: Vec<_> = (0..2)
+        .map(|rank| {
+            let rank = rank.to_string();
+            let peer = prefill.addr.as_str();
+            let common = ["--peer", peer, "--input-len", "100", "--num-prompts", "6"];
+            let mine = ["--tp", "2", "--tp-rank", &rank, "--id-prefix", "shared"];
+            spawn_bench(
+                &pair.b,
+                &[&common[..], &["--concurrency", "3", "--verify"], &mine].concat(),
+            )
+        })
+        .collect();
+    for child in ranks {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let doc = json(&out);
+        assert_eq!(
+            (doc["requests"].as_u64(), doc["failed"].as_u64()),
+            (Some(6), Some(0)),
+            "{doc}"
+        );
+        assert_eq!(doc["bytes_per_request"], 7 * 1024 * 1024);
+    }
+    // Each request's lease waited for both readers; then all blocks came back.
+    assert!(!prefill.log_contains("expired"));
+}
+
+#[test]
+fn bad_requests_are_refused_while_good_ones_keep_flowing() {
+    let _turn = serial();
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    let prefill = Prefill::start(
+        &pair.a,
+        18604,
+        &["--num-blocks", "64", "--lease", "2s", "--dp-rank", "3"],
+    );
+    let good = spawn_bench(
+        &pair.b,
+        &[
+            "--peer",
+            &prefill.addr,
+            "--dp-rank",
+            "3",
+            "--input-len",
+            "200",
+            "--num-prompts",
+            "40",
+            "--concurrency",
+            "2",
+            "--verify",
+        ],
+    );
+    let decode = |extra: &[&str]| {
+        let mut args = vec![
+            "decode",
+            "--peer",
+            &prefill.addr,
+            "--dp-rank",
+            "3",
+            "--input-len",
+            "32",
+        ];
+        args.extend_from_slice(extra);
+        kvxfer(&pair.b, &args)
+    };
+    let refusals: [(&[&str], &str); 6] = [
+        (
+            &["--request-id", "r1", "--block-size", "32"],
+            "block_size is 16 on prefill but 32 on decode",
+        ),
+        (
+            &["--request-id", "r2", "--layout", "hnd"],
+            "layout order is NHD on prefill but HND on decode",
+        ),
+        (
+            &["--request-id", "r3", "--remote-blocks", "9999"],
+            "block id 9999 is out of range",
+        ),
+        (
+            &["--request-id", "r4", "--remote-blocks", "63,62"],
+            "not one of request r4's",
+        ),
+        (
+            &[
+                "--request-id",
+                "never",
+                "--no-prefill",
+                "--remote-blocks",
+                "1",
+            ],
+            "unknown request id never",
+        ),
+        (&["--request-id", "r5", "--pull-after", "3s"], "expired"),
+    ];
+    for (extra, expected) in refusals {
+        let out = decode(extra);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            stderr(&out).lines().count(),
+            1,
+            "one sentence: {}",
+            stderr(&out)
+        );
+    }
+    // A decode that names the wrong DP rank is told so before it sends anything.
+    let out = kvxfer(
+        &pair.b,
+        &[
+            "decode",
+            "--peer",
+            &prefill.addr,
+            "--input-len",
+            "32",
+            "--request-id",
+            "r6",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("DP rank 3, not 0"),
+        "{}",
+        stderr(&out)
+    );
+    let out = good.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(
+        (doc["requests"].as_u64(), doc["failed"].as_u64()),
+        (Some(40), Some(0)),
+        "{doc}"
+    );
+}
+
+#[test]
+fn prefill_killed_mid_transfer_fails_only_the_affected_requests() {
+    let _turn = serial();
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    let mut prefill = Prefill::start(&pair.a, 18605, &["--num-blocks", "300"]);
+    Pair::shape(&pair.a, "500mbit").unwrap();
+    let started = Instant::now();
+    let run = spawn_bench(
+        &pair.b,
+        &[
+            "--peer",
+            &prefill.addr,
+            "--input-len",
+            "2000",
+            "--num-prompts",
+            "20",
+            "--concurrency",
+            "2",
+            "--timeout",
+            "3s",
+        ],
+    );
+    // 250 MiB at 500 Mbit/s takes ~4 s: kill once 20 MB of the first requests have left.
+    let sent = || {
+        let out = pair
+            .a
+            .output("cat", &["/sys/class/net/nl0/statistics/tx_bytes"])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sent() < 20_000_000 {
+        assert!(Instant::now() < deadline, "no KV data moved within 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    prefill.child.kill().unwrap();
+    let out = run.wait_with_output().unwrap();
+    let elapsed = started.elapsed();
+    let doc = json(&out);
+    assert_eq!(out.status.code(), Some(2), "nothing completed: {doc}");
+    assert_eq!(doc["requests"], 0, "{doc}");
+    assert_eq!(doc["failed"], 20, "{doc}");
+    let errors = doc["errors"].to_string();
+    assert!(
+        errors.contains("closed the connection")
+            || errors.contains("refused")
+            || errors.contains("reset"),
+        "{errors}"
+    );
+    // Every remaining prompt failed fast (connection refused), none hung.
+    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+}
+
+#[test]
+fn no_gpu_and_bad_flags_get_one_sentence() {
+    let out = std::process::Command::new(BIN)
+        .args(["prefill", "--device", "cuda:0", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("use --device cpu"),
+        "{}",
+        stderr(&out)
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["prefill", "--model", "gpt-9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    let out = std::process::Command::new(BIN)
+        .args([
+            "bench",
+            "--peer",
+            "127.0.0.1:1",
+            "--tp",
+            "2",
+            "--tp-rank",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    // RDMA on a host without it: one sentence saying why, before any connection.
+    let out = std::process::Command::new(BIN)
+        .args(["bench", "--peer", "127.0.0.1:1", "--transport", "rdma"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("RDMA unavailable"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    // Nobody listening: a clear connect error, fast.
+    let started = Instant::now();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "decode",
+            "--peer",
+            "127.0.0.1:1",
+            "--request-id",
+            "x",
+            "--input-len",
+            "16",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn prefill_listens_on_the_iface_address_by_default() {
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    let mut child = pair
+        .a
+        .command(BIN)
+        .args(["prefill", "--iface", Pair::IFACE, "--num-blocks", "4"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.contains("listening on 10.77.0.1:18600"), "{first}");
+    let out = kvxfer(&pair.a, &["prefill", "--iface", "nope0"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no interface named nope0"));
+}
