@@ -42,6 +42,7 @@ impl KvPool {
         // pages cost a TLB miss and a fault every 4 KiB of KV data. Advice only; failure is fine.
         // SAFETY: the range is the allocation just made.
         unsafe { libc::madvise(base.as_ptr().cast(), len, libc::MADV_HUGEPAGE) };
+        populate(base, len);
         Ok(KvPool { layout, base, len })
     }
 
@@ -99,6 +100,20 @@ impl Drop for KvPool {
         let layout = Layout::from_size_align(self.len.max(1), ALIGN).expect("checked in new");
         // SAFETY: allocated in `new` with this layout.
         unsafe { dealloc(self.base.as_ptr(), layout) }
+    }
+}
+
+/// Commits every page now, as an inference engine allocates its KV cache at startup, so
+/// no transfer pays page faults and zeroing on first touch.
+fn populate(base: NonNull<u8>, len: usize) {
+    // SAFETY: the range is one live allocation.
+    let done = unsafe { libc::madvise(base.as_ptr().cast(), len, libc::MADV_POPULATE_WRITE) } == 0;
+    if !done {
+        // Kernels before 5.14: touch one byte per page.
+        for offset in (0..len).step_by(4096) {
+            // SAFETY: in bounds; the memory is ours and zero already.
+            unsafe { base.as_ptr().add(offset).write_volatile(0) };
+        }
     }
 }
 
