@@ -88,6 +88,33 @@ impl Netns {
         .map_err(|_| "namespace thread panicked".to_string())?
     }
 
+    /// Bytes `iface` has sent, from the namespace's own sysfs view.
+    pub fn tx_bytes(&self, iface: &str) -> u64 {
+        let path = format!("/sys/class/net/{iface}/statistics/tx_bytes");
+        self.output("cat", &[&path])
+            .map(|out| {
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    }
+
+    /// Waits until `iface` has sent `bytes` (traffic is flowing), panicking after `limit`:
+    /// fault tests kill a peer mid-transfer, not during a slow start.
+    pub fn wait_for_tx(&self, iface: &str, bytes: u64, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while self.tx_bytes(iface) < bytes {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{iface} in {} sent under {bytes} bytes within {limit:?}",
+                self.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn output(&self, program: &str, args: &[&str]) -> Result<Output, String> {
         self.command(program)
             .args(args)

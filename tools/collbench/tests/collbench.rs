@@ -306,20 +306,7 @@ fn a_rank_killed_mid_run_fails_the_others_cleanly() {
     ];
     let mut children: Vec<Child> = (0..3).map(|r| spawn_rank(&star, r, 3, &args)).collect();
     // Kill once the collective is moving data (not during rendezvous, however slow the start).
-    let sent = || {
-        let out = star.nodes[1]
-            .output("cat", &["/sys/class/net/nl0/statistics/tx_bytes"])
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<u64>()
-            .unwrap_or(0)
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sent() < 50_000_000 {
-        assert!(Instant::now() < deadline, "rank 1 sent no data within 30 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    star.nodes[1].wait_for_tx("nl0", 50_000_000, Duration::from_secs(30));
     children[1].kill().unwrap();
     let started = Instant::now();
     for (rank, child) in children.into_iter().enumerate() {

@@ -377,21 +377,8 @@ fn prefill_killed_mid_transfer_fails_only_the_affected_requests() {
         ],
     );
     // 250 MiB at 500 Mbit/s takes ~4 s: kill once 20 MB of the first requests have left.
-    let sent = || {
-        let out = pair
-            .a
-            .output("cat", &["/sys/class/net/nl0/statistics/tx_bytes"])
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<u64>()
-            .unwrap_or(0)
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sent() < 20_000_000 {
-        assert!(Instant::now() < deadline, "no KV data moved within 30 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    pair.a
+        .wait_for_tx("nl0", 20_000_000, Duration::from_secs(30));
     prefill.child.kill().unwrap();
     let out = run.wait_with_output().unwrap();
     let elapsed = started.elapsed();
