@@ -544,19 +544,7 @@ fn rdma_bw(args: BwArgs) -> anyhow::Result<u8> {
     }
     let iters = args.iters.unwrap_or(5000);
     let run = resolve_rdma(&args.common, TestKind::Bw, args.size, iters)?;
-    let mut client = connect(&run.plan)?;
-    let mut reports = Vec::new();
-    for &size in &run.plan.sizes {
-        let test = RdmaTest {
-            size,
-            ..run.test.clone()
-        };
-        let report = client
-            .rdma_bandwidth(&test, &run.options)
-            .with_context(|| format!("RDMA bandwidth test with {size}-byte messages"))?;
-        reports.push(report);
-    }
-    client.close();
+    let reports = rdma_sweep(&run, "bandwidth", Client::rdma_bandwidth)?;
     report::rdma_bandwidth(&run.plan.output, run.plan.sweep, &reports)?;
     if let Some(bad) = reports.iter().find(|r| r.wrong_bytes > 0) {
         anyhow::bail!(
@@ -567,6 +555,27 @@ fn rdma_bw(args: BwArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(cli::exit::OK)
+}
+
+/// One RDMA test per size of the plan, over one control connection.
+fn rdma_sweep<R>(
+    run: &RdmaPlan,
+    what: &str,
+    test_one: fn(&mut Client, &RdmaTest, &RdmaOptions) -> fabric::Result<R>,
+) -> anyhow::Result<Vec<R>> {
+    let mut client = connect(&run.plan)?;
+    let mut reports = Vec::new();
+    for &size in &run.plan.sizes {
+        let test = RdmaTest {
+            size,
+            ..run.test.clone()
+        };
+        let report = test_one(&mut client, &test, &run.options)
+            .with_context(|| format!("RDMA {what} test with {size}-byte messages"))?;
+        reports.push(report);
+    }
+    client.close();
+    Ok(reports)
 }
 
 fn rdma_lat(args: LatArgs) -> anyhow::Result<u8> {
@@ -586,19 +595,7 @@ fn rdma_lat(args: LatArgs) -> anyhow::Result<u8> {
         args.size,
         args.iters.unwrap_or(1000),
     )?;
-    let mut client = connect(&run.plan)?;
-    let mut reports = Vec::new();
-    for &size in &run.plan.sizes {
-        let test = RdmaTest {
-            size,
-            ..run.test.clone()
-        };
-        let report = client
-            .rdma_latency(&test, &run.options)
-            .with_context(|| format!("RDMA latency test with {size}-byte messages"))?;
-        reports.push(report);
-    }
-    client.close();
+    let reports = rdma_sweep(&run, "latency", Client::rdma_latency)?;
     report::rdma_latency(&run.plan.output, run.plan.sweep, &reports)?;
     Ok(cli::exit::OK)
 }
