@@ -684,7 +684,7 @@ fn assert_rate(document: &Value, low: f64, high: f64, what: &str) {
 #[test]
 fn shaped_veth_measures_the_tbf_rate_in_every_direction() {
     let _turn = traffic();
-    for (rate, low, high) in [("1gbit", 0.93, 1.02), ("2gbit", 1.86, 2.04)] {
+    for (rate, gbit) in [("1gbit", 1.0), ("2gbit", 2.0)] {
         let Some(pair) = shaped_pair(rate) else {
             return;
         };
@@ -696,6 +696,14 @@ fn shaped_veth_measures_the_tbf_rate_in_every_direction() {
             &["-P", "4"][..],
         ] {
             let document = bw_in(&pair, extra);
+            // Goodput over 1500-byte frames is ~0.95 of the tbf rate; with --bidir each
+            // direction's egress also carries the other direction's ACKs.
+            let fraction = if extra.contains(&"--bidir") {
+                0.90
+            } else {
+                0.93
+            };
+            let (low, high) = (fraction * gbit, 1.02 * gbit);
             assert_rate(&document, low, high, &format!("{rate} {extra:?}"));
             let streams = if extra.contains(&"-P") { 4 } else { 1 };
             assert_eq!(document["streams"], streams);
