@@ -12,7 +12,9 @@ use testbed::{build_or_skip, Netns, Pair};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kvxfer");
 
-/// Tests share the two fixed namespace addresses' ports; they take turns.
+/// Each test has its own namespaces and port; they still take turns (under `cargo test`
+/// threads; nextest runs them one by one in its traffic group) so one test's transfer
+/// cannot slow another into its timeouts.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
