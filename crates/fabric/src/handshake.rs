@@ -9,6 +9,33 @@ use crate::control::{
 use crate::error::{FabricError, Result};
 use std::time::Duration;
 
+/// The variable every tool reads its shared secret from.
+pub const TOKEN_VAR: &str = "NODELINK_TOKEN";
+
+/// Why `NODELINK_TOKEN` cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    #[error("NODELINK_TOKEN is set but empty: give it the shared secret, or unset it to run without authentication")]
+    Empty,
+}
+
+/// The token, read one way by every tool, failing closed: unset means no authentication;
+/// any non-empty value (text or not) is the key; set-but-empty is an error, never a
+/// usable empty key nor a silent "unset".
+pub fn token_from(value: Option<std::ffi::OsString>) -> std::result::Result<Option<Vec<u8>>, TokenError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Err(TokenError::Empty),
+        Some(v) => Ok(Some(v.into_encoded_bytes())),
+    }
+}
+
+/// [`token_from`] over the process environment.
+pub fn token_from_env() -> std::result::Result<Option<Vec<u8>>, TokenError> {
+    token_from(std::env::var_os(TOKEN_VAR))
+}
+
 /// How long each step of the opening may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -94,4 +121,27 @@ pub fn open_server(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+
+    #[test]
+    fn the_token_fails_closed() {
+        assert_eq!(token_from(None), Ok(None));
+        assert_eq!(token_from(Some(OsString::new())), Err(TokenError::Empty));
+        assert_eq!(
+            token_from(Some("s3cret".into())),
+            Ok(Some(b"s3cret".to_vec()))
+        );
+        // Not UTF-8: still the key, never "unset".
+        let raw = vec![0xff, 0xfe, b'x'];
+        assert_eq!(
+            token_from(Some(OsString::from_vec(raw.clone()))),
+            Ok(Some(raw))
+        );
+    }
 }

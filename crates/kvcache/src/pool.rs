@@ -4,7 +4,6 @@
 
 use crate::layout::KvLayout;
 use crate::KvError;
-use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::NonNull;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ pub struct KvPool {
     layout: KvLayout,
     base: NonNull<u8>,
     len: usize,
+    commit_time: Duration,
 }
 
 // SAFETY: the pool is plain bytes; concurrent access is to disjoint blocks, which the
@@ -24,26 +24,49 @@ unsafe impl Send for KvPool {}
 unsafe impl Sync for KvPool {}
 
 impl KvPool {
-    /// Allocates a zeroed host pool (pages are committed as they are first written).
+    /// Maps a zeroed host pool and commits every page now (an inference engine allocates
+    /// its KV cache at startup too), with huge pages where the kernel gives them.
     pub fn new(layout: KvLayout) -> Result<KvPool, KvError> {
+        let started = Instant::now();
         let bytes = layout.pool_bytes();
-        let too_big = || {
+        let too_big = |why: &str| {
             KvError::Config(format!(
-                "cannot allocate {} for the KV pool ({} blocks): lower --num-blocks",
+                "cannot allocate {} for the KV pool ({} blocks): {why}; lower --num-blocks",
                 measure::format_bytes(bytes),
                 layout.num_blocks
             ))
         };
-        let len = usize::try_from(bytes).map_err(|_| too_big())?;
-        let mem_layout = Layout::from_size_align(len.max(1), ALIGN).map_err(|_| too_big())?;
-        // SAFETY: the layout has a non-zero size.
-        let base = NonNull::new(unsafe { alloc_zeroed(mem_layout) }).ok_or_else(too_big)?;
-        // Huge pages where the kernel allows them: transfers sweep the whole pool, and 4 KiB
-        // pages cost a TLB miss and a fault every 4 KiB of KV data. Advice only; failure is fine.
-        // SAFETY: the range is the allocation just made.
+        let len = usize::try_from(bytes)
+            .ok()
+            .filter(|&l| l <= isize::MAX as usize - ALIGN)
+            .ok_or_else(|| too_big("larger than the address space"))?
+            .max(1);
+        if let Some(available) = mem_available() {
+            if len as u64 > available {
+                return Err(too_big(&format!(
+                    "this node has {} available",
+                    measure::format_bytes(available)
+                )));
+            }
+        }
+        let base = map_aligned(len).ok_or_else(|| too_big("mmap refused it"))?;
+        // Huge pages: transfers sweep the whole pool, and 4 KiB pages cost a TLB miss and
+        // a fault every 4 KiB of KV data. Advice only; failure is fine. Given before the
+        // first touch, so the commit below faults 2 MiB at a time.
+        // SAFETY: the range is the mapping just made.
         unsafe { libc::madvise(base.as_ptr().cast(), len, libc::MADV_HUGEPAGE) };
         populate(base, len);
-        Ok(KvPool { layout, base, len })
+        Ok(KvPool {
+            layout,
+            base,
+            len,
+            commit_time: started.elapsed(),
+        })
+    }
+
+    /// How long mapping and committing the pool took.
+    pub fn commit_time(&self) -> Duration {
+        self.commit_time
     }
 
     pub fn layout(&self) -> &KvLayout {
@@ -97,22 +120,99 @@ impl KvPool {
 
 impl Drop for KvPool {
     fn drop(&mut self) {
-        let layout = Layout::from_size_align(self.len.max(1), ALIGN).expect("checked in new");
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { dealloc(self.base.as_ptr(), layout) }
+        // SAFETY: mapped in `new` with this length; nothing borrows it past the pool.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
 
-/// Commits every page now, as an inference engine allocates its KV cache at startup, so
-/// no transfer pays page faults and zeroing on first touch.
+/// `MemAvailable` from /proc/meminfo, in bytes, capped by the cgroup's memory limit.
+fn mem_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let mut available = kib * 1024;
+    let cgroup = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    if let (Some(max), Some(current)) = (
+        cgroup("/sys/fs/cgroup/memory.max"),
+        cgroup("/sys/fs/cgroup/memory.current"),
+    ) {
+        available = available.min(max.saturating_sub(current));
+    }
+    Some(available)
+}
+
+/// An anonymous, zeroed mapping of `len` bytes starting on a 2 MiB boundary. (The global
+/// allocator would zero a large aligned block by writing it, faulting 4 KiB pages before
+/// any huge-page advice could apply.)
+fn map_aligned(len: usize) -> Option<NonNull<u8>> {
+    let padded = len.checked_add(ALIGN)?;
+    // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+    let raw = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            padded,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        return None;
+    }
+    let start = raw as usize;
+    let aligned = start.next_multiple_of(ALIGN);
+    let head = aligned - start;
+    let tail = padded - head - len;
+    // SAFETY: trimming the unaligned head and the tail of our own mapping.
+    unsafe {
+        if head > 0 {
+            libc::munmap(raw, head);
+        }
+        if tail > 0 {
+            libc::munmap((aligned + len) as *mut libc::c_void, tail);
+        }
+    }
+    NonNull::new(aligned as *mut u8)
+}
+
+/// Commits every page now, so no transfer pays page faults and zeroing on first touch.
+/// Page clearing runs at memory speed per core, so large pools are split across cores.
 fn populate(base: NonNull<u8>, len: usize) {
-    // SAFETY: the range is one live allocation.
-    let done = unsafe { libc::madvise(base.as_ptr().cast(), len, libc::MADV_POPULATE_WRITE) } == 0;
+    const PER_THREAD_MIN: usize = 256 << 20;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(len / PER_THREAD_MIN)
+        .clamp(1, 16);
+    let chunk = len.div_ceil(threads).next_multiple_of(ALIGN);
+    let base = base.as_ptr() as usize;
+    std::thread::scope(|scope| {
+        for start in (0..len).step_by(chunk) {
+            let size = chunk.min(len - start);
+            scope.spawn(move || populate_range(base + start, size));
+        }
+    });
+}
+
+fn populate_range(addr: usize, len: usize) {
+    // SAFETY: the range lies inside the pool's mapping.
+    let done =
+        unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) } == 0;
     if !done {
         // Kernels before 5.14: touch one byte per page.
         for offset in (0..len).step_by(4096) {
             // SAFETY: in bounds; the memory is ours and zero already.
-            unsafe { base.as_ptr().add(offset).write_volatile(0) };
+            unsafe { ((addr + offset) as *mut u8).write_volatile(0) };
         }
     }
 }

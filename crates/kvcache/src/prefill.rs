@@ -11,7 +11,7 @@ use crate::wire::{self, Granted, KvMessage, Prefilled, Refused, Sending, Sent, W
 use crate::{pattern, KvError, KvLayout, TOOL};
 use fabric::channel::Channel;
 use fabric::control::Message;
-use fabric::rdma::Endpoint;
+use fabric::rdma::{Endpoint, Registration};
 use fabric::{handshake, FabricError};
 use std::collections::{HashMap, VecDeque};
 use std::io::{IoSlice, Write};
@@ -62,6 +62,8 @@ pub struct PrefillStats {
 }
 
 pub struct PrefillAgent {
+    /// Before `pool`: the registration is dropped (deregistered) before the memory.
+    registration: Result<Registration, String>,
     pool: KvPool,
     blocks: BlockAllocator,
     leases: Mutex<Leases>,
@@ -70,10 +72,18 @@ pub struct PrefillAgent {
 }
 
 impl PrefillAgent {
+    /// Commits the pool and, where RDMA is usable, registers it: everything a decode
+    /// connection needs is in place before the caller starts listening.
     pub fn new(layout: KvLayout, config: PrefillConfig) -> Result<Arc<PrefillAgent>, KvError> {
         let blocks = BlockAllocator::new(layout.num_blocks);
+        let pool = KvPool::new(layout)?;
+        let registration = match rdma::check(&config.rdma) {
+            Ok(()) => rdma::register_pool(&pool, &config.rdma).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         Ok(Arc::new(PrefillAgent {
-            pool: KvPool::new(layout)?,
+            registration,
+            pool,
             blocks,
             leases: Mutex::new(Leases::default()),
             config,
@@ -83,6 +93,16 @@ impl PrefillAgent {
 
     pub fn layout(&self) -> &KvLayout {
         self.pool.layout()
+    }
+
+    /// How long committing the pool took.
+    pub fn commit_time(&self) -> Duration {
+        self.pool.commit_time()
+    }
+
+    /// Whether decode ranks can pull over RDMA, and if not, why.
+    pub fn rdma_status(&self) -> Result<(), &str> {
+        self.registration.as_ref().map(|_| ()).map_err(String::as_str)
     }
 
     pub fn free_blocks(&self) -> u32 {
@@ -183,7 +203,12 @@ impl PrefillAgent {
                 }
                 KvMessage::Pull(pull) => self.pull(&mut channel, pull, &mut pieces)?,
                 KvMessage::RdmaConnect(theirs) if rdma.is_none() => {
-                    match rdma::endpoint_over(&self.pool, &self.config.rdma)
+                    let registration = self
+                        .registration
+                        .as_ref()
+                        .map_err(|why| KvError::Config(why.clone()));
+                    match registration
+                        .and_then(|r| rdma::endpoint_on(r, &self.config.rdma))
                         .and_then(|mut ep| ep.connect(&theirs).map(|()| ep).map_err(KvError::from))
                     {
                         Ok(ep) => {

@@ -3,15 +3,15 @@
 //! a request with RDMA READs straight from prefill's blocks into its own. The control
 //! messages, leases, plans and checksums are the same as over TCP.
 //!
-//! One registration per connection (fabric's endpoint bundles PD, MR and QPs): simple,
-//! but pinning a large pool per connection is slow; one PD and MR per agent shared by its
-//! QPs is the next step.
+//! Prefill registers its pool once, before it says it is ready, and every decode
+//! connection gets QPs over that one registration; decode registers its pool per
+//! connection (one connection per prefill rank).
 
 use crate::plan::Piece;
 use crate::pool::KvPool;
 use crate::KvError;
 use fabric::rdma::{
-    Buffer, Device, Endpoint, EndpointConfig, RemoteRegion, SendWr, Watchdog, WrOp,
+    Buffer, Device, Endpoint, EndpointConfig, Registration, RemoteRegion, SendWr, Watchdog, WrOp,
 };
 use std::time::Duration;
 
@@ -34,21 +34,48 @@ pub fn check(options: &RdmaOptions) -> Result<(), KvError> {
         .map_err(|e| KvError::Config(e.to_string()))
 }
 
+fn config(options: &RdmaOptions, region: u64) -> Result<EndpointConfig, KvError> {
+    let gid = fabric::rdma::device::gid_choice(options.gid_index, None).map_err(KvError::Config)?;
+    Ok(EndpointConfig {
+        qps: 1,
+        tx_depth: READ_DEPTH,
+        rx_depth: 1,
+        inline: 0,
+        region,
+        gid,
+    })
+}
+
+/// Registers the whole pool once.
+///
+/// The pool must outlive the registration and every endpoint made from it: the agent
+/// that owns both drops the registration first.
+pub(crate) fn register_pool(pool: &KvPool, options: &RdmaOptions) -> Result<Registration, KvError> {
+    let device = Device::open(options.device.as_deref())?;
+    // Checked here, so a bad GID choice is found at start, not at the first connection.
+    config(options, pool.len() as u64)?;
+    // SAFETY: see above.
+    Ok(unsafe { Registration::new(device, pool.base(), pool.len()) }?)
+}
+
+/// A one-QP endpoint over a pool registered with [`register_pool`].
+pub(crate) fn endpoint_on(
+    registration: &Registration,
+    options: &RdmaOptions,
+) -> Result<Endpoint, KvError> {
+    Ok(Endpoint::shared(
+        registration,
+        &config(options, registration.len() as u64)?,
+    )?)
+}
+
 /// A one-QP endpoint whose registered region is the whole pool.
 ///
 /// The pool must outlive the endpoint: callers keep the pool's owner (an `Arc` of the
 /// agent) alive for as long as the endpoint exists.
 pub(crate) fn endpoint_over(pool: &KvPool, options: &RdmaOptions) -> Result<Endpoint, KvError> {
     let device = Device::open(options.device.as_deref())?;
-    let gid = fabric::rdma::device::gid_choice(options.gid_index, None).map_err(KvError::Config)?;
-    let config = EndpointConfig {
-        qps: 1,
-        tx_depth: READ_DEPTH,
-        rx_depth: 1,
-        inline: 0,
-        region: pool.len() as u64,
-        gid,
-    };
+    let config = config(options, pool.len() as u64)?;
     // SAFETY: the pool outlives the endpoint (see above); registration pins it meanwhile.
     let buffer = unsafe { Buffer::borrowed(pool.base(), pool.len()) }
         .ok_or_else(|| KvError::Config("the KV pool has no memory to register".into()))?;

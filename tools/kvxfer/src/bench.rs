@@ -31,7 +31,7 @@ fn measure_link(peer: &str, timeout: Duration) -> anyhow::Result<f64> {
     let mut client = Client::connect(ClientConfig {
         peer: addr,
         connect_timeout: timeout,
-        token: crate::token(),
+        token: crate::token()?,
         iface: None,
     })
     .map_err(|e| anyhow::anyhow!("--link-peer {peer}: {e}"))?;

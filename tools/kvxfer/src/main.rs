@@ -268,8 +268,8 @@ fn layout(pool: &PoolArgs, num_blocks: u32) -> anyhow::Result<KvLayout> {
         .map_err(|e| cli::usage(e.to_string()))
 }
 
-fn token() -> Option<Vec<u8>> {
-    std::env::var("NODELINK_TOKEN").ok().map(String::into_bytes)
+fn token() -> anyhow::Result<Option<Vec<u8>>> {
+    fabric::handshake::token_from_env().map_err(|e| cli::usage(e.to_string()))
 }
 
 fn log_line(line: &str) {
@@ -291,16 +291,20 @@ fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
         ((2u64 << 30) / probe.block_bytes_all_layers()).clamp(1, u32::MAX as u64) as u32;
     let layout = layout(&args.pool, args.num_blocks.unwrap_or(default_blocks))?;
     let addr = listen_address(args.listen.as_deref(), args.iface.as_deref())?;
-    let listener = fabric::tcp::listen(addr, None)?;
-    let bound = listener
-        .local_addr()
-        .context("reading the listening address")?;
-    eprintln!(
-        "kvxfer prefill: listening on {bound}: {}, TP rank {} of {}, DP rank {}, {} blocks x {} = {} ({} {}, block {} tokens)",
-        layout.shape.model,
+    let token = token()?;
+    let auth = if token.is_some() {
+        "NODELINK_TOKEN required"
+    } else {
+        "no authentication"
+    };
+    let (model, tp_rank, tp, num_blocks) = (
+        layout.shape.model.clone(),
         layout.tp_rank,
         layout.tp,
-        args.pool.dp_rank,
+        layout.num_blocks,
+    );
+    let description = format!(
+        "{} blocks x {} = {} ({} {}, block {} tokens)",
         layout.num_blocks,
         measure::format_bytes(layout.block_bytes_all_layers()),
         measure::format_bytes(layout.pool_bytes()),
@@ -308,20 +312,35 @@ fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
         layout.shape.order.name(),
         layout.shape.block_size,
     );
-    if addr.ip().is_unspecified() {
-        eprintln!("kvxfer prefill: serving on all addresses: pass --iface or --listen to restrict");
-    }
+    // Commit (and for RDMA register) the pool before binding: a decode that connects as
+    // soon as it reads "ready" is served at once.
     let agent = PrefillAgent::new(
         layout,
         PrefillConfig {
             dp_rank: args.pool.dp_rank,
             lease: args.lease,
             io_timeout: args.timeout,
-            token: token(),
+            token,
             rdma: args.rdma.options(),
             log: if args.quiet { quiet_log } else { log_line },
         },
     )?;
+    let listener = fabric::tcp::listen(addr, None)?;
+    let bound = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    let rdma = match agent.rdma_status() {
+        Ok(()) => "RDMA and TCP".to_string(),
+        Err(why) => format!("TCP only ({why})"),
+    };
+    eprintln!(
+        "kvxfer prefill: ready: listening on {bound} ({auth}; {rdma}): {model}, TP rank {tp_rank} of {tp}, DP rank {}, {description}; pool of {num_blocks} blocks committed in {:.2} s",
+        args.pool.dp_rank,
+        agent.commit_time().as_secs_f64(),
+    );
+    if addr.ip().is_unspecified() {
+        eprintln!("kvxfer prefill: serving on all addresses: pass --iface or --listen to restrict");
+    }
     agent.serve(listener)?;
     Ok(cli::exit::OK)
 }
@@ -366,7 +385,7 @@ fn decode_agent(peers: &PeerArgs, num_blocks: u32) -> anyhow::Result<std::sync::
         DecodeConfig {
             peers: addrs,
             dp_rank: peers.pool.dp_rank,
-            token: token(),
+            token: token()?,
             timeout: peers.timeout,
             verify: peers.verify,
             rdma: (peers.transport == Transport::Rdma).then(|| peers.rdma.options()),

@@ -299,7 +299,7 @@ fn resolve_common(common: &Common, size: Option<u64>, default_size: u64) -> anyh
         config: ClientConfig {
             peer,
             connect_timeout: common.connect_timeout,
-            token: token(),
+            token: token()?,
             iface: common.iface.clone(),
         },
         sizes: if common.all_sizes {
@@ -318,10 +318,8 @@ fn resolve_common(common: &Common, size: Option<u64>, default_size: u64) -> anyh
     })
 }
 
-fn token() -> Option<Vec<u8>> {
-    std::env::var_os("NODELINK_TOKEN")
-        .filter(|t| !t.is_empty())
-        .map(|t| t.into_encoded_bytes())
+fn token() -> anyhow::Result<Option<Vec<u8>>> {
+    fabric::handshake::token_from_env().map_err(|e| cli::usage(e.to_string()))
 }
 
 fn bw(args: BwArgs) -> anyhow::Result<u8> {
@@ -617,7 +615,7 @@ fn compare(args: CompareArgs) -> anyhow::Result<u8> {
         config: ClientConfig {
             peer,
             connect_timeout: args.connect_timeout,
-            token: token(),
+            token: token()?,
             iface: args.iface.clone(),
         },
         sizes: vec![args.size],
@@ -721,7 +719,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         (None, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
     let config = ServerConfig {
-        token: token(),
+        token: token()?,
         iface: args.iface.clone(),
         once: args.once,
         max_connections: 1024,

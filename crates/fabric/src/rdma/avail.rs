@@ -4,9 +4,7 @@
 //! The order of the questions is the order a user has to fix things in: the library,
 //! then the kernel, then a device, then an ACTIVE port.
 
-use sideway::ibverbs::device::{DeviceInfo, DeviceList};
-use sideway::ibverbs::device_context::PortState;
-use std::ffi::CString;
+use super::verbs::{self, abi, DeviceList, DeviceListError};
 
 /// Why RDMA cannot be used here; `Display` is one sentence with the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,28 +35,15 @@ pub struct Usable {
     pub port: u8,
 }
 
-/// Whether the dynamic loader can find libibverbs (sideway loads it the same way).
+/// Whether libibverbs loads, with every entry point nodelink uses.
 pub fn library_present() -> bool {
-    let Ok(name) = CString::new("libibverbs.so.1") else {
-        return false;
-    };
-    // SAFETY: dlopen with a valid C string; the handle is closed at once (refcounted).
-    unsafe {
-        let handle = libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL);
-        if handle.is_null() {
-            return false;
-        }
-        libc::dlclose(handle);
-    }
-    true
+    verbs::load_library().is_ok()
 }
 
 /// Maps `ibv_get_device_list`'s errno to the verdict.
 pub fn from_errno(errno: Option<i32>) -> Unavailable {
     match errno {
         Some(libc::ENOSYS) => Unavailable::NoKernel,
-        // rdma-mummy-sys answers EOPNOTSUPP when the symbol could not be loaded.
-        Some(libc::EOPNOTSUPP) => Unavailable::NoLibrary,
         other => Unavailable::Verbs {
             what: "ibv_get_device_list".into(),
             errno: match other {
@@ -75,20 +60,17 @@ pub fn check(device: Option<&str>) -> Result<Usable, Unavailable> {
     if !library_present() {
         return Err(Unavailable::NoLibrary);
     }
-    let list = DeviceList::new().map_err(|e| {
-        use sideway::ibverbs::device::GetDeviceListErrorKind;
-        from_errno(match e.0 {
-            GetDeviceListErrorKind::Ibverbs(io) => io.raw_os_error(),
-            _ => None,
-        })
+    let list = DeviceList::new().map_err(|e| match e {
+        DeviceListError::Load(_) => Unavailable::NoLibrary,
+        DeviceListError::Verbs(io) => from_errno(io.raw_os_error()),
     })?;
     if list.is_empty() {
         return Err(Unavailable::NoDevice);
     }
-    let names: Vec<String> = list.iter().map(|d| d.name()).collect();
-    let candidates: Vec<_> = match device {
+    let names = list.names();
+    let candidates: Vec<&String> = match device {
         Some(wanted) => {
-            let found: Vec<_> = list.iter().filter(|d| d.name() == wanted).collect();
+            let found: Vec<_> = names.iter().filter(|d| *d == wanted).collect();
             if found.is_empty() {
                 return Err(Unavailable::NoSuchDevice {
                     name: wanted.to_string(),
@@ -97,25 +79,33 @@ pub fn check(device: Option<&str>) -> Result<Usable, Unavailable> {
             }
             found
         }
-        None => list.iter().collect(),
+        None => names.iter().collect(),
     };
     let mut seen = Vec::new();
-    for dev in candidates {
-        let name = dev.name();
-        let context = dev.open().map_err(|e| Unavailable::Verbs {
-            what: format!("opening {name}"),
-            errno: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
-        })?;
-        let ports = context
-            .query_device()
-            .map(|a| a.phys_port_cnt())
-            .unwrap_or(1);
+    for name in candidates {
+        let context = match list.open(name) {
+            Some(Ok(context)) => context,
+            Some(Err(e)) => {
+                return Err(Unavailable::Verbs {
+                    what: format!("opening {name}"),
+                    errno: e.source.to_string(),
+                })
+            }
+            None => continue,
+        };
+        let ports = context.query_device().map(|a| a.phys_port_cnt).unwrap_or(1);
         for port in 1..=ports {
             match context.query_port(port) {
-                Ok(attr) if attr.port_state() == PortState::Active => {
-                    return Ok(Usable { device: name, port })
+                Ok(attr) if attr.state == abi::IBV_PORT_ACTIVE => {
+                    return Ok(Usable {
+                        device: name.clone(),
+                        port,
+                    })
                 }
-                Ok(attr) => seen.push(format!("{name} port {port} is {:?}", attr.port_state())),
+                Ok(attr) => seen.push(format!(
+                    "{name} port {port} is {}",
+                    port_state_name(attr.state)
+                )),
                 Err(e) => seen.push(format!("{name} port {port}: {e}")),
             }
         }
@@ -125,6 +115,19 @@ pub fn check(device: Option<&str>) -> Result<Usable, Unavailable> {
     })
 }
 
+/// A port state as `ibv_devinfo` words it (without its `PORT_` prefix).
+pub(crate) fn port_state_name(state: u32) -> &'static str {
+    match state {
+        0 => "NOP",
+        1 => "DOWN",
+        2 => "INIT",
+        3 => "ARMED",
+        4 => "ACTIVE",
+        5 => "ACTIVE_DEFER",
+        _ => "UNKNOWN",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,7 +135,6 @@ mod tests {
     #[test]
     fn errno_maps_to_the_named_causes() {
         assert_eq!(from_errno(Some(libc::ENOSYS)), Unavailable::NoKernel);
-        assert_eq!(from_errno(Some(libc::EOPNOTSUPP)), Unavailable::NoLibrary);
         let text = Unavailable::NoKernel.to_string();
         assert!(
             text.contains("kernel has no RDMA support (ENOSYS)"),

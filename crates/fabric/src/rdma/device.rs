@@ -3,10 +3,9 @@
 //! (`--gid-index`, else `NCCL_IB_GID_INDEX`, as NCCL users already set it).
 
 use super::avail::{self, Unavailable};
+use super::verbs::{abi, Context, DeviceList};
 use crate::error::{FabricError, Result};
 use serde::Serialize;
-use sideway::ibverbs::device::{DeviceInfo, DeviceList};
-use sideway::ibverbs::device_context::{DeviceContext, LinkLayer, Mtu, PortState};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -58,26 +57,14 @@ pub enum GidChoice {
     },
 }
 
-pub fn mtu_bytes(mtu: Mtu) -> u32 {
-    match mtu {
-        Mtu::Mtu256 => 256,
-        Mtu::Mtu512 => 512,
-        Mtu::Mtu1024 => 1024,
-        Mtu::Mtu2048 => 2048,
-        Mtu::Mtu4096 => 4096,
-    }
+/// The verbs MTU enum (`IBV_MTU_256` = 1 .. `IBV_MTU_4096` = 5) in bytes; `None` outside it.
+pub fn mtu_bytes(mtu: u32) -> Option<u32> {
+    (1..=5).contains(&mtu).then(|| 128 << mtu)
 }
 
-/// The verbs MTU for a byte count; `None` unless it is one of the five IB MTUs.
-pub fn mtu_from_bytes(bytes: u32) -> Option<Mtu> {
-    Some(match bytes {
-        256 => Mtu::Mtu256,
-        512 => Mtu::Mtu512,
-        1024 => Mtu::Mtu1024,
-        2048 => Mtu::Mtu2048,
-        4096 => Mtu::Mtu4096,
-        _ => return None,
-    })
+/// The verbs MTU enum for a byte count; `None` unless it is one of the five IB MTUs.
+pub fn mtu_from_bytes(bytes: u32) -> Option<u32> {
+    (1..=5).find(|&m| 128 << m == bytes)
 }
 
 /// Picks the GID entry; pure, so the rules are unit-tested without a device.
@@ -121,9 +108,10 @@ pub fn pick_gid<'a>(
     }
 }
 
-/// An opened device port with its GID table.
+/// An opened device port with its GID table (clones share the open context).
+#[derive(Clone)]
 pub struct Device {
-    pub(crate) context: Arc<DeviceContext>,
+    pub(crate) context: Arc<Context>,
     pub name: String,
     pub port: PortInfo,
     pub gids: Vec<GidInfo>,
@@ -142,11 +130,8 @@ fn sysfs(device: &str, port: u8, leaf: &str) -> Option<String> {
     .filter(|s| !s.is_empty())
 }
 
-fn verbs(what: impl Into<String>, e: impl std::error::Error) -> FabricError {
-    let source = e
-        .source()
-        .map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
-    FabricError::Rdma(format!("{}: {source}", what.into()))
+fn verbs(what: impl Into<String>, e: impl std::fmt::Display) -> FabricError {
+    FabricError::Rdma(format!("{}: {e}", what.into()))
 }
 
 impl Device {
@@ -154,12 +139,9 @@ impl Device {
     pub fn open(device: Option<&str>) -> Result<Device> {
         let usable = avail::check(device)?;
         let list = DeviceList::new().map_err(|e| verbs("ibv_get_device_list", e))?;
-        let dev = list
-            .iter()
-            .find(|d| d.name() == usable.device)
-            .ok_or(Unavailable::NoDevice)?;
-        let context = dev
-            .open()
+        let context = list
+            .open(&usable.device)
+            .ok_or(Unavailable::NoDevice)?
             .map_err(|e| verbs(format!("opening {}", usable.device), e))?;
         let attr = context
             .query_device()
@@ -167,36 +149,39 @@ impl Device {
         let port_attr = context
             .query_port(usable.port)
             .map_err(|e| verbs("ibv_query_port", e))?;
-        let link_layer = port_attr.link_layer();
         let name = usable.device.clone();
+        let link_layer = port_attr.link_layer;
         let port = PortInfo {
             number: usable.port,
-            state: match port_attr.port_state() {
-                PortState::Active => "ACTIVE".into(),
-                other => format!("{other:?}"),
-            },
+            state: avail::port_state_name(port_attr.state).into(),
             link_layer: match link_layer {
-                LinkLayer::InfiniBand => "InfiniBand".into(),
-                LinkLayer::Ethernet => "Ethernet".into(),
-                LinkLayer::Unspecified => "unspecified".into(),
+                abi::IBV_LINK_LAYER_INFINIBAND => "InfiniBand".into(),
+                abi::IBV_LINK_LAYER_ETHERNET => "Ethernet".into(),
+                _ => "unspecified".into(),
             },
-            active_mtu: mtu_bytes(port_attr.active_mtu()),
+            active_mtu: mtu_bytes(port_attr.active_mtu).ok_or_else(|| {
+                FabricError::Rdma(format!(
+                    "{name} port {} reports an unknown active MTU code {}",
+                    usable.port, port_attr.active_mtu
+                ))
+            })?,
             rate: sysfs(&name, usable.port, "rate"),
-            lid: port_attr.lid(),
+            lid: port_attr.lid,
         };
+        let ib = link_layer == abi::IBV_LINK_LAYER_INFINIBAND;
         let mut gids = Vec::new();
-        for index in 0..port_attr.gid_tbl_len().max(0) as u32 {
+        for index in 0..port_attr.gid_tbl_len.max(0) as u32 {
             let Ok(gid) = context.query_gid(usable.port, index) else {
                 continue;
             };
-            if gid.is_zero() {
+            if gid == [0; 16] {
                 continue;
             }
-            let kind = match context.query_gid_type(usable.port, index) {
-                Ok(1) => GidKind::RoceV2,
-                Ok(_) if link_layer == LinkLayer::InfiniBand => GidKind::Ib,
-                Ok(_) => GidKind::RoceV1,
-                Err(_) => continue,
+            let kind = match gid_type(&context, &name, usable.port, index) {
+                Some(abi::IBV_GID_TYPE_ROCE_V2) => GidKind::RoceV2,
+                Some(_) if ib => GidKind::Ib,
+                Some(_) => GidKind::RoceV1,
+                None => continue,
             };
             gids.push(GidInfo {
                 index,
@@ -210,9 +195,9 @@ impl Device {
             name,
             port,
             gids,
-            max_qp_wr: attr.max_qp_wr().max(1) as u32,
-            max_cqe: attr.max_cqe().max(1) as u32,
-            max_rd_atomic: attr.max_qp_rd_atom().clamp(1, 16) as u8,
+            max_qp_wr: attr.max_qp_wr.max(1) as u32,
+            max_cqe: attr.max_cqe.max(1) as u32,
+            max_rd_atomic: attr.max_qp_rd_atom.clamp(1, 16) as u8,
         })
     }
 
@@ -225,6 +210,20 @@ impl Device {
             .cloned()
             .map_err(|e| FabricError::Rdma(format!("{} port {}: {e}", self.name, self.port.number)))
     }
+}
+
+/// A GID entry's type: `ibv_query_gid_ex` where libibverbs has it, else sysfs's words
+/// ("RoCE v2", "IB/RoCE v1"), as NCCL reads them.
+fn gid_type(context: &Context, device: &str, port: u8, index: u32) -> Option<u32> {
+    if let Some(kind) = context.query_gid_type(port, index) {
+        return Some(kind);
+    }
+    let words = sysfs(device, port, &format!("gid_attrs/types/{index}"))?;
+    Some(if words.eq_ignore_ascii_case("RoCE v2") {
+        abi::IBV_GID_TYPE_ROCE_V2
+    } else {
+        abi::IBV_GID_TYPE_ROCE_V1
+    })
 }
 
 /// `--gid-index`, else `NCCL_IB_GID_INDEX`, else automatic by `address`.
@@ -304,8 +303,11 @@ mod tests {
     #[test]
     fn mtu_bytes_round_trip() {
         for bytes in [256, 512, 1024, 2048, 4096] {
-            assert_eq!(mtu_bytes(mtu_from_bytes(bytes).unwrap()), bytes);
+            assert_eq!(mtu_bytes(mtu_from_bytes(bytes).unwrap()), Some(bytes));
         }
+        assert_eq!(mtu_from_bytes(256), Some(1));
+        assert_eq!(mtu_from_bytes(4096), Some(5));
         assert!(mtu_from_bytes(1500).is_none());
+        assert!(mtu_bytes(0).is_none() && mtu_bytes(6).is_none());
     }
 }

@@ -1,25 +1,16 @@
 //! RC queue pairs over one registered region and one completion queue: creation, the
 //! INIT -> RTR -> RTS walk from the peer's handshake half, and the data path.
 //!
-//! The data path builds each work request on the stack and calls `ibv_post_send` /
-//! `ibv_post_recv` / `ibv_poll_cq` directly (sideway's post guards allocate per post);
-//! setup goes through sideway's safe wrappers. Polling never blocks: callers loop with a
+//! The data path builds each work request on the stack (no allocation per post) through
+//! the safe [`super::verbs`] layer. Polling never blocks: callers loop with a
 //! [`Watchdog`], so a dead peer is an error after a bounded time, not a hang.
 
 use super::device::{mtu_bytes, mtu_from_bytes, Device, GidChoice, GidInfo};
 use super::handshake::{path_mtu, QpAddress, RdmaEndpoint};
 use super::mr::{Buffer, RemoteRegion};
+use super::verbs::abi::{self, ibv_wc};
+use super::verbs::{Cq, Mr, Pd, PostError, PostSend, Qp};
 use crate::error::{FabricError, Result};
-use rdma_mummy_sys::{
-    ibv_poll_cq, ibv_post_recv, ibv_post_send, ibv_recv_wr, ibv_send_flags, ibv_send_wr, ibv_sge,
-    ibv_wc, ibv_wc_opcode, ibv_wc_status, ibv_wr_opcode,
-};
-use sideway::ibverbs::address::{AddressHandleAttribute, Gid};
-use sideway::ibverbs::completion::{BasicCompletionQueue, CompletionQueue, GenericCompletionQueue};
-use sideway::ibverbs::memory_region::MemoryRegion;
-use sideway::ibverbs::protection_domain::ProtectionDomain;
-use sideway::ibverbs::queue_pair::{BasicQueuePair, QueuePair, QueuePairAttribute, QueuePairState};
-use sideway::ibverbs::AccessFlags;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,13 +29,71 @@ pub struct EndpointConfig {
     pub gid: GidChoice,
 }
 
+/// Memory registered once on a device and shared by many endpoints (a KV pool served to
+/// many decode connections): registration pins every page, which costs seconds for a
+/// large pool, so it happens before a server says it is ready, not per connection.
+pub struct Registration {
+    pd: Arc<Pd>,
+    mr: Arc<Mr>,
+    addr: *mut u8,
+    len: usize,
+    pub device: Device,
+}
+
+// SAFETY: the pointer names registered memory; access to it is the owner's to order.
+unsafe impl Send for Registration {}
+unsafe impl Sync for Registration {}
+
+const ACCESS: std::ffi::c_int =
+    abi::IBV_ACCESS_LOCAL_WRITE | abi::IBV_ACCESS_REMOTE_WRITE | abi::IBV_ACCESS_REMOTE_READ;
+
+fn register(pd: &Arc<Pd>, addr: *mut u8, len: usize) -> Result<Mr> {
+    // SAFETY: the callers' contracts keep the memory alive while the MR exists.
+    unsafe { pd.reg_mr(addr, len, ACCESS) }.map_err(|e| {
+        let text = verbs(&format!("registering {len} bytes"), e).to_string();
+        FabricError::Rdma(format!(
+            "{text}: raise the locked-memory limit (`ulimit -l unlimited`, or LimitMEMLOCK=infinity)"
+        ))
+    })
+}
+
+impl Registration {
+    /// Registers `len` bytes at `addr` on `device`.
+    ///
+    /// # Safety
+    /// The memory must stay valid while the Registration or any [`Endpoint`] made from
+    /// it lives.
+    pub unsafe fn new(device: Device, addr: *mut u8, len: usize) -> Result<Registration> {
+        let pd = device
+            .context
+            .alloc_pd()
+            .map_err(|e| verbs("allocating a protection domain", e))?;
+        let mr = Arc::new(register(&pd, addr, len)?);
+        Ok(Registration {
+            pd,
+            mr,
+            addr,
+            len,
+            device,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// One side of an RDMA test: QPs, CQ, PD and the registered region.
 pub struct Endpoint {
     // Field order is drop order: QPs before the CQ and PD, the MR before its memory.
-    qps: Vec<BasicQueuePair>,
-    mr: Arc<MemoryRegion>,
-    cq: Arc<BasicCompletionQueue>,
-    _pd: Arc<ProtectionDomain>,
+    qps: Vec<Qp>,
+    mr: Arc<Mr>,
+    cq: Arc<Cq>,
+    _pd: Arc<Pd>,
     buf: Buffer,
     pub device: Device,
     pub gid: GidInfo,
@@ -86,48 +135,45 @@ pub struct Completion {
 
 impl Completion {
     pub fn is_recv(&self) -> bool {
-        self.opcode & ibv_wc_opcode::IBV_WC_RECV != 0
+        self.opcode & abi::IBV_WC_RECV != 0
     }
 }
 
 /// The verbs name of a completion status and what it usually means.
 pub fn status_text(status: u32) -> (&'static str, &'static str) {
     match status {
-        ibv_wc_status::IBV_WC_LOC_LEN_ERR => ("IBV_WC_LOC_LEN_ERR", "a message was longer than the receive buffer posted for it"),
-        ibv_wc_status::IBV_WC_LOC_QP_OP_ERR => ("IBV_WC_LOC_QP_OP_ERR", "the work request was invalid for this QP (inline too large?)"),
-        ibv_wc_status::IBV_WC_LOC_PROT_ERR => ("IBV_WC_LOC_PROT_ERR", "the local buffer is outside the registered region"),
-        ibv_wc_status::IBV_WC_WR_FLUSH_ERR => ("IBV_WC_WR_FLUSH_ERR", "an earlier error moved the QP to the error state"),
-        ibv_wc_status::IBV_WC_LOC_ACCESS_ERR => ("IBV_WC_LOC_ACCESS_ERR", "the local region lacks the needed access flags"),
-        ibv_wc_status::IBV_WC_REM_INV_REQ_ERR => ("IBV_WC_REM_INV_REQ_ERR", "the peer rejected the request (larger than its MTU or region?)"),
-        ibv_wc_status::IBV_WC_REM_ACCESS_ERR => ("IBV_WC_REM_ACCESS_ERR", "the peer refused access: wrong rkey or address outside its region"),
-        ibv_wc_status::IBV_WC_REM_OP_ERR => ("IBV_WC_REM_OP_ERR", "the peer could not complete the operation"),
-        ibv_wc_status::IBV_WC_RETRY_EXC_ERR => ("IBV_WC_RETRY_EXC_ERR", "the peer never acknowledged: check the GID (--gid-index), path MTU and that the peer is alive"),
-        ibv_wc_status::IBV_WC_RNR_RETRY_EXC_ERR => ("IBV_WC_RNR_RETRY_EXC_ERR", "the peer had no receive posted"),
-        ibv_wc_status::IBV_WC_REM_INV_RD_REQ_ERR => ("IBV_WC_REM_INV_RD_REQ_ERR", "the peer refused the READ"),
-        ibv_wc_status::IBV_WC_REM_ABORT_ERR => ("IBV_WC_REM_ABORT_ERR", "the peer aborted the operation"),
-        ibv_wc_status::IBV_WC_FATAL_ERR => ("IBV_WC_FATAL_ERR", "the device reported a fatal error"),
-        ibv_wc_status::IBV_WC_RESP_TIMEOUT_ERR => ("IBV_WC_RESP_TIMEOUT_ERR", "the peer's response timed out"),
-        ibv_wc_status::IBV_WC_GENERAL_ERR => ("IBV_WC_GENERAL_ERR", "the device reported a general error"),
-        _ => ("IBV_WC_(other)", "see ibv_wc_status_str"),
+        abi::IBV_WC_LOC_LEN_ERR => ("IBV_WC_LOC_LEN_ERR", "a message was longer than the receive buffer posted for it"),
+        abi::IBV_WC_LOC_QP_OP_ERR => ("IBV_WC_LOC_QP_OP_ERR", "the work request was invalid for this QP (inline too large?)"),
+        abi::IBV_WC_LOC_PROT_ERR => ("IBV_WC_LOC_PROT_ERR", "the local buffer is outside the registered region"),
+        abi::IBV_WC_WR_FLUSH_ERR => ("IBV_WC_WR_FLUSH_ERR", "an earlier error moved the QP to the error state"),
+        abi::IBV_WC_LOC_ACCESS_ERR => ("IBV_WC_LOC_ACCESS_ERR", "the local region lacks the needed access flags"),
+        abi::IBV_WC_REM_INV_REQ_ERR => ("IBV_WC_REM_INV_REQ_ERR", "the peer rejected the request (larger than its MTU or region?)"),
+        abi::IBV_WC_REM_ACCESS_ERR => ("IBV_WC_REM_ACCESS_ERR", "the peer refused access: wrong rkey or address outside its region"),
+        abi::IBV_WC_REM_OP_ERR => ("IBV_WC_REM_OP_ERR", "the peer could not complete the operation"),
+        abi::IBV_WC_RETRY_EXC_ERR => ("IBV_WC_RETRY_EXC_ERR", "the peer never acknowledged: check the GID (--gid-index), path MTU and that the peer is alive"),
+        abi::IBV_WC_RNR_RETRY_EXC_ERR => ("IBV_WC_RNR_RETRY_EXC_ERR", "the peer had no receive posted"),
+        abi::IBV_WC_REM_INV_RD_REQ_ERR => ("IBV_WC_REM_INV_RD_REQ_ERR", "the peer refused the READ"),
+        abi::IBV_WC_REM_ABORT_ERR => ("IBV_WC_REM_ABORT_ERR", "the peer aborted the operation"),
+        abi::IBV_WC_FATAL_ERR => ("IBV_WC_FATAL_ERR", "the device reported a fatal error"),
+        abi::IBV_WC_RESP_TIMEOUT_ERR => ("IBV_WC_RESP_TIMEOUT_ERR", "the peer's response timed out"),
+        abi::IBV_WC_GENERAL_ERR => ("IBV_WC_GENERAL_ERR", "the device reported a general error"),
+        _ => ("IBV_WC_(other)", "an uncommon completion status"),
     }
 }
 
 fn opcode_name(opcode: u32) -> &'static str {
     match opcode {
-        ibv_wc_opcode::IBV_WC_SEND => "SEND",
-        ibv_wc_opcode::IBV_WC_RDMA_WRITE => "RDMA WRITE",
-        ibv_wc_opcode::IBV_WC_RDMA_READ => "RDMA READ",
-        ibv_wc_opcode::IBV_WC_RECV => "RECV",
-        ibv_wc_opcode::IBV_WC_RECV_RDMA_WITH_IMM => "RECV (write with immediate)",
+        abi::IBV_WC_SEND => "SEND",
+        abi::IBV_WC_RDMA_WRITE => "RDMA WRITE",
+        abi::IBV_WC_RDMA_READ => "RDMA READ",
+        abi::IBV_WC_RECV => "RECV",
+        abi::IBV_WC_RECV_RDMA_WITH_IMM => "RECV (write with immediate)",
         _ => "work request",
     }
 }
 
-fn verbs(what: &str, e: impl std::error::Error) -> FabricError {
-    let source = e
-        .source()
-        .map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
-    FabricError::Rdma(format!("{what}: {source}"))
+fn verbs(what: &str, e: impl std::fmt::Display) -> FabricError {
+    FabricError::Rdma(format!("{what}: {e}"))
 }
 
 fn random_psn() -> Result<u32> {
@@ -157,39 +203,63 @@ impl Endpoint {
                 config.tx_depth, device.name, device.max_qp_wr
             )));
         }
-        let gid = device.gid(&config.gid)?;
-        let ctx = Arc::clone(&device.context);
-        let pd = ctx
+        let pd = device
+            .context
             .alloc_pd()
             .map_err(|e| verbs("allocating a protection domain", e))?;
-        let access = AccessFlags::LocalWrite | AccessFlags::RemoteWrite | AccessFlags::RemoteRead;
-        // SAFETY: buf outlives mr (field order), and is only freed after deregistration.
-        let mr = unsafe { pd.reg_mr(buf.addr() as usize, buf.len(), access) }.map_err(|e| {
-            let text = verbs(&format!("registering {} bytes", buf.len()), e).to_string();
-            FabricError::Rdma(format!(
-                "{text}: raise the locked-memory limit (`ulimit -l unlimited`, or LimitMEMLOCK=infinity)"
-            ))
-        })?;
+        // buf outlives mr: field order drops the MR first, and it is this endpoint's alone.
+        let mr = Arc::new(register(&pd, buf.addr() as *mut u8, buf.len())?);
+        Endpoint::build(device, config, pd, mr, buf)
+    }
+
+    /// An endpoint over a shared registration: only QPs and a CQ are made, so connecting
+    /// costs no pinning.
+    pub fn shared(registration: &Registration, config: &EndpointConfig) -> Result<Endpoint> {
+        // SAFETY: Registration::new's contract keeps the memory valid while anything made
+        // from it lives; a borrowed Buffer never frees it.
+        let buf = unsafe { Buffer::borrowed(registration.addr, registration.len) }
+            .ok_or_else(|| FabricError::Rdma("the registered region is empty".into()))?;
+        Endpoint::build(
+            registration.device.clone(),
+            config,
+            Arc::clone(&registration.pd),
+            Arc::clone(&registration.mr),
+            buf,
+        )
+    }
+
+    fn build(
+        device: Device,
+        config: &EndpointConfig,
+        pd: Arc<Pd>,
+        mr: Arc<Mr>,
+        buf: Buffer,
+    ) -> Result<Endpoint> {
+        if config.tx_depth > device.max_qp_wr {
+            return Err(FabricError::Rdma(format!(
+                "tx depth {} exceeds {}'s limit of {} work requests per queue: lower --tx-depth",
+                config.tx_depth, device.name, device.max_qp_wr
+            )));
+        }
+        let gid = device.gid(&config.gid)?;
+        let ctx = Arc::clone(&device.context);
+        let access = ACCESS;
         let per_qp = config.tx_depth as u64 + config.rx_depth as u64;
         let cqe = (per_qp * config.qps as u64 + 16).min(device.max_cqe as u64) as u32;
         let cq = ctx
-            .create_cq_builder()
-            .setup_cqe(cqe)
-            .build()
+            .create_cq(cqe)
             .map_err(|e| verbs(&format!("creating a {cqe}-entry completion queue"), e))?;
         let mut qps = Vec::with_capacity(config.qps as usize);
         let mut psns = Vec::with_capacity(config.qps as usize);
         for _ in 0..config.qps {
-            let mut builder = pd.create_qp_builder();
-            builder
-                .setup_max_send_wr(config.tx_depth)
-                .setup_max_recv_wr(config.rx_depth.clamp(1, device.max_qp_wr))
-                .setup_max_send_sge(1)
-                .setup_max_recv_sge(1)
-                .setup_max_inline_data(config.inline)
-                .setup_send_cq(GenericCompletionQueue::from(Arc::clone(&cq)))
-                .setup_recv_cq(GenericCompletionQueue::from(Arc::clone(&cq)));
-            let mut qp = builder.build().map_err(|e| {
+            let cap = abi::ibv_qp_cap {
+                max_send_wr: config.tx_depth,
+                max_recv_wr: config.rx_depth.clamp(1, device.max_qp_wr),
+                max_send_sge: 1,
+                max_recv_sge: 1,
+                max_inline_data: config.inline,
+            };
+            let mut qp = pd.create_rc_qp(&cq, cap).map_err(|e| {
                 verbs(
                     &format!(
                         "creating an RC queue pair (tx depth {}, inline {})",
@@ -198,20 +268,25 @@ impl Endpoint {
                     e,
                 )
             })?;
-            let mut attr = QueuePairAttribute::new();
-            attr.setup_state(QueuePairState::Init)
-                .setup_pkey_index(0)
-                .setup_port(device.port.number)
-                .setup_access_flags(access);
-            qp.modify(&attr)
-                .map_err(|e| verbs("moving a QP to INIT", e))?;
+            let attr = abi::ibv_qp_attr {
+                qp_state: abi::IBV_QPS_INIT,
+                pkey_index: 0,
+                port_num: device.port.number,
+                qp_access_flags: access as u32,
+                ..Default::default()
+            };
+            qp.modify(
+                &attr,
+                abi::IBV_QP_STATE
+                    | abi::IBV_QP_PKEY_INDEX
+                    | abi::IBV_QP_PORT
+                    | abi::IBV_QP_ACCESS_FLAGS,
+            )
+            .map_err(|e| verbs("moving a QP to INIT", e))?;
             qps.push(qp);
             psns.push(random_psn()?);
         }
-        let wcs = (0..32)
-            // SAFETY: ibv_wc is plain old data; all-zero is a valid value.
-            .map(|_| unsafe { std::mem::zeroed::<ibv_wc>() })
-            .collect();
+        let wcs = vec![ibv_wc::default(); 32];
         Ok(Endpoint {
             qps,
             mr,
@@ -240,7 +315,7 @@ impl Endpoint {
                 .iter()
                 .zip(&self.psns)
                 .map(|(qp, &psn)| QpAddress {
-                    qpn: qp.qp_number(),
+                    qpn: qp.qp_num(),
                     psn,
                 })
                 .collect(),
@@ -268,7 +343,7 @@ impl Endpoint {
         let mtu_value = path_mtu(self.device.port.active_mtu, peer.mtu);
         let mtu = mtu_from_bytes(mtu_value)
             .ok_or_else(|| FabricError::Rdma(format!("peer MTU {} is not an IB MTU", peer.mtu)))?;
-        self.path_mtu = mtu_bytes(mtu);
+        self.path_mtu = mtu_bytes(mtu).unwrap_or(mtu_value);
         let rd_atomic = self.device.max_rd_atomic;
         let port = self.device.port.number;
         let sgid = u8::try_from(self.gid.index).map_err(|_| {
@@ -276,26 +351,38 @@ impl Endpoint {
         })?;
         for (i, qp) in self.qps.iter_mut().enumerate() {
             let remote = peer.qps[i];
-            let mut attr = QueuePairAttribute::new();
-            attr.setup_state(QueuePairState::ReadyToReceive)
-                .setup_path_mtu(mtu)
-                .setup_dest_qp_num(remote.qpn)
-                .setup_rq_psn(remote.psn)
-                .setup_max_dest_read_atomic(rd_atomic)
-                .setup_min_rnr_timer(1);
-            let mut ah = AddressHandleAttribute::new();
-            ah.setup_dest_lid(peer.lid)
-                .setup_port(port)
-                .setup_service_level(0)
-                .setup_grh_src_gid_index(sgid)
-                .setup_grh_dest_gid(&Gid::from(peer.gid))
-                .setup_grh_hop_limit(64);
-            attr.setup_address_vector(&ah);
-            qp.modify(&attr).map_err(|e| {
+            let mut ah = abi::ibv_ah_attr {
+                dlid: peer.lid,
+                sl: 0,
+                port_num: port,
+                is_global: 1,
+                ..Default::default()
+            };
+            ah.grh.dgid.raw = peer.gid.octets();
+            ah.grh.sgid_index = sgid;
+            ah.grh.hop_limit = 64;
+            let attr = abi::ibv_qp_attr {
+                qp_state: abi::IBV_QPS_RTR,
+                path_mtu: mtu,
+                dest_qp_num: remote.qpn,
+                rq_psn: remote.psn,
+                max_dest_rd_atomic: rd_atomic,
+                min_rnr_timer: 1,
+                ah_attr: ah,
+                ..Default::default()
+            };
+            let mask = abi::IBV_QP_STATE
+                | abi::IBV_QP_AV
+                | abi::IBV_QP_PATH_MTU
+                | abi::IBV_QP_DEST_QPN
+                | abi::IBV_QP_RQ_PSN
+                | abi::IBV_QP_MAX_DEST_RD_ATOMIC
+                | abi::IBV_QP_MIN_RNR_TIMER;
+            let qpn = qp.qp_num();
+            qp.modify(&attr, mask).map_err(|e| {
                 verbs(
                     &format!(
-                        "moving QP {:#x} to RTR towards {} QP {:#x} (GID index {}, path MTU {mtu_value})",
-                        qp.qp_number(),
+                        "moving QP {qpn:#x} to RTR towards {} QP {:#x} (GID index {}, path MTU {mtu_value})",
                         peer.gid,
                         remote.qpn,
                         self.gid.index
@@ -303,15 +390,23 @@ impl Endpoint {
                     e,
                 )
             })?;
-            let mut attr = QueuePairAttribute::new();
-            attr.setup_state(QueuePairState::ReadyToSend)
-                .setup_sq_psn(self.psns[i])
-                .setup_timeout(14)
-                .setup_retry_cnt(7)
-                .setup_rnr_retry(7)
-                .setup_max_read_atomic(rd_atomic);
-            qp.modify(&attr)
-                .map_err(|e| verbs(&format!("moving QP {:#x} to RTS", qp.qp_number()), e))?;
+            let attr = abi::ibv_qp_attr {
+                qp_state: abi::IBV_QPS_RTS,
+                sq_psn: self.psns[i],
+                timeout: 14,
+                retry_cnt: 7,
+                rnr_retry: 7,
+                max_rd_atomic: rd_atomic,
+                ..Default::default()
+            };
+            let mask = abi::IBV_QP_STATE
+                | abi::IBV_QP_SQ_PSN
+                | abi::IBV_QP_TIMEOUT
+                | abi::IBV_QP_RETRY_CNT
+                | abi::IBV_QP_RNR_RETRY
+                | abi::IBV_QP_MAX_QP_RD_ATOMIC;
+            qp.modify(&attr, mask)
+                .map_err(|e| verbs(&format!("moving QP {qpn:#x} to RTS"), e))?;
         }
         Ok(())
     }
@@ -338,49 +433,43 @@ impl Endpoint {
         let Some(queue) = self.qps.get(qp) else {
             return Err(FabricError::Rdma(format!("no QP {qp}")));
         };
-        let mut sge = ibv_sge {
-            addr,
-            length: wr.len,
-            lkey: self.mr.lkey(),
-        };
-        // SAFETY: ibv_send_wr is plain old data; zero is its documented empty value.
-        let mut raw: ibv_send_wr = unsafe { std::mem::zeroed() };
-        raw.wr_id = wr.wr_id;
-        raw.sg_list = &mut sge;
-        raw.num_sge = 1;
-        raw.opcode = match wr.op {
-            WrOp::Write => ibv_wr_opcode::IBV_WR_RDMA_WRITE,
-            WrOp::WriteImm(_) => ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM,
-            WrOp::Read => ibv_wr_opcode::IBV_WR_RDMA_READ,
-            WrOp::Send => ibv_wr_opcode::IBV_WR_SEND,
+        let opcode = match wr.op {
+            WrOp::Write => abi::IBV_WR_RDMA_WRITE,
+            WrOp::WriteImm(_) => abi::IBV_WR_RDMA_WRITE_WITH_IMM,
+            WrOp::Read => abi::IBV_WR_RDMA_READ,
+            WrOp::Send => abi::IBV_WR_SEND,
         };
         let mut flags = 0;
         if wr.signaled {
-            flags |= ibv_send_flags::IBV_SEND_SIGNALED.0;
+            flags |= abi::IBV_SEND_SIGNALED;
         }
         if wr.op != WrOp::Read && wr.len <= self.inline && wr.len > 0 {
-            flags |= ibv_send_flags::IBV_SEND_INLINE.0;
+            flags |= abi::IBV_SEND_INLINE;
         }
-        raw.send_flags = flags;
-        if let WrOp::WriteImm(imm) = wr.op {
-            raw.imm_data_invalidated_rkey_union.imm_data = imm.to_be();
-        }
-        if wr.op != WrOp::Send {
-            raw.wr.rdma.remote_addr = wr.remote_addr;
-            raw.wr.rdma.rkey = wr.rkey;
-        }
-        let mut bad: *mut ibv_send_wr = std::ptr::null_mut();
-        // SAFETY: the QP is alive (owned by self); raw and sge live across the call, and
-        // the memory they point at is registered and outlives the work request.
-        let rc = unsafe { ibv_post_send(queue.qp().as_ptr(), &mut raw, &mut bad) };
-        if rc != 0 {
-            return Err(FabricError::Rdma(format!(
+        let post = PostSend {
+            wr_id: wr.wr_id,
+            opcode,
+            flags,
+            local_addr: addr,
+            len: wr.len,
+            remote_addr: if wr.op == WrOp::Send {
+                0
+            } else {
+                wr.remote_addr
+            },
+            rkey: if wr.op == WrOp::Send { 0 } else { wr.rkey },
+            imm: match wr.op {
+                WrOp::WriteImm(imm) => imm,
+                _ => 0,
+            },
+        };
+        queue.post_send(&self.mr, &post).map_err(|e| {
+            FabricError::Rdma(format!(
                 "ibv_post_send on QP {:#x} failed: {} (send queue full or QP in error state)",
-                queue.qp_number(),
-                std::io::Error::from_raw_os_error(rc)
-            )));
-        }
-        Ok(())
+                queue.qp_num(),
+                post_error_text(e)
+            ))
+        })
     }
 
     /// Posts one receive for `len` bytes at `offset` (len 0: a receive for WRITE_WITH_IMM).
@@ -392,67 +481,53 @@ impl Endpoint {
         let Some(queue) = self.qps.get(qp) else {
             return Err(FabricError::Rdma(format!("no QP {qp}")));
         };
-        let mut sge = ibv_sge {
-            addr,
-            length: len,
-            lkey: self.mr.lkey(),
-        };
-        let mut raw = ibv_recv_wr {
-            wr_id,
-            next: std::ptr::null_mut(),
-            sg_list: &mut sge,
-            num_sge: if len == 0 { 0 } else { 1 },
-        };
-        let mut bad: *mut ibv_recv_wr = std::ptr::null_mut();
-        // SAFETY: as in post_send.
-        let rc = unsafe { ibv_post_recv(queue.qp().as_ptr(), &mut raw, &mut bad) };
-        if rc != 0 {
-            return Err(FabricError::Rdma(format!(
+        queue.post_recv(&self.mr, wr_id, addr, len).map_err(|e| {
+            FabricError::Rdma(format!(
                 "ibv_post_recv on QP {:#x} failed: {}",
-                queue.qp_number(),
-                std::io::Error::from_raw_os_error(rc)
-            )));
-        }
-        Ok(())
+                queue.qp_num(),
+                post_error_text(e)
+            ))
+        })
     }
 
     /// Polls the CQ once without blocking; calls `each` per successful completion and
     /// turns the first error completion into an error naming the verbs status.
     pub fn poll(&mut self, mut each: impl FnMut(Completion)) -> Result<usize> {
-        // SAFETY: the CQ is alive; wcs has room for the count passed.
-        let n = unsafe {
-            ibv_poll_cq(
-                self.cq.cq().as_ptr(),
-                self.wcs.len() as i32,
-                self.wcs.as_mut_ptr(),
-            )
-        };
-        if n < 0 {
-            return Err(FabricError::Rdma(
+        let n = self.cq.poll(&mut self.wcs).map_err(|_| {
+            FabricError::Rdma(
                 "ibv_poll_cq failed: the completion queue overran (raise its size)".into(),
-            ));
-        }
-        for wc in &self.wcs[..n as usize] {
-            if wc.status != ibv_wc_status::IBV_WC_SUCCESS {
+            )
+        })?;
+        for wc in &self.wcs[..n] {
+            if wc.status != abi::IBV_WC_SUCCESS {
                 let (name, meaning) = status_text(wc.status);
+                let words = super::verbs::wc_status_str(wc.status)
+                    .map(|w| format!(", \"{w}\""))
+                    .unwrap_or_default();
                 return Err(FabricError::Rdma(format!(
-                    "{} on QP {:#x} completed with {name} (vendor error {:#x}): {meaning}",
+                    "{} on QP {:#x} completed with {name} (status {}{words}, vendor error {:#x}): {meaning}",
                     opcode_name(wc.opcode),
                     wc.qp_num,
+                    wc.status,
                     wc.vendor_err
                 )));
             }
-            let with_imm = wc.wc_flags & rdma_mummy_sys::ibv_wc_flags::IBV_WC_WITH_IMM.0 != 0;
+            let with_imm = wc.wc_flags & abi::IBV_WC_WITH_IMM != 0;
             each(Completion {
                 wr_id: wc.wr_id,
                 opcode: wc.opcode,
                 byte_len: wc.byte_len,
-                // SAFETY: the union holds imm_data when IBV_WC_WITH_IMM is set.
-                imm: with_imm
-                    .then(|| u32::from_be(unsafe { wc.imm_data_invalidated_rkey_union.imm_data })),
+                imm: with_imm.then(|| u32::from_be(wc.imm_data)),
             });
         }
-        Ok(n as usize)
+        Ok(n)
+    }
+}
+
+fn post_error_text(e: PostError) -> String {
+    match e {
+        PostError::OutsideRegion => "the local range lies outside the registered region".into(),
+        PostError::Verbs(rc) => std::io::Error::from_raw_os_error(rc.abs()).to_string(),
     }
 }
 
