@@ -27,17 +27,20 @@ pub struct Communicator {
 }
 
 impl Communicator {
-    /// Joins the job: rendezvous, full mesh, barrier; all within `timeout`.
+    /// Joins the job: rendezvous, full mesh, barrier; all within `timeout`, a deadline
+    /// for the whole join. With `token` (NODELINK_TOKEN) every rank proves it holds it;
+    /// mesh connections prove their rank with the job key rank 0 hands out, so a stranger
+    /// can neither take a rank's place nor stall or abort the job.
     /// Rank 0 may pass a listener already bound to the master address (tests, `--ranks`).
     pub fn join(
         boot: &Bootstrap,
         timeout: Duration,
         master_listener: Option<TcpListener>,
+        token: Option<&[u8]>,
     ) -> Result<Self, CollError> {
         let deadline = Instant::now() + timeout;
         let master_addr = rendezvous::resolve_addr(&boot.master)?;
-        let mut coordinator = Vec::new();
-        let (data_listener, table) = if boot.rank == 0 {
+        let (data_listener, table, job_key, coordinator) = if boot.rank == 0 {
             let listener = match master_listener {
                 Some(l) => l,
                 None => TcpListener::bind(master_addr).map_err(|e| CollError::Io {
@@ -47,143 +50,87 @@ impl Communicator {
             };
             let data = TcpListener::bind(SocketAddr::new(master_addr.ip(), 0))
                 .map_err(CollError::io("binding rank 0's data listener"))?;
-            let mut addrs: Vec<Option<SocketAddr>> = vec![None; boot.world];
-            addrs[0] = Some(
-                data.local_addr()
-                    .map_err(CollError::io("reading the data address"))?,
-            );
-            let mut links: Vec<Option<TcpStream>> = (0..boot.world).map(|_| None).collect();
-            while addrs.iter().any(Option::is_none) {
-                let Some(mut stream) = rendezvous::accept_until(&listener, deadline)? else {
-                    let missing: Vec<String> = (0..boot.world)
-                        .filter(|r| addrs[*r].is_none())
-                        .map(|r| r.to_string())
-                        .collect();
-                    let reason = format!(
-                        "rank {} of {} never joined within {:.0?} (master {})",
-                        missing.join(", "),
-                        boot.world,
-                        timeout,
-                        boot.master
-                    );
-                    for link in links.iter_mut().flatten() {
-                        let _ = rendezvous::send(
-                            link,
-                            &Message::Abort {
-                                reason: reason.clone(),
-                            },
-                            Instant::now() + Duration::from_secs(1),
-                        );
-                    }
-                    return Err(CollError::Timeout(reason));
-                };
-                // A stranger sending garbage must not stop the job: drop it and keep waiting.
-                match rendezvous::receive(
-                    &mut stream,
-                    deadline.min(Instant::now() + Duration::from_secs(5)),
-                    "a joining rank",
-                ) {
-                    Ok(Message::Hello {
-                        rank,
-                        world,
-                        data_addr,
-                    }) if world == boot.world
-                        && rank > 0
-                        && rank < world
-                        && addrs[rank].is_none() =>
-                    {
-                        addrs[rank] = Some(data_addr);
-                        links[rank] = Some(stream);
-                    }
-                    Ok(Message::Hello { rank, world, .. }) => {
-                        let reason = format!("a process claiming rank {rank} of {world} joined a job of {} ranks where that slot is invalid or taken: check --rank/--world on every node", boot.world);
-                        let _ = rendezvous::send(
-                            &mut stream,
-                            &Message::Abort {
-                                reason: reason.clone(),
-                            },
-                            deadline,
-                        );
-                        eprintln!("collbench: rank 0: {reason}");
-                    }
-                    Ok(other) => eprintln!(
-                        "collbench: rank 0: ignoring unexpected {other:?} from a joining process"
-                    ),
-                    Err(e) => eprintln!("collbench: rank 0: ignoring a connection: {e}"),
-                }
-            }
-            let table: Vec<SocketAddr> = addrs.into_iter().flatten().collect();
-            for link in links.iter_mut().skip(1).flatten() {
-                rendezvous::send(
-                    link,
-                    &Message::Table {
-                        addrs: table.clone(),
-                    },
-                    deadline,
-                )?;
-            }
-            coordinator = links.into_iter().skip(1).flatten().collect();
-            (data, table)
-        } else {
-            let mut link = rendezvous::connect_until(master_addr, deadline, "rank 0 (the master)")?;
-            let local_ip = link
-                .local_addr()
-                .map_err(CollError::io("reading the local address"))?
-                .ip();
-            let data = TcpListener::bind(SocketAddr::new(local_ip, 0))
-                .map_err(CollError::io("binding the data listener"))?;
             let data_addr = data
                 .local_addr()
                 .map_err(CollError::io("reading the data address"))?;
+            let (table, job_key, links) =
+                gather_ranks(boot, timeout, deadline, &listener, data_addr, token)?;
+            (data, table, job_key, links)
+        } else {
+            let (link, data, table, job_key) = join_rank0(boot, master_addr, deadline, token)?;
+            (data, table, job_key, vec![link])
+        };
+
+        // Full mesh: connect to higher ranks, accept lower ones; every caller proves its
+        // rank with the job key over the callee's nonce.
+        let mut peers: Vec<Option<TcpStream>> = (0..boot.world).map(|_| None).collect();
+        for (rank, addr) in table.iter().enumerate().skip(boot.rank + 1) {
+            let what = format!("rank {rank}");
+            let (mut stream, nonce, _) = rendezvous::connect_greeted(*addr, deadline, &what)?;
+            let mac = rendezvous::peer_proof(&job_key, &nonce, boot.rank, rank);
             rendezvous::send(
-                &mut link,
-                &Message::Hello {
+                &mut stream,
+                &Message::Peer {
                     rank: boot.rank,
-                    world: boot.world,
-                    data_addr,
+                    mac,
                 },
                 deadline,
             )?;
-            let table = match rendezvous::receive(&mut link, deadline, "rank 0")? {
-                Message::Table { addrs } if addrs.len() == boot.world => addrs,
-                other => {
-                    return Err(CollError::Protocol(format!(
-                        "rank 0 answered {other:?} instead of the address table"
-                    )))
-                }
-            };
-            coordinator.push(link);
-            (data, table)
-        };
-
-        // Full mesh: connect to higher ranks, accept lower ones.
-        let mut peers: Vec<Option<TcpStream>> = (0..boot.world).map(|_| None).collect();
-        for (rank, addr) in table.iter().enumerate().skip(boot.rank + 1) {
-            let mut stream = rendezvous::connect_until(*addr, deadline, &format!("rank {rank}"))?;
-            rendezvous::send(&mut stream, &Message::Peer { rank: boot.rank }, deadline)?;
             peers[rank] = Some(stream);
         }
-        for _ in 0..boot.rank {
-            let Some(mut stream) = rendezvous::accept_until(&data_listener, deadline)? else {
-                let missing: Vec<String> = (0..boot.rank)
+        if boot.rank > 0 {
+            let me = boot.rank;
+            let key = job_key.clone();
+            let greet = move |mut stream: TcpStream, until: Instant| {
+                let nonce = rendezvous::fresh_nonce()?;
+                rendezvous::send(
+                    &mut stream,
+                    &Message::Challenge {
+                        nonce: nonce.clone(),
+                        auth: true,
+                    },
+                    until,
+                )?;
+                match rendezvous::receive(&mut stream, until, "a mesh caller")? {
+                    Message::Peer { rank, mac }
+                        if rank < me
+                            && rendezvous::peer_is_authentic(&key, &nonce, rank, me, &mac) =>
+                    {
+                        Ok((rank, stream))
+                    }
+                    Message::Peer { rank, .. } => Err(CollError::Protocol(format!(
+                        "a caller claiming rank {rank} could not prove it"
+                    ))),
+                    other => Err(CollError::Protocol(format!(
+                        "a mesh caller sent {} instead of Peer",
+                        rendezvous::name(&other)
+                    ))),
+                }
+            };
+            let complete = rendezvous::serve_greetings(
+                &data_listener,
+                deadline,
+                greet,
+                |from, outcome| {
+                    match outcome {
+                    Ok((rank, stream)) if peers[rank].is_none() => peers[rank] = Some(stream),
+                    Ok((rank, _)) => eprintln!(
+                        "collbench: rank {me}: a second connection proving rank {rank} from {from} ignored"
+                    ),
+                    Err(e) => eprintln!("collbench: rank {me}: ignoring a connection from {from}: {e}"),
+                }
+                    Ok(peers[..me].iter().all(Option::is_some))
+                },
+            )?;
+            if !complete {
+                let missing: Vec<String> = (0..me)
                     .filter(|r| peers[*r].is_none())
                     .map(|r| r.to_string())
                     .collect();
                 return Err(CollError::Timeout(format!(
-                    "rank {} never connected to rank {}",
-                    missing.join(", "),
-                    boot.rank
+                    "rank {} never connected to rank {me}",
+                    missing.join(", ")
                 )));
-            };
-            match rendezvous::receive(&mut stream, deadline, "a peer rank")? {
-                Message::Peer { rank } if rank < boot.rank && peers[rank].is_none() => {
-                    peers[rank] = Some(stream)
-                }
-                other => {
-                    return Err(CollError::Protocol(format!(
-                        "unexpected mesh greeting {other:?}"
-                    )))
-                }
             }
         }
         for stream in peers.iter().flatten() {
@@ -588,4 +535,244 @@ fn run_interleaved(schedule: &Schedule, run: &Run, scratch: &mut [u8]) -> Result
         ));
     }
     Ok(())
+}
+
+/// What a joining rank told rank 0, once its greeting checked out.
+struct Joined {
+    rank: usize,
+    world: usize,
+    data_addr: SocketAddr,
+    nonce: String,
+    rank0_nonce: String,
+    stream: TcpStream,
+}
+
+/// Rank 0's side: greets every connection concurrently, keeps the authentic Hellos, and
+/// sends each rank the address table. Returns the table, the job key and the links to
+/// ranks 1..n.
+fn gather_ranks(
+    boot: &Bootstrap,
+    timeout: Duration,
+    deadline: Instant,
+    listener: &TcpListener,
+    data_addr: SocketAddr,
+    token: Option<&[u8]>,
+) -> Result<(Vec<SocketAddr>, String, Vec<TcpStream>), CollError> {
+    let world = boot.world;
+    let mut joined: Vec<Option<Joined>> = (0..world).map(|_| None).collect();
+    let key = token.map(<[u8]>::to_vec);
+    let greet = move |mut stream: TcpStream, until: Instant| {
+        let rank0_nonce = rendezvous::fresh_nonce()?;
+        rendezvous::send(
+            &mut stream,
+            &Message::Challenge {
+                nonce: rank0_nonce.clone(),
+                auth: key.is_some(),
+            },
+            until,
+        )?;
+        let hello = rendezvous::receive(&mut stream, until, "a joining process")?;
+        if !rendezvous::hello_is_authentic(key.as_deref(), &rank0_nonce, &hello) {
+            let reason = "NODELINK_TOKEN differs from rank 0's (or is missing): set the same token on every rank";
+            let _ = rendezvous::send(
+                &mut stream,
+                &Message::Abort {
+                    reason: reason.into(),
+                },
+                until,
+            );
+            return Err(CollError::Protocol(
+                "its Hello did not prove NODELINK_TOKEN".into(),
+            ));
+        }
+        match hello {
+            Message::Hello {
+                rank,
+                world,
+                data_addr,
+                nonce,
+                ..
+            } => Ok(Joined {
+                rank,
+                world,
+                data_addr,
+                nonce,
+                rank0_nonce,
+                stream,
+            }),
+            other => Err(CollError::Protocol(format!(
+                "it sent {} instead of Hello",
+                rendezvous::name(&other)
+            ))),
+        }
+    };
+    let mut failure: Option<String> = None;
+    let complete = world == 1
+        || rendezvous::serve_greetings(listener, deadline, greet, |from, outcome| {
+            let mut joiner = match outcome {
+                Ok(j) => j,
+                Err(e) => {
+                    eprintln!("collbench: rank 0: ignoring a connection from {from}: {e}");
+                    return Ok(false);
+                }
+            };
+            let problem = if joiner.world != world {
+                Some(format!(
+                "rank {} at {from} was started with a world of {} ranks, rank 0 with {world}: pass the same --world (or launcher size) to every rank",
+                joiner.rank, joiner.world
+            ))
+            } else if joiner.rank == 0 || joiner.rank >= world {
+                Some(format!(
+                "a process at {from} claims rank {} in a job of {world} ranks (1..{} may join rank 0): check --rank on every node",
+                joiner.rank,
+                world - 1
+            ))
+            } else if let Some(first) = &joined[joiner.rank] {
+                let first_addr = first
+                    .stream
+                    .peer_addr()
+                    .map_or_else(|_| "?".into(), |a| a.to_string());
+                Some(format!(
+                "two processes claim rank {}: {first_addr} and {from}; check --rank on every node{}",
+                joiner.rank,
+                if token.is_none() {
+                    ", and set NODELINK_TOKEN on every rank so strangers cannot join"
+                } else {
+                    ""
+                }
+            ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                // A proven (or, without a token, unprovable) rank with the wrong shape means
+                // this job cannot run as asked: stop every rank with the same sentence.
+                let abort = Message::Abort {
+                    reason: problem.clone(),
+                };
+                let soon = Instant::now() + Duration::from_secs(1);
+                let _ = rendezvous::send(&mut joiner.stream, &abort, soon);
+                for j in joined.iter_mut().flatten() {
+                    let _ = rendezvous::send(&mut j.stream, &abort, soon);
+                }
+                failure = Some(problem);
+                return Ok(true);
+            }
+            let rank = joiner.rank;
+            joined[rank] = Some(joiner);
+            Ok(joined[1..].iter().all(Option::is_some))
+        })?;
+    if let Some(problem) = failure {
+        return Err(CollError::Bootstrap(problem));
+    }
+    if !complete {
+        let missing: Vec<String> = (1..world)
+            .filter(|r| joined[*r].is_none())
+            .map(|r| r.to_string())
+            .collect();
+        let reason = format!(
+            "rank {} of {world} never joined within {timeout:.0?} (master {})",
+            missing.join(", "),
+            boot.master
+        );
+        let abort = Message::Abort {
+            reason: reason.clone(),
+        };
+        for j in joined.iter_mut().flatten() {
+            let _ = rendezvous::send(
+                &mut j.stream,
+                &abort,
+                Instant::now() + Duration::from_secs(1),
+            );
+        }
+        return Err(CollError::Timeout(reason));
+    }
+    let mut table = vec![data_addr];
+    table.extend(joined[1..].iter().flatten().map(|j| j.data_addr));
+    let job_key = rendezvous::fresh_nonce()?;
+    let mut links = Vec::with_capacity(world - 1);
+    for j in joined.into_iter().skip(1).flatten() {
+        let mut stream = j.stream;
+        let message = rendezvous::signed_table(
+            token,
+            &j.rank0_nonce,
+            &j.nonce,
+            table.clone(),
+            job_key.clone(),
+        );
+        rendezvous::send(&mut stream, &message, deadline)?;
+        links.push(stream);
+    }
+    Ok((table, job_key, links))
+}
+
+/// A non-zero rank's side: greeted by rank 0, proves its token, gets the table.
+fn join_rank0(
+    boot: &Bootstrap,
+    master_addr: SocketAddr,
+    deadline: Instant,
+    token: Option<&[u8]>,
+) -> Result<(TcpStream, TcpListener, Vec<SocketAddr>, String), CollError> {
+    let (mut link, rank0_nonce, rank0_auth) =
+        rendezvous::connect_greeted(master_addr, deadline, "rank 0 (the master)")?;
+    match (token.is_some(), rank0_auth) {
+        (false, true) => {
+            return Err(CollError::Bootstrap(
+                "rank 0 requires NODELINK_TOKEN: set the same token on this rank".into(),
+            ))
+        }
+        (true, false) => {
+            return Err(CollError::Bootstrap(
+                "NODELINK_TOKEN is set here but rank 0 does not authenticate: set the same token on rank 0, or unset it here".into(),
+            ))
+        }
+        _ => {}
+    }
+    let local_ip = link
+        .local_addr()
+        .map_err(CollError::io("reading the local address"))?
+        .ip();
+    let data = TcpListener::bind(SocketAddr::new(local_ip, 0))
+        .map_err(CollError::io("binding the data listener"))?;
+    let data_addr = data
+        .local_addr()
+        .map_err(CollError::io("reading the data address"))?;
+    let nonce = rendezvous::fresh_nonce()?;
+    let hello = rendezvous::signed_hello(
+        token,
+        &rank0_nonce,
+        nonce.clone(),
+        boot.rank,
+        boot.world,
+        data_addr,
+    );
+    rendezvous::send(&mut link, &hello, deadline)?;
+    // Rank 0 owns the join's deadline and answers by it, with the table or with the reason
+    // it gave up; waiting a little past our own deadline lets that reason arrive instead
+    // of a bare timeout here.
+    let verdict = deadline + Duration::from_secs(2);
+    match rendezvous::receive(&mut link, verdict, "rank 0")? {
+        Message::Table {
+            addrs,
+            job_key,
+            mac,
+        } if addrs.len() == boot.world => {
+            if !rendezvous::table_is_authentic(token, &rank0_nonce, &nonce, &addrs, &job_key, &mac)
+            {
+                return Err(CollError::Bootstrap(
+                    "rank 0's answer does not prove NODELINK_TOKEN: set the same token on every rank".into(),
+                ));
+            }
+            Ok((link, data, addrs, job_key))
+        }
+        Message::Table { addrs, .. } => Err(CollError::Protocol(format!(
+            "rank 0 sent a table of {} ranks for a world of {}",
+            addrs.len(),
+            boot.world
+        ))),
+        other => Err(CollError::Protocol(format!(
+            "rank 0 answered {} instead of the address table",
+            rendezvous::name(&other)
+        ))),
+    }
 }

@@ -52,7 +52,7 @@ pub fn run_local<T: Send>(
                 let own = if rank == 0 { listener.take() } else { None };
                 let body = &body;
                 scope.spawn(move || {
-                    let mut comm = Communicator::join(&boot, timeout, own)?;
+                    let mut comm = Communicator::join(&boot, timeout, own, None)?;
                     body(&mut comm)
                 })
             })

@@ -8,12 +8,13 @@
 use crate::error::CollError;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 pub const DEFAULT_PORT: u16 = 29500;
 const MAGIC: &[u8; 4] = b"NLRV";
-pub const PROTOCOL_VERSION: u16 = 1;
+/// v2: Challenge first, signed Hello/Table/Peer (NODELINK_TOKEN and the job key).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest rendezvous frame: a table of a few thousand addresses.
 const MAX_FRAME: usize = 256 * 1024;
 const HEADER: usize = 10;
@@ -95,8 +96,7 @@ pub fn resolve(
         })
     });
     let master = match master {
-        Some(m) if m.contains(':') => m,
-        Some(host) => format!("{host}:{DEFAULT_PORT}"),
+        Some(m) => with_default_port(&m),
         None if world == 1 => format!("127.0.0.1:{DEFAULT_PORT}"),
         None => {
             return Err(CollError::Bootstrap(format!(
@@ -112,26 +112,229 @@ pub fn resolve(
     }))
 }
 
+/// `HOST[:PORT]` with the rendezvous port filled in: `10.0.0.1`, `node:1234`, `fe80::1`
+/// (a bare IPv6 address) and `[fe80::1]:1234` all work.
+fn with_default_port(text: &str) -> String {
+    let has_port = if text.starts_with('[') {
+        text.contains("]:")
+    } else {
+        text.matches(':').count() == 1
+    };
+    match (
+        has_port,
+        text.matches(':').count() > 1 && !text.starts_with('['),
+    ) {
+        (true, _) => text.to_string(),
+        (false, true) => format!("[{text}]:{DEFAULT_PORT}"),
+        (false, false) => format!("{text}:{DEFAULT_PORT}"),
+    }
+}
+
 /// Rendezvous messages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
+    /// The listening side's first words on every connection (rank 0 to a joining rank, a
+    /// rank to a lower rank dialling its data port): a fresh nonce to sign, and whether
+    /// this side requires `NODELINK_TOKEN`.
+    Challenge {
+        nonce: String,
+        auth: bool,
+    },
+    /// A joining rank's claim; `mac` signs it and both nonces with the token ("" without).
     Hello {
         rank: usize,
         world: usize,
         data_addr: SocketAddr,
+        nonce: String,
+        mac: String,
     },
+    /// Every rank's data address and the job key that mesh connections prove themselves
+    /// with; `mac` shows rank 0 holds the token ("" without).
     Table {
         addrs: Vec<SocketAddr>,
+        job_key: String,
+        mac: String,
     },
-    /// First bytes on a mesh connection: who is calling.
+    /// First words on a mesh connection: who is calling, signed with the job key over the
+    /// callee's nonce, so a stranger cannot claim a rank.
     Peer {
         rank: usize,
+        mac: String,
     },
     Ready,
     Go,
     Abort {
         reason: String,
     },
+}
+
+/// Longest a greeting may take on one connection (a real rank answers at once); a
+/// stranger that says nothing costs this much of one helper thread, never the join.
+pub const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections greeted at once; more are closed until one finishes.
+pub const MAX_GREETING: usize = 64;
+
+const HELLO_LABEL: &str = "nodelink-rv hello";
+const TABLE_LABEL: &str = "nodelink-rv table";
+const PEER_LABEL: &str = "nodelink-rv peer";
+
+/// The parts a Hello's proof covers.
+fn hello_parts(
+    rank0_nonce: &str,
+    nonce: &str,
+    rank: usize,
+    world: usize,
+    data_addr: &SocketAddr,
+) -> [Vec<u8>; 5] {
+    [
+        rank0_nonce.as_bytes().to_vec(),
+        nonce.as_bytes().to_vec(),
+        rank.to_be_bytes().to_vec(),
+        world.to_be_bytes().to_vec(),
+        data_addr.to_string().into_bytes(),
+    ]
+}
+
+fn refs(parts: &[Vec<u8>]) -> Vec<&[u8]> {
+    parts.iter().map(Vec::as_slice).collect()
+}
+
+/// A joining rank's signed Hello.
+pub fn signed_hello(
+    token: Option<&[u8]>,
+    rank0_nonce: &str,
+    nonce: String,
+    rank: usize,
+    world: usize,
+    data_addr: SocketAddr,
+) -> Message {
+    let mac = token.map_or_else(String::new, |t| {
+        fabric::control::sign(
+            t,
+            HELLO_LABEL,
+            &refs(&hello_parts(rank0_nonce, &nonce, rank, world, &data_addr)),
+        )
+    });
+    Message::Hello {
+        rank,
+        world,
+        data_addr,
+        nonce,
+        mac,
+    }
+}
+
+/// Whether a Hello's proof holds (always, when rank 0 has no token).
+pub fn hello_is_authentic(token: Option<&[u8]>, rank0_nonce: &str, hello: &Message) -> bool {
+    let Message::Hello {
+        rank,
+        world,
+        data_addr,
+        nonce,
+        mac,
+    } = hello
+    else {
+        return false;
+    };
+    token.is_none_or(|t| {
+        fabric::control::verify(
+            t,
+            HELLO_LABEL,
+            &refs(&hello_parts(rank0_nonce, nonce, *rank, *world, data_addr)),
+            mac,
+        )
+    })
+}
+
+fn table_parts(
+    rank0_nonce: &str,
+    nonce: &str,
+    addrs: &[SocketAddr],
+    job_key: &str,
+) -> Vec<Vec<u8>> {
+    let mut parts = vec![
+        rank0_nonce.as_bytes().to_vec(),
+        nonce.as_bytes().to_vec(),
+        job_key.as_bytes().to_vec(),
+    ];
+    parts.extend(addrs.iter().map(|a| a.to_string().into_bytes()));
+    parts
+}
+
+pub fn signed_table(
+    token: Option<&[u8]>,
+    rank0_nonce: &str,
+    nonce: &str,
+    addrs: Vec<SocketAddr>,
+    job_key: String,
+) -> Message {
+    let mac = token.map_or_else(String::new, |t| {
+        fabric::control::sign(
+            t,
+            TABLE_LABEL,
+            &refs(&table_parts(rank0_nonce, nonce, &addrs, &job_key)),
+        )
+    });
+    Message::Table {
+        addrs,
+        job_key,
+        mac,
+    }
+}
+
+pub fn table_is_authentic(
+    token: Option<&[u8]>,
+    rank0_nonce: &str,
+    nonce: &str,
+    addrs: &[SocketAddr],
+    job_key: &str,
+    mac: &str,
+) -> bool {
+    token.is_none_or(|t| {
+        fabric::control::verify(
+            t,
+            TABLE_LABEL,
+            &refs(&table_parts(rank0_nonce, nonce, addrs, job_key)),
+            mac,
+        )
+    })
+}
+
+/// The proof a mesh caller sends: the job key over the callee's nonce, caller and callee.
+pub fn peer_proof(job_key: &str, callee_nonce: &str, caller: usize, callee: usize) -> String {
+    fabric::control::sign(
+        job_key.as_bytes(),
+        PEER_LABEL,
+        &[
+            callee_nonce.as_bytes(),
+            &caller.to_be_bytes(),
+            &callee.to_be_bytes(),
+        ],
+    )
+}
+
+pub fn peer_is_authentic(
+    job_key: &str,
+    nonce: &str,
+    caller: usize,
+    callee: usize,
+    mac: &str,
+) -> bool {
+    fabric::control::verify(
+        job_key.as_bytes(),
+        PEER_LABEL,
+        &[
+            nonce.as_bytes(),
+            &caller.to_be_bytes(),
+            &callee.to_be_bytes(),
+        ],
+        mac,
+    )
+}
+
+/// A fresh random nonce (also used as the job key).
+pub fn fresh_nonce() -> Result<String, CollError> {
+    fabric::control::nonce().map_err(|e| CollError::Bootstrap(e.to_string()))
 }
 
 /// Frame: magic, version (u16 BE), length (u32 BE), JSON payload.
@@ -177,12 +380,85 @@ pub(crate) fn send(
     message: &Message,
     deadline: Instant,
 ) -> Result<(), CollError> {
-    stream
-        .set_write_timeout(Some(remaining(deadline)?))
-        .map_err(CollError::io("setting a socket timeout"))?;
-    stream
-        .write_all(&encode(message))
-        .map_err(CollError::io("sending a rendezvous message"))
+    let frame = encode(message);
+    let mut written = 0;
+    // The deadline bounds the whole write, not each system call: a peer that reads a
+    // byte at a time cannot stretch it.
+    while written < frame.len() {
+        stream
+            .set_write_timeout(Some(remaining(deadline)?))
+            .map_err(CollError::io("setting a socket timeout"))?;
+        match stream.write(&frame[written..]) {
+            Ok(0) => {
+                return Err(CollError::PeerGone(
+                    "the peer closed the connection during rendezvous".into(),
+                ))
+            }
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(CollError::Timeout(
+                    "the peer did not take a rendezvous message before the deadline".into(),
+                ))
+            }
+            Err(e) => return Err(CollError::io("sending a rendezvous message")(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads exactly `buf.len()` bytes before `deadline`, whatever the peer's pace.
+fn read_exact_until(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: Instant,
+    from: &str,
+) -> Result<(), CollError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(CollError::Timeout(format!(
+                "{from} sent nothing complete before the deadline"
+            )));
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(CollError::io("setting a socket timeout"))?;
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => {
+                return Err(CollError::PeerGone(format!(
+                    "{from} closed the connection during rendezvous"
+                )))
+            }
+            Ok(n) => filled += n,
+            Err(e) => match e.kind() {
+                std::io::ErrorKind::Interrupted => {}
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    return Err(CollError::Timeout(format!(
+                        "{from} sent nothing complete before the deadline"
+                    )))
+                }
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+                    return Err(CollError::PeerGone(format!(
+                        "{from} closed the connection during rendezvous"
+                    )))
+                }
+                _ => {
+                    return Err(CollError::Io {
+                        context: format!("reading from {from}"),
+                        source: e,
+                    })
+                }
+            },
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn receive(
@@ -190,26 +466,11 @@ pub(crate) fn receive(
     deadline: Instant,
     from: &str,
 ) -> Result<Message, CollError> {
-    stream
-        .set_read_timeout(Some(remaining(deadline)?))
-        .map_err(CollError::io("setting a socket timeout"))?;
     let mut header = [0u8; HEADER];
-    let timed_out = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-            CollError::Timeout(format!("{from} sent nothing before the deadline"))
-        }
-        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
-            CollError::PeerGone(format!("{from} closed the connection during rendezvous"))
-        }
-        _ => CollError::Io {
-            context: format!("reading from {from}"),
-            source: e,
-        },
-    };
-    stream.read_exact(&mut header).map_err(timed_out)?;
+    read_exact_until(stream, &mut header, deadline, from)?;
     let length = decode_header(&header)?;
     let mut payload = vec![0u8; length];
-    stream.read_exact(&mut payload).map_err(timed_out)?;
+    read_exact_until(stream, &mut payload, deadline, from)?;
     match decode_payload(&payload)? {
         Message::Abort { reason } => Err(CollError::Aborted(reason)),
         message => Ok(message),
@@ -226,40 +487,68 @@ pub(crate) fn remaining(deadline: Instant) -> Result<Duration, CollError> {
 }
 
 pub(crate) fn resolve_addr(text: &str) -> Result<SocketAddr, CollError> {
-    text.to_socket_addrs()
-        .map_err(|e| CollError::Bootstrap(format!("cannot resolve master address '{text}': {e}")))?
-        .next()
-        .ok_or_else(|| CollError::Bootstrap(format!("master address '{text}' resolves to nothing")))
+    fabric::tcp::resolve_peer(text, DEFAULT_PORT)
+        .map_err(|e| CollError::Bootstrap(format!("master address '{text}': {e}")))
 }
 
-/// Accepts one connection before the deadline (non-blocking accept, polled).
-pub(crate) fn accept_until(
+/// Accepts connections until `done` says so or the deadline passes, greeting each on its
+/// own thread (at most [`MAX_GREETING`] at once, each bounded by [`GREETING_TIMEOUT`]), so
+/// silent or slow strangers never hold up the real ranks. `done` sees each greeting's
+/// outcome with the peer's address; it returns true once nothing more is needed.
+/// Returns false when the deadline passed first.
+pub(crate) fn serve_greetings<T: Send + 'static>(
     listener: &TcpListener,
     deadline: Instant,
-) -> Result<Option<TcpStream>, CollError> {
+    greet: impl Fn(TcpStream, Instant) -> Result<T, CollError> + Send + Sync + Clone + 'static,
+    mut done: impl FnMut(SocketAddr, Result<T, CollError>) -> Result<bool, CollError>,
+) -> Result<bool, CollError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc};
     listener
         .set_nonblocking(true)
         .map_err(CollError::io("setting the listener non-blocking"))?;
+    let (tx, rx) = mpsc::channel();
+    let busy = Arc::new(AtomicUsize::new(0));
     loop {
+        let mut idle = true;
         match listener.accept() {
-            Ok((stream, _)) => {
-                stream
-                    .set_nonblocking(false)
-                    .map_err(CollError::io("setting a socket blocking"))?;
-                return Ok(Some(stream));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if Instant::now() >= deadline {
-                    return Ok(None);
+            Ok((stream, peer)) => {
+                idle = false;
+                if busy.load(Ordering::Acquire) < MAX_GREETING
+                    && stream.set_nonblocking(false).is_ok()
+                {
+                    busy.fetch_add(1, Ordering::AcqRel);
+                    let (tx, slot, greet) = (tx.clone(), Arc::clone(&busy), greet.clone());
+                    let until = deadline.min(Instant::now() + GREETING_TIMEOUT);
+                    let spawned = std::thread::Builder::new()
+                        .name("rendezvous-greeting".into())
+                        .spawn(move || {
+                            let outcome = greet(stream, until);
+                            slot.fetch_sub(1, Ordering::AcqRel);
+                            let _ = tx.send((peer, outcome));
+                        });
+                    if spawned.is_err() {
+                        busy.fetch_sub(1, Ordering::AcqRel);
+                    }
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                // Else: dropped; a real rank retries its connection.
             }
-            Err(e) => {
-                return Err(CollError::Io {
-                    context: "accepting a rank".into(),
-                    source: e,
-                })
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // Out of descriptors or a connection reset before accept: wait and go on.
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+        while let Ok((peer, outcome)) = rx.try_recv() {
+            idle = false;
+            if done(peer, outcome)? {
+                return Ok(true);
             }
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 }
@@ -282,6 +571,47 @@ pub(crate) fn connect_until(
     Err(CollError::Timeout(format!(
         "could not reach {what} at {addr} before the deadline ({last_error}): is it running, and is the port open?"
     )))
+}
+
+/// Connects and reads the listener's Challenge, retrying while the listener drops the
+/// connection before greeting it (it does so when strangers fill its greeting slots).
+pub(crate) fn connect_greeted(
+    addr: SocketAddr,
+    deadline: Instant,
+    what: &str,
+) -> Result<(TcpStream, String, bool), CollError> {
+    loop {
+        let mut stream = connect_until(addr, deadline, what)?;
+        let until = deadline.min(Instant::now() + GREETING_TIMEOUT);
+        match receive(&mut stream, until, what) {
+            Ok(Message::Challenge { nonce, auth }) => return Ok((stream, nonce, auth)),
+            Ok(other) => {
+                return Err(CollError::Protocol(format!(
+                    "{what} at {addr} answered {} instead of a rendezvous challenge: check the address and that every rank runs the same nodelink version",
+                    name(&other)
+                )))
+            }
+            Err(CollError::PeerGone(_)) | Err(CollError::Timeout(_))
+                if Instant::now() + Duration::from_millis(100) < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A message's name, for errors (never its contents: those may come from a stranger).
+pub fn name(message: &Message) -> &'static str {
+    match message {
+        Message::Challenge { .. } => "Challenge",
+        Message::Hello { .. } => "Hello",
+        Message::Table { .. } => "Table",
+        Message::Peer { .. } => "Peer",
+        Message::Ready => "Ready",
+        Message::Go => "Go",
+        Message::Abort { .. } => "Abort",
+    }
 }
 
 #[cfg(test)]
@@ -422,12 +752,79 @@ mod tests {
     }
 
     #[test]
-    fn frames_round_trip_and_reject_bad_headers() {
-        let message = Message::Hello {
-            rank: 2,
-            world: 4,
-            data_addr: "10.0.0.2:4000".parse().unwrap(),
+    fn master_addresses_get_the_default_port_ipv6_included() {
+        assert_eq!(with_default_port("10.0.0.1"), "10.0.0.1:29500");
+        assert_eq!(with_default_port("node:7"), "node:7");
+        assert_eq!(with_default_port("fe80::1"), "[fe80::1]:29500");
+        assert_eq!(with_default_port("[::1]:7"), "[::1]:7");
+        assert_eq!(with_default_port("[::1]"), "[::1]:29500");
+        assert_eq!(resolve_addr("::1").unwrap(), "[::1]:29500".parse().unwrap());
+    }
+
+    #[test]
+    fn proofs_bind_the_claim_and_the_nonces() {
+        let addr: SocketAddr = "10.0.0.2:4000".parse().unwrap();
+        let hello = signed_hello(Some(b"tok"), "r0", "j".into(), 1, 2, addr);
+        assert!(hello_is_authentic(Some(b"tok"), "r0", &hello));
+        assert!(!hello_is_authentic(Some(b"other"), "r0", &hello));
+        assert!(!hello_is_authentic(Some(b"tok"), "replayed", &hello));
+        // A stranger without the token sends no proof: refused when rank 0 has one.
+        let bare = signed_hello(None, "r0", "j".into(), 1, 2, addr);
+        assert!(!hello_is_authentic(Some(b"tok"), "r0", &bare));
+        assert!(hello_is_authentic(None, "r0", &bare));
+        // Changing the claimed rank breaks the proof.
+        let Message::Hello { nonce, mac, .. } = hello else {
+            unreachable!()
         };
+        let forged = Message::Hello {
+            rank: 0,
+            world: 2,
+            data_addr: addr,
+            nonce,
+            mac,
+        };
+        assert!(!hello_is_authentic(Some(b"tok"), "r0", &forged));
+
+        let p = peer_proof("key", "n", 1, 3);
+        assert!(peer_is_authentic("key", "n", 1, 3, &p));
+        assert!(!peer_is_authentic("key", "n", 2, 3, &p));
+        assert!(!peer_is_authentic("guess", "n", 1, 3, &p));
+        let Message::Table {
+            addrs,
+            job_key,
+            mac,
+        } = signed_table(Some(b"tok"), "r0", "j", vec![addr], "key".into())
+        else {
+            unreachable!()
+        };
+        assert!(table_is_authentic(
+            Some(b"tok"),
+            "r0",
+            "j",
+            &addrs,
+            &job_key,
+            &mac
+        ));
+        assert!(!table_is_authentic(
+            Some(b"tok"),
+            "r0",
+            "j",
+            &addrs,
+            "other",
+            &mac
+        ));
+    }
+
+    #[test]
+    fn frames_round_trip_and_reject_bad_headers() {
+        let message = signed_hello(
+            Some(b"t"),
+            "n0",
+            "n1".into(),
+            2,
+            4,
+            "10.0.0.2:4000".parse().unwrap(),
+        );
         let frame = encode(&message);
         let header: [u8; HEADER] = frame[..HEADER].try_into().unwrap();
         let length = decode_header(&header).unwrap();

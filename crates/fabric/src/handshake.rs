@@ -23,7 +23,9 @@ pub enum TokenError {
 /// The token, read one way by every tool, failing closed: unset means no authentication;
 /// any non-empty value (text or not) is the key; set-but-empty is an error, never a
 /// usable empty key nor a silent "unset".
-pub fn token_from(value: Option<std::ffi::OsString>) -> std::result::Result<Option<Vec<u8>>, TokenError> {
+pub fn token_from(
+    value: Option<std::ffi::OsString>,
+) -> std::result::Result<Option<Vec<u8>>, TokenError> {
     match value {
         None => Ok(None),
         Some(v) if v.is_empty() => Err(TokenError::Empty),

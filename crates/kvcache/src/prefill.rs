@@ -38,6 +38,9 @@ pub struct PrefillConfig {
 
 struct Lease {
     blocks: Vec<u32>,
+    /// The decode connections that prefilled or attached to this request (at most
+    /// `readers`): only they may pull or complete it.
+    owners: Vec<u64>,
     tokens: u64,
     expires: Instant,
     readers_left: u32,
@@ -63,11 +66,13 @@ pub struct PrefillStats {
 
 pub struct PrefillAgent {
     /// Before `pool`: the registration is dropped (deregistered) before the memory.
-    registration: Result<Registration, String>,
+    /// Without RDMA: (the short cause for the banner, the sentence a decode is refused with).
+    registration: Result<Registration, (String, String)>,
     pool: KvPool,
     blocks: BlockAllocator,
     leases: Mutex<Leases>,
     config: PrefillConfig,
+    next_session: AtomicU64,
     pub stats: PrefillStats,
 }
 
@@ -77,9 +82,11 @@ impl PrefillAgent {
     pub fn new(layout: KvLayout, config: PrefillConfig) -> Result<Arc<PrefillAgent>, KvError> {
         let blocks = BlockAllocator::new(layout.num_blocks);
         let pool = KvPool::new(layout)?;
-        let registration = match rdma::check(&config.rdma) {
-            Ok(()) => rdma::register_pool(&pool, &config.rdma).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+        let registration = match fabric::rdma::check(config.rdma.device.as_deref()) {
+            Ok(_) => {
+                rdma::register_pool(&pool, &config.rdma).map_err(|e| (e.to_string(), e.to_string()))
+            }
+            Err(e) => Err((e.cause(), e.to_string())),
         };
         Ok(Arc::new(PrefillAgent {
             registration,
@@ -87,6 +94,7 @@ impl PrefillAgent {
             blocks,
             leases: Mutex::new(Leases::default()),
             config,
+            next_session: AtomicU64::new(1),
             stats: PrefillStats::default(),
         }))
     }
@@ -100,26 +108,43 @@ impl PrefillAgent {
         self.pool.commit_time()
     }
 
-    /// Whether decode ranks can pull over RDMA, and if not, why.
+    /// Whether decode ranks can pull over RDMA, and if not, why (the cause alone).
     pub fn rdma_status(&self) -> Result<(), &str> {
-        self.registration.as_ref().map(|_| ()).map_err(String::as_str)
+        self.registration
+            .as_ref()
+            .map(|_| ())
+            .map_err(|(cause, _)| cause.as_str())
     }
 
     pub fn free_blocks(&self) -> u32 {
         self.blocks.free_count()
     }
 
-    /// Accepts decode connections until the listener fails; each gets its own thread.
+    /// Accepts decode connections for as long as the process runs; each gets its own
+    /// thread. A failed accept (out of descriptors, say) is logged, at most once a
+    /// second, and retried after a pause: a flood of connections never stops the server.
     pub fn serve(self: &Arc<Self>, listener: TcpListener) -> Result<(), KvError> {
+        let mut last_logged: Option<Instant> = None;
         loop {
-            let (stream, peer) = listener
-                .accept()
-                .map_err(|e| FabricError::io("accepting a decode connection", e))?;
+            let (stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    if last_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        (self.config.log)(&format!(
+                            "accepting a decode connection failed: {e}; retrying"
+                        ));
+                        last_logged = Some(Instant::now());
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
             let agent = Arc::clone(self);
+            let session = self.next_session.fetch_add(1, Ordering::Relaxed);
             let spawned = std::thread::Builder::new()
                 .name(format!("kv-{peer}"))
                 .spawn(move || {
-                    if let Err(e) = agent.session(stream, peer) {
+                    if let Err(e) = agent.session(stream, peer, session) {
                         (agent.config.log)(&format!("{peer}: {e}"));
                     }
                 });
@@ -129,7 +154,7 @@ impl PrefillAgent {
         }
     }
 
-    fn session(&self, stream: TcpStream, peer: SocketAddr) -> Result<(), KvError> {
+    fn session(&self, stream: TcpStream, peer: SocketAddr, session: u64) -> Result<(), KvError> {
         let _ = stream.set_nodelay(true);
         let timeout = self.config.io_timeout;
         let mut channel = Channel::new(stream, peer.to_string());
@@ -186,7 +211,7 @@ impl PrefillAgent {
             match message {
                 KvMessage::Prefill(request) => {
                     let id = request.request_id.clone();
-                    match self.prefill(request) {
+                    match self.prefill(request, session) {
                         Ok(blocks) => channel.send(
                             &KvMessage::Prefilled(Prefilled {
                                 request_id: id,
@@ -201,12 +226,12 @@ impl PrefillAgent {
                     let e = KvError::Refused("an RDMA pull before RdmaConnect".into());
                     self.refuse_request(&mut channel, pull.request_id, e)?
                 }
-                KvMessage::Pull(pull) => self.pull(&mut channel, pull, &mut pieces)?,
+                KvMessage::Pull(pull) => self.pull(&mut channel, pull, &mut pieces, session)?,
                 KvMessage::RdmaConnect(theirs) if rdma.is_none() => {
                     let registration = self
                         .registration
                         .as_ref()
-                        .map_err(|why| KvError::Config(why.clone()));
+                        .map_err(|(_, why)| KvError::Config(why.clone()));
                     match registration
                         .and_then(|r| rdma::endpoint_on(r, &self.config.rdma))
                         .and_then(|mut ep| ep.connect(&theirs).map(|()| ep).map_err(KvError::from))
@@ -221,7 +246,9 @@ impl PrefillAgent {
                         }
                     }
                 }
-                KvMessage::Complete(done) => self.complete(&done.request_id, done.ok, &peer),
+                KvMessage::Complete(done) => {
+                    self.complete(&done.request_id, done.ok, &peer, session)
+                }
                 KvMessage::Bye => return Ok(()),
                 other => {
                     let e = FabricError::unexpected("Prefill, Pull, Complete or Bye", &other);
@@ -240,8 +267,9 @@ impl PrefillAgent {
     ) -> Result<(), KvError> {
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
         (self.config.log)(&format!(
-            "{}: refused request {id}: {error}",
-            channel.peer()
+            "{}: refused request {}: {error}",
+            channel.peer(),
+            shown(&id)
         ));
         channel.send(
             &KvMessage::Refused(Refused {
@@ -301,7 +329,7 @@ impl PrefillAgent {
         }
     }
 
-    fn prefill(&self, request: wire::Prefill) -> Result<Vec<u32>, KvError> {
+    fn prefill(&self, request: wire::Prefill, session: u64) -> Result<Vec<u32>, KvError> {
         let id = &request.request_id;
         self.check_target(id, request.dp_rank, request.tp_rank)?;
         let block_size = self.layout().shape.block_size as u64;
@@ -322,14 +350,8 @@ impl PrefillAgent {
         {
             let mut leases = self.leases.lock().map_err(|_| KvError::poisoned())?;
             self.sweep(&mut leases, Instant::now());
-            if let Some(lease) = leases.live.get(id) {
-                if lease.tokens != request.tokens {
-                    return Err(KvError::Refused(format!(
-                        "request id {id} is already prefilled here with {} tokens, not {}: use a fresh request id",
-                        lease.tokens, request.tokens
-                    )));
-                }
-                return Ok(lease.blocks.clone());
+            if let Some(lease) = leases.live.get_mut(id) {
+                return attach(lease, id, &request, session);
             }
         }
         let blocks = self.blocks.take(count as u32, self.config.io_timeout)?;
@@ -338,16 +360,16 @@ impl PrefillAgent {
             pattern::fill(&self.pool, &blocks, pattern::request_seed(id));
         }
         let mut leases = self.leases.lock().map_err(|_| KvError::poisoned())?;
-        if let Some(lease) = leases.live.get(id) {
+        if let Some(lease) = leases.live.get_mut(id) {
             // Another decode rank prefilled the same request meanwhile: use its blocks.
-            let existing = lease.blocks.clone();
             self.blocks.release(&blocks);
-            return Ok(existing);
+            return attach(lease, id, &request, session);
         }
         leases.live.insert(
             id.clone(),
             Lease {
                 blocks: blocks.clone(),
+                owners: vec![session],
                 tokens: request.tokens,
                 expires: Instant::now() + self.config.lease,
                 readers_left: request.readers,
@@ -359,7 +381,7 @@ impl PrefillAgent {
     }
 
     /// Validates a pull against the lease and marks it active.
-    fn begin_pull(&self, pull: &wire::Pull) -> Result<(), KvError> {
+    fn begin_pull(&self, pull: &wire::Pull, session: u64) -> Result<(), KvError> {
         let id = &pull.request_id;
         self.check_target(id, pull.dp_rank, pull.tp_rank)?;
         let heads = &self.layout().heads;
@@ -386,13 +408,18 @@ impl PrefillAgent {
         let Some(lease) = leases.live.get_mut(id) else {
             return Err(KvError::Refused(if expired {
                 format!(
-                    "the lease on request {id} expired ({} ms) before decode pulled it: raise --lease-ms on prefill or pull sooner",
+                    "the lease on request {id} expired ({} ms) before decode pulled it: raise the prefill's lease or pull sooner",
                     self.config.lease.as_millis()
                 )
             } else {
                 format!("unknown request id {id}: it was never prefilled here, or decode already completed it")
             }));
         };
+        if !lease.owners.contains(&session) {
+            return Err(KvError::Refused(format!(
+                "request {id} was not prefilled or attached on this connection: a decode pulls only its own requests"
+            )));
+        }
         for &block in &pull.blocks {
             self.layout().check_block(block)?;
             if !lease.blocks.contains(&block) {
@@ -419,8 +446,9 @@ impl PrefillAgent {
         channel: &mut Channel,
         pull: wire::Pull,
         pieces: &mut Vec<Piece>,
+        session: u64,
     ) -> Result<(), KvError> {
-        if let Err(e) = self.begin_pull(&pull) {
+        if let Err(e) = self.begin_pull(&pull, session) {
             return self.refuse_request(channel, pull.request_id, e);
         }
         let result = if pull.rdma {
@@ -536,18 +564,28 @@ impl PrefillAgent {
         Ok(())
     }
 
-    fn complete(&self, id: &str, ok: bool, peer: &SocketAddr) {
+    fn complete(&self, id: &str, ok: bool, peer: &SocketAddr, session: u64) {
         let Ok(mut leases) = self.leases.lock() else {
             return;
         };
         let Some(lease) = leases.live.get_mut(id) else {
             (self.config.log)(&format!(
-                "{peer}: completion for unknown request {id} ignored"
+                "{peer}: completion for unknown request {} ignored",
+                shown(id)
             ));
             return;
         };
+        // Each owning connection completes once; anyone else's Complete is ignored.
+        let Some(position) = lease.owners.iter().position(|&s| s == session) else {
+            (self.config.log)(&format!(
+                "{peer}: completion for request {} from a connection that does not hold it ignored",
+                shown(id)
+            ));
+            return;
+        };
+        lease.owners.remove(position);
         if !ok {
-            (self.config.log)(&format!("{peer}: decode gave up on request {id}"));
+            (self.config.log)(&format!("{peer}: decode gave up on request {}", shown(id)));
         }
         lease.readers_left = lease.readers_left.saturating_sub(1);
         if lease.readers_left == 0 && lease.active_pulls == 0 {
@@ -556,6 +594,38 @@ impl PrefillAgent {
             }
         }
     }
+}
+
+/// A TP reader joining a request another connection prefilled: allowed up to the
+/// request's declared readers, each connection once.
+fn attach(
+    lease: &mut Lease,
+    id: &str,
+    request: &wire::Prefill,
+    session: u64,
+) -> Result<Vec<u32>, KvError> {
+    if lease.tokens != request.tokens {
+        return Err(KvError::Refused(format!(
+            "request id {id} is already prefilled here with {} tokens, not {}: use a fresh request id",
+            lease.tokens, request.tokens
+        )));
+    }
+    if !lease.owners.contains(&session) {
+        if lease.owners.len() as u32 >= lease.readers_left {
+            return Err(KvError::Refused(format!(
+                "request id {id} already has all its {} readers on other connections: use a fresh request id",
+                lease.readers_left
+            )));
+        }
+        lease.owners.push(session);
+    }
+    Ok(lease.blocks.clone())
+}
+
+/// A peer-supplied string made safe to log: control characters (newlines, ANSI escapes)
+/// are escaped, so a request id cannot forge log lines.
+fn shown(text: &str) -> String {
+    text.escape_debug().to_string()
 }
 
 fn refuse(channel: &mut Channel, request_id: Option<String>, message: &str, timeout: Duration) {

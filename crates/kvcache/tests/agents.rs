@@ -265,3 +265,63 @@ fn a_prefill_that_dies_mid_data_fails_the_request_within_the_timeout() {
     assert!(started.elapsed() < T);
     assert_eq!(agent.blocks.free_count(), 8);
 }
+
+/// Hole: any connection could pull and complete another's request by its id; the thief
+/// got the KV data and the real decode then failed with "unknown request id".
+#[test]
+fn another_connection_cannot_pull_or_complete_a_request() {
+    let addr = start_prefill(1, 0, 0);
+    let mut owner = PrefillLink::connect(addr, &params(&shape())).unwrap();
+    let mut thief = PrefillLink::connect(addr, &params(&shape())).unwrap();
+    let blocks = owner.prefill(&prefill_request("victim", 0, 0)).unwrap();
+    let pool = kvcache::pool::KvPool::new(KvLayout::new(shape(), 1, 0, 8).unwrap()).unwrap();
+    let e = thief
+        .pull("victim", &blocks, 0..4, &pool, &[0, 1, 2], true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("not prefilled or attached on this connection"),
+        "{e}"
+    );
+    // Attaching as an extra reader of a one-reader request is refused too.
+    let e = thief
+        .prefill(&prefill_request("victim", 0, 0))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already has all its 1 readers"), "{e}");
+    // The thief's Complete is ignored (twice): the lease survives for the owner.
+    thief.complete("victim", true).unwrap();
+    thief.complete("victim", true).unwrap();
+    let bytes = owner
+        .pull("victim", &blocks, 0..4, &pool, &[0, 1, 2], true)
+        .unwrap();
+    assert!(bytes > 0);
+    owner.complete("victim", true).unwrap();
+    // Completed by its owner: now it is gone for everyone.
+    let e = owner
+        .pull("victim", &blocks, 0..4, &pool, &[0, 1, 2], true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown request id"), "{e}");
+}
+
+/// Two TP readers may share one request, each from its own connection.
+#[test]
+fn declared_readers_attach_from_their_own_connections() {
+    let addr = start_prefill(1, 0, 0);
+    let mut a = PrefillLink::connect(addr, &params(&shape())).unwrap();
+    let mut b = PrefillLink::connect(addr, &params(&shape())).unwrap();
+    let mut c = PrefillLink::connect(addr, &params(&shape())).unwrap();
+    let mut two = prefill_request("shared", 0, 0);
+    two.readers = 2;
+    let blocks = a.prefill(&two).unwrap();
+    assert_eq!(b.prefill(&two).unwrap(), blocks);
+    assert!(c.prefill(&two).is_err());
+    let pool = kvcache::pool::KvPool::new(KvLayout::new(shape(), 1, 0, 8).unwrap()).unwrap();
+    a.pull("shared", &blocks, 0..4, &pool, &[0, 1, 2], true)
+        .unwrap();
+    a.complete("shared", true).unwrap();
+    // One reader done; the other still pulls.
+    b.pull("shared", &blocks, 0..4, &pool, &[0, 1, 2], true)
+        .unwrap();
+}

@@ -313,12 +313,26 @@ pub fn on_ranks<T: Send>(
         return results.into_iter().next().context("no ranks ran");
     }
     let boot = job.boot.as_ref().context("no bootstrap")?;
-    let mut comm = Communicator::join(boot, timeout, None).with_context(|| {
-        format!(
-            "rank {} of {} joining via {} ({})",
-            boot.rank, boot.world, boot.master, boot.source
-        )
-    })?;
+    let token = fabric::handshake::token_from_env().map_err(|e| cli::usage(e.to_string()))?;
+    if boot.rank == 0 {
+        eprintln!(
+            "collbench: rank 0: rendezvous on {} for {} ranks ({})",
+            boot.master,
+            boot.world,
+            if token.is_some() {
+                "NODELINK_TOKEN required"
+            } else {
+                "no authentication"
+            }
+        );
+    }
+    let mut comm =
+        Communicator::join(boot, timeout, None, token.as_deref()).with_context(|| {
+            format!(
+                "rank {} of {} joining via {} ({})",
+                boot.rank, boot.world, boot.master, boot.source
+            )
+        })?;
     let rank = boot.rank;
     body(&mut comm).with_context(|| format!("rank {rank}"))
 }

@@ -331,7 +331,7 @@ fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
         .context("reading the listening address")?;
     let rdma = match agent.rdma_status() {
         Ok(()) => "RDMA and TCP".to_string(),
-        Err(why) => format!("TCP only ({why})"),
+        Err(why) => format!("TCP only: {why}"),
     };
     eprintln!(
         "kvxfer prefill: ready: listening on {bound} ({auth}; {rdma}): {model}, TP rank {tp_rank} of {tp}, DP rank {}, {description}; pool of {num_blocks} blocks committed in {:.2} s",

@@ -483,3 +483,134 @@ fn prefill_listens_on_the_iface_address_by_default() {
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
     assert!(stderr(&out).contains("no interface named nope0"));
 }
+
+/// Starts `kvxfer prefill` on loopback through `bash -c "ulimit ...; exec ..."`, and
+/// returns it once it prints its ready line (with that line).
+fn loopback_prefill(
+    port: u16,
+    limits: &str,
+    extra: &str,
+) -> (Child, String, mpsc::Receiver<String>) {
+    let script = format!("{limits} exec {BIN} prefill --listen 127.0.0.1:{port} {extra}");
+    let mut child = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .env_remove("NODELINK_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kvxfer prefill");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let ready = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("prefill printed nothing");
+    assert!(ready.contains("ready: listening on"), "{ready}");
+    (child, ready, rx)
+}
+
+fn decode_on_loopback(port: u16) -> Output {
+    std::process::Command::new(BIN)
+        .args([
+            "decode",
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--input-len",
+            "64",
+        ])
+        .args(["--request-id", "real", "--verify", "--timeout", "5s"])
+        .env_remove("NODELINK_TOKEN")
+        .output()
+        .unwrap()
+}
+
+/// Hole: `accept()` failing (out of descriptors under a flood of idle connections)
+/// ended the prefill with "Too many open files". It must log, wait and go on serving.
+#[test]
+fn a_connection_flood_at_the_descriptor_limit_does_not_kill_the_prefill() {
+    let _turn = serial();
+    let port = 18650;
+    let (mut child, _, log) = loopback_prefill(port, "ulimit -n 48;", "--num-blocks 16");
+    let flood: Vec<_> = (0..120)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the prefill exited under the flood"
+    );
+    drop(flood);
+    // Once the junk is gone, a real decode is served (the prefill frees each idle
+    // socket when its greeting times out or it closes).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let out = decode_on_loopback(port);
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(child.try_wait().unwrap().is_none());
+    let lines: Vec<String> = log.try_iter().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("accepting a decode connection failed")),
+        "{lines:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// "ready" means ready: the pool is committed before the listener exists, so the first
+/// decode is answered at once instead of waiting out a multi-second commit.
+#[test]
+fn prefill_says_ready_only_once_its_pool_is_committed() {
+    let _turn = serial();
+    let port = 18651;
+    // 256 blocks x 2 MiB (Llama-3.1-8B, block 16) = 512 MiB.
+    let (mut child, ready, _log) = loopback_prefill(port, "", "--num-blocks 256");
+    assert!(ready.contains("committed in"), "{ready}");
+    assert!(ready.contains("no authentication"), "{ready}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(rss_kib >= 512 * 1024, "RSS {rss_kib} KiB at ready: {ready}");
+    let out = decode_on_loopback(port);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Hole: an empty NODELINK_TOKEN became a usable empty key (kvxfer) or "unset"
+/// (linkbench); every tool now refuses it.
+#[test]
+fn an_empty_token_is_refused_not_used() {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "prefill",
+            "--listen",
+            "127.0.0.1:18652",
+            "--num-blocks",
+            "4",
+        ])
+        .env("NODELINK_TOKEN", "")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("NODELINK_TOKEN is set but empty"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -80,6 +80,32 @@ pub fn verify_proof(
     }
 }
 
+fn labelled(key: &[u8], label: &str, parts: &[&[u8]]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(label.as_bytes());
+    for part in parts {
+        // Length-prefixed, so no two different part lists sign the same bytes.
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part);
+    }
+    mac
+}
+
+/// Hex HMAC-SHA256(key, label | each part length-prefixed): a proof for message sets
+/// other than the Hello exchange (the collective rendezvous), each with its own label so
+/// no proof can be replayed as another.
+pub fn sign(key: &[u8], label: &str, parts: &[&[u8]]) -> String {
+    hex(&labelled(key, label, parts).finalize().into_bytes())
+}
+
+/// Checks a [`sign`] proof in constant time.
+pub fn verify(key: &[u8], label: &str, parts: &[&[u8]], proof: &str) -> bool {
+    match unhex(proof) {
+        Some(bytes) => labelled(key, label, parts).verify_slice(&bytes).is_ok(),
+        None => false,
+    }
+}
+
 /// Whether a session authenticates, decided from the two Hello messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthPlan {
@@ -124,6 +150,16 @@ mod tests {
         assert!(!verify_proof(b"secret", Role::Client, &sn, &cn, &p));
         assert!(!verify_proof(b"secret", Role::Client, &cn, &sn, "zz"));
         assert!(!verify_proof(b"secret", Role::Client, &cn, &sn, ""));
+    }
+
+    #[test]
+    fn labelled_proofs_bind_key_label_and_every_part() {
+        let p = sign(b"k", "rv-hello", &[b"ab", b"c"]);
+        assert!(verify(b"k", "rv-hello", &[b"ab", b"c"], &p));
+        assert!(!verify(b"k", "rv-hello", &[b"a", b"bc"], &p));
+        assert!(!verify(b"k", "rv-peer", &[b"ab", b"c"], &p));
+        assert!(!verify(b"K", "rv-hello", &[b"ab", b"c"], &p));
+        assert!(!verify(b"k", "rv-hello", &[b"ab", b"c"], ""));
     }
 
     #[test]

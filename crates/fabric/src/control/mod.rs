@@ -8,7 +8,7 @@ mod auth;
 mod frame;
 mod message;
 
-pub use auth::{nonce, proof, verify_proof, AuthPlan, Role};
+pub use auth::{nonce, proof, sign, verify, verify_proof, AuthPlan, Role};
 pub use frame::{
     decode, encode, parse_header, Header, Wire, HEADER_LEN, MAGIC, MAX_PAYLOAD, VERSION,
 };

@@ -28,6 +28,20 @@ pub enum Unavailable {
     Verbs { what: String, errno: String },
 }
 
+impl Unavailable {
+    /// The cause alone, without the fix: for banners ("TCP only: no RDMA device").
+    pub fn cause(&self) -> String {
+        match self {
+            Unavailable::NoLibrary => "libibverbs not installed".into(),
+            Unavailable::NoKernel => "no RDMA support in this kernel (ENOSYS)".into(),
+            Unavailable::NoDevice => "no RDMA device".into(),
+            Unavailable::NoSuchDevice { name, .. } => format!("no RDMA device named {name}"),
+            Unavailable::PortNotActive { .. } => "no ACTIVE RDMA port".into(),
+            Unavailable::Verbs { what, errno } => format!("{what} failed ({errno})"),
+        }
+    }
+}
+
 /// The device and port a test will use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Usable {
