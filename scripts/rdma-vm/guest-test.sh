@@ -103,7 +103,12 @@ KV=/root/kvxfer
 step "kvxfer bench --transport rdma and tcp (qwen2.5-1.5b, 200-token prompts, verified)"
 $KV prefill --listen 127.0.0.1:18600 --model qwen2.5-1.5b --num-blocks 64 --rdma-device rxe0 -q >/tmp/kvprefill.log 2>&1 &
 kvprefill=$!
-sleep 1
+# Prefill commits and registers its pool before it listens; "ready" means it serves.
+for _ in $(seq 300); do
+  grep -q "ready: listening on" /tmp/kvprefill.log 2>/dev/null && break
+  sleep 0.2
+done
+grep -q "ready: listening on" /tmp/kvprefill.log || fail "kvxfer prefill never said ready"
 for transport in rdma tcp; do
   if timeout 300 $KV bench --peer 127.0.0.1:18600 --model qwen2.5-1.5b --input-len 200 --num-prompts 8 \
       --concurrency 2 --verify --transport $transport --rdma-device rxe0 --json -q >/tmp/kv_$transport.json; then

@@ -38,17 +38,26 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 ///
 /// `run` returns the exit code it wants (a netcheck with warnings returns 1, say).
 pub fn main<A: clap::Parser>(tool: &str, run: impl FnOnce(A) -> anyhow::Result<u8>) -> ExitCode {
+    // `tool | head`: a closed pipe ends the process quietly, as it does every Unix tool,
+    // instead of a "Broken pipe" panic from println!.
+    // SAFETY: restoring the default disposition of one signal, before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args = match A::try_parse() {
         Ok(args) => args,
         Err(error) => {
-            let code = match error.kind() {
-                clap::error::ErrorKind::DisplayHelp
-                | clap::error::ErrorKind::DisplayVersion
-                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => exit::OK,
-                _ => exit::USAGE,
-            };
-            let _ = error.print();
-            return ExitCode::from(code);
+            use clap::error::ErrorKind;
+            match error.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = error.print();
+                    return ExitCode::from(exit::OK);
+                }
+                _ => {
+                    eprintln!("{tool}: error: {}", argument_error(tool, &error));
+                    return ExitCode::from(exit::USAGE);
+                }
+            }
         }
     };
     match run(args) {
@@ -65,6 +74,75 @@ pub fn main<A: clap::Parser>(tool: &str, run: impl FnOnce(A) -> anyhow::Result<u
             ExitCode::from(code)
         }
     }
+}
+
+/// clap's multi-line argument error as one sentence with the fix:
+/// "unexpected argument '--fo' found (a similar one: '--foo'): see `linkbench bw --help`".
+fn argument_error(tool: &str, error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let mut cause = String::new();
+    let mut tips = Vec::new();
+    let mut command = tool.to_string();
+    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(text) = line.strip_prefix("error: ") {
+            cause = text.to_string();
+        } else if let Some(tip) = line.strip_prefix("tip: ") {
+            tips.push(tip.to_string());
+        } else if let Some(usage) = line.strip_prefix("Usage: ") {
+            // "Usage: linkbench bw [OPTIONS] --peer <HOST>": the (sub)command's name.
+            command = usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
+    }
+    if cause.is_empty() {
+        cause = rendered.lines().next().unwrap_or_default().to_string();
+    }
+    let tips = if tips.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", tips.join("; "))
+    };
+    format!("{cause}{tips}: see `{command} --help`")
+}
+
+/// Checks, before any measuring, that an output file can be written: its folder exists
+/// and the file can be created there. A bad path must not cost a run and its results.
+pub fn check_output_path(flag: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(usage(format!(
+            "{flag} {}: the folder {} does not exist: create it or pick another path",
+            path.display(),
+            parent.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(usage(format!(
+            "{flag} {}: that is a folder: name a file",
+            path.display()
+        )));
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| {
+            usage(format!(
+                "{flag} {}: cannot write there: {e}",
+                path.display()
+            ))
+        })?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }
 
 /// Joins an error chain into one line: "connecting to 10.0.0.2:18515: connection refused".
@@ -86,8 +164,14 @@ pub fn check_plot_path(path: Option<&std::path::Path>) -> anyhow::Result<()> {
             "--plot {}: charts are written as SVG; name the file *.svg (for PNG: rsvg-convert FILE.svg -o FILE.png)",
             path.display()
         ))),
-        _ => Ok(()),
+        Some(path) => check_output_path("--plot", path),
+        None => Ok(()),
     }
+}
+
+/// Rejects a `--csv` path that cannot be written, before any work is done.
+pub fn check_csv_path(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    path.map_or(Ok(()), |p| check_output_path("--csv", p))
 }
 
 /// clap value parser for sizes like `4K`, `1M`, `256MiB`.
@@ -100,18 +184,20 @@ pub fn duration_arg(text: &str) -> Result<Duration, String> {
     measure::parse_duration(text).map_err(|e| e.to_string())
 }
 
-/// A progress bar on stderr for runs longer than ~2 s; hidden when stderr is no terminal
-/// or the user asked for quiet or JSON output.
-pub fn progress(total: u64, message: &str, visible: bool) -> indicatif::ProgressBar {
+/// A progress bar on stderr for runs longer than ~2 s, labelled with what it counts
+/// (`unit`) and the time left; hidden when stderr is no terminal or the user asked for
+/// quiet or JSON output.
+pub fn progress(total: u64, message: &str, unit: &str, visible: bool) -> indicatif::ProgressBar {
     if !visible || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{msg} [{elapsed_precise}] {wide_bar} {pos}/{len}")
-    {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg}: {human_pos}/{human_len} {prefix} [{elapsed_precise} elapsed, ~{eta} left] {wide_bar}",
+    ) {
         bar.set_style(style);
     }
+    bar.set_prefix(unit.to_string());
     bar.set_message(message.to_string());
     bar
 }
@@ -127,6 +213,44 @@ mod tests {
             sentence(&error),
             "connecting to 10.0.0.2:18515: connection refused"
         );
+    }
+
+    #[test]
+    fn argument_errors_are_one_line_with_the_fix() {
+        #[derive(clap::Parser, Debug)]
+        #[command(name = "demo")]
+        struct Demo {
+            #[arg(long)]
+            count: u32,
+        }
+        let error = <Demo as clap::Parser>::try_parse_from(["demo", "--count", "x"]).unwrap_err();
+        let line = argument_error("demo", &error);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("invalid value 'x'"), "{line}");
+        assert!(line.ends_with("see `demo --help`"), "{line}");
+        let error = <Demo as clap::Parser>::try_parse_from(["demo", "--cout", "1"]).unwrap_err();
+        let line = argument_error("demo", &error);
+        assert!(
+            line.contains("'--cout'") && line.contains("--count"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn output_paths_are_checked_before_any_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("out.csv");
+        check_output_path("--csv", &good).unwrap();
+        assert!(!good.exists(), "the check must not leave a file behind");
+        let missing = dir.path().join("nope/out.csv");
+        let e = check_output_path("--csv", &missing)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--csv") && e.contains("does not exist"), "{e}");
+        let e = check_output_path("--plot", dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("that is a folder"), "{e}");
     }
 
     #[test]

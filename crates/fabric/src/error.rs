@@ -37,7 +37,7 @@ pub enum FabricError {
     },
     #[error("{what}: no answer within {after:?}; is the peer alive and reachable?")]
     Timeout { what: String, after: Duration },
-    #[error("connecting to {addr}: no answer within {after:?}; check the address, the port and that `linkbench serve` runs there")]
+    #[error("connecting to {addr}: no answer within {after:?}; check the address, the port and that the server runs there")]
     ConnectTimeout { addr: String, after: Duration },
     #[error("{what}: the peer closed the connection{detail}")]
     PeerClosed { what: String, detail: String },
@@ -73,3 +73,20 @@ impl FabricError {
 }
 
 pub type Result<T, E = FabricError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connect_timeout_names_no_other_tool() {
+        // It used to ask kvxfer users whether `linkbench serve` was running.
+        let text = FabricError::ConnectTimeout {
+            addr: "10.0.0.2:18600".into(),
+            after: Duration::from_secs(5),
+        }
+        .to_string();
+        assert!(!text.contains("linkbench"), "{text}");
+        assert!(text.contains("that the server runs there"), "{text}");
+    }
+}

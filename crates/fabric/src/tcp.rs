@@ -106,7 +106,7 @@ pub fn connect(addr: SocketAddr, timeout: Duration, options: &SocketOptions) -> 
             })
         }
         Err(e) => Err(FabricError::io(
-            format!("connecting to {addr} (is `linkbench serve` running there?)"),
+            format!("connecting to {addr} (is the server running there?)"),
             e,
         )),
     }
@@ -349,6 +349,24 @@ pub enum IfaceAddress {
     /// The interface exists but has no IP address.
     NoAddress,
     NoSuchInterface,
+}
+
+/// Every IP address `iface` carries (empty when it has none or does not exist).
+pub fn iface_addresses(iface: &str) -> Result<Vec<std::net::IpAddr>> {
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| FabricError::io("listing interface addresses", e.into()))?;
+    Ok(addrs
+        .filter(|a| a.interface_name == iface)
+        .filter_map(|a| {
+            let address = a.address?;
+            if let Some(v4) = address.as_sockaddr_in() {
+                return Some(std::net::IpAddr::V4(v4.ip()));
+            }
+            address
+                .as_sockaddr_in6()
+                .map(|six| std::net::IpAddr::V6(six.ip()))
+        })
+        .collect())
 }
 
 /// The address a listener on `iface` binds, so it serves there and not on every address.

@@ -31,7 +31,7 @@ const READ_DEPTH: u32 = 64;
 pub fn check(options: &RdmaOptions) -> Result<(), KvError> {
     fabric::rdma::check(options.device.as_deref())
         .map(|_| ())
-        .map_err(|e| KvError::Config(e.to_string()))
+        .map_err(|e| KvError::Fabric(e.into()))
 }
 
 fn config(options: &RdmaOptions, region: u64) -> Result<EndpointConfig, KvError> {

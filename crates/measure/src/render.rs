@@ -1,6 +1,6 @@
 //! One result, rendered as a human table or a CSV file; JSON comes from serde on the record.
 
-use comfy_table::{presets, CellAlignment, ContentArrangement, Table as Comfy};
+use comfy_table::{presets, CellAlignment, ColumnConstraint, ContentArrangement, Table as Comfy};
 use std::io::Write;
 use std::path::Path;
 
@@ -23,15 +23,26 @@ impl Table {
         self.rows.push(row.into_iter().map(Into::into).collect());
     }
 
-    /// Renders for a terminal; numeric-looking cells are right-aligned.
+    /// Renders for a terminal; numeric-looking cells are right-aligned and never wrap.
     pub fn render(&self) -> String {
+        self.render_at(None)
+    }
+
+    /// Renders at a fixed width (tests, or a caller that knows the width).
+    pub fn render_width(&self, width: u16) -> String {
+        self.render_at(Some(width))
+    }
+
+    fn render_at(&self, width: Option<u16>) -> String {
         let mut table = Comfy::new();
         table
             .load_preset(presets::UTF8_FULL_CONDENSED)
             .set_content_arrangement(ContentArrangement::Dynamic)
             .set_header(&self.header);
-        // Piped output (logs, CI) has no terminal width: wrap at a width that reads well.
-        if table.width().is_none() {
+        if let Some(width) = width {
+            table.set_width(width);
+        } else if table.width().is_none() {
+            // Piped output (logs, CI) has no terminal width: wrap at a width that reads well.
             table.set_width(150);
         }
         for row in &self.rows {
@@ -52,6 +63,9 @@ impl Table {
             if numeric {
                 if let Some(column) = table.column_mut(index) {
                     column.set_cell_alignment(CellAlignment::Right);
+                    // Numbers never wrap (a narrow terminal split "1,213.4" across lines);
+                    // the text columns give up the width instead.
+                    column.set_constraint(ColumnConstraint::ContentWidth);
                 }
             }
         }
@@ -80,6 +94,18 @@ fn csv_field(cell: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_never_wrap_in_a_narrow_table() {
+        let mut table = Table::new(["plan", "TPOT ms", "note"]);
+        table.push([
+            "TP4xPP2 over 2 nodes",
+            "1234567.891",
+            "a long note that has to wrap somewhere in eighty columns or fewer",
+        ]);
+        let text = table.render_width(40);
+        assert!(text.contains("1234567.891"), "{text}");
+    }
 
     #[test]
     fn csv_quotes_fields_that_need_it() {

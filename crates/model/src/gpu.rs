@@ -22,9 +22,10 @@ pub struct GpuSpec {
     pub intra_link_gbs: f64,
 }
 
-/// All GPU specs in `dir/gpus/*.toml`, sorted by name.
+/// All GPU specs: the built-in ones and `dir/gpus/*.toml`, sorted by name.
 pub fn load_gpus(dir: &Path) -> Result<Vec<GpuSpec>, ModelError> {
-    let mut gpus: Vec<GpuSpec> = crate::load_tomls(&dir.join("gpus"))?;
+    let mut gpus: Vec<GpuSpec> =
+        crate::load_configs(crate::SHIPPED_GPUS, dir, "gpus", |g: &GpuSpec| &g.name)?;
     gpus.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(gpus)
 }

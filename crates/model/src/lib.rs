@@ -19,12 +19,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModelError {
-    #[error("unknown model '{name}': known models are {known} (files in {dir})")]
-    Unknown {
-        name: String,
-        known: String,
-        dir: String,
-    },
+    #[error("unknown model '{name}': known models are {known} (add one as a .toml in a folder's models/ and point NODELINK_CONFIGS at that folder)")]
+    Unknown { name: String, known: String },
     #[error("reading {path}: {reason}")]
     Read { path: String, reason: String },
     #[error("unknown {what} '{name}': known ones are {known}")]
@@ -86,26 +82,105 @@ impl ModelShape {
     }
 }
 
-/// The configs directory: `NODELINK_CONFIGS`, else `configs/` next to the workspace root or
-/// the current directory.
+/// The shipped model shapes, built into every binary: the tools work from any folder,
+/// whatever `configs/` it may hold.
+pub(crate) const SHIPPED_MODELS: &[(&str, &str)] = &[
+    (
+        "llama-3-70b.toml",
+        include_str!("../../../configs/models/llama-3-70b.toml"),
+    ),
+    (
+        "llama-3.1-8b.toml",
+        include_str!("../../../configs/models/llama-3.1-8b.toml"),
+    ),
+    (
+        "llama-3.2-3b.toml",
+        include_str!("../../../configs/models/llama-3.2-3b.toml"),
+    ),
+    (
+        "qwen2.5-1.5b.toml",
+        include_str!("../../../configs/models/qwen2.5-1.5b.toml"),
+    ),
+    (
+        "qwen2.5-32b.toml",
+        include_str!("../../../configs/models/qwen2.5-32b.toml"),
+    ),
+];
+
+/// The shipped GPU figures, built in like the models.
+pub(crate) const SHIPPED_GPUS: &[(&str, &str)] = &[
+    (
+        "a100-sxm.toml",
+        include_str!("../../../configs/gpus/a100-sxm.toml"),
+    ),
+    (
+        "h100-pcie.toml",
+        include_str!("../../../configs/gpus/h100-pcie.toml"),
+    ),
+    (
+        "h100-sxm.toml",
+        include_str!("../../../configs/gpus/h100-sxm.toml"),
+    ),
+    ("l40s.toml", include_str!("../../../configs/gpus/l40s.toml")),
+    (
+        "mi210.toml",
+        include_str!("../../../configs/gpus/mi210.toml"),
+    ),
+    (
+        "v100-16gb.toml",
+        include_str!("../../../configs/gpus/v100-16gb.toml"),
+    ),
+];
+
+/// Where extra or overriding configs live: `NODELINK_CONFIGS` (a folder with `models/`
+/// and/or `gpus/`), else none (an empty path): the built-in files alone.
 pub fn configs_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("NODELINK_CONFIGS") {
-        return PathBuf::from(dir);
+    std::env::var_os("NODELINK_CONFIGS")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// Items named by `name`: the built-in `shipped`, then every `*.toml` in `dir/sub` (when
+/// `dir` is not empty) added or replacing the built-in one of the same name.
+pub(crate) fn load_configs<T: DeserializeOwned>(
+    shipped: &[(&str, &str)],
+    dir: &Path,
+    sub: &str,
+    name: impl Fn(&T) -> &str,
+) -> Result<Vec<T>, ModelError> {
+    let mut items = Vec::new();
+    for (file, text) in shipped {
+        let item: T = toml::from_str(text).map_err(|e| ModelError::Read {
+            path: format!("built-in {sub}/{file}"),
+            reason: e.to_string(),
+        })?;
+        items.push(item);
     }
-    let here = PathBuf::from("configs");
-    if here.is_dir() {
-        return here;
+    if dir.as_os_str().is_empty() {
+        return Ok(items);
     }
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs"))
+    if !dir.is_dir() {
+        return Err(ModelError::Read {
+            path: dir.display().to_string(),
+            reason: "NODELINK_CONFIGS names no folder: point it at a folder with models/ or gpus/, or unset it".into(),
+        });
+    }
+    let folder = dir.join(sub);
+    if !folder.is_dir() {
+        return Ok(items);
+    }
+    for extra in load_tomls::<T>(&folder)? {
+        items.retain(|i| name(i) != name(&extra));
+        items.push(extra);
+    }
+    Ok(items)
 }
 
 /// Every `*.toml` in `dir`, parsed as `T`.
 pub(crate) fn load_tomls<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, ModelError> {
     let entries = std::fs::read_dir(dir).map_err(|e| ModelError::Read {
         path: dir.display().to_string(),
-        reason: format!(
-            "{e}: run from the nodelink checkout or set NODELINK_CONFIGS to its configs/ directory"
-        ),
+        reason: e.to_string(),
     })?;
     let mut items = Vec::new();
     for entry in entries.filter_map(Result::ok) {
@@ -126,9 +201,10 @@ pub(crate) fn load_tomls<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, Mode
     Ok(items)
 }
 
-/// All model shapes in `dir/models/*.toml`, sorted by name.
+/// All model shapes: the built-in ones and `dir/models/*.toml`, sorted by name.
 pub fn load_models(dir: &Path) -> Result<Vec<ModelShape>, ModelError> {
-    let mut models: Vec<ModelShape> = load_tomls(&dir.join("models"))?;
+    let mut models: Vec<ModelShape> =
+        load_configs(SHIPPED_MODELS, dir, "models", |m: &ModelShape| &m.name)?;
     models.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(models)
 }
@@ -148,7 +224,6 @@ pub fn find_model(dir: &Path, name: &str) -> Result<ModelShape, ModelError> {
                 .map(|m| m.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            dir: dir.join("models").display().to_string(),
         })
 }
 
@@ -181,6 +256,57 @@ mod tests {
                 .name,
             "qwen2.5-1.5b"
         );
+    }
+
+    #[test]
+    fn every_shipped_file_is_built_in() {
+        let on_disk = |kind: &str| {
+            let mut names: Vec<String> = std::fs::read_dir(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs").to_string() + "/" + kind,
+            )
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".toml"))
+            .collect();
+            names.sort();
+            names
+        };
+        let built_in =
+            |list: &[(&str, &str)]| list.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            on_disk("models"),
+            built_in(SHIPPED_MODELS),
+            "add new files to SHIPPED_MODELS"
+        );
+        assert_eq!(
+            on_disk("gpus"),
+            built_in(SHIPPED_GPUS),
+            "add new files to SHIPPED_GPUS"
+        );
+    }
+
+    #[test]
+    fn a_configs_folder_adds_and_overrides_but_never_hides_the_shipped_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("models")).unwrap();
+        let mut tweaked = find_model(Path::new(""), "llama-3.1-8b").unwrap();
+        assert_eq!(tweaked.layers, 32);
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../configs/models/llama-3.1-8b.toml"
+        ))
+        .unwrap()
+        .replace("layers = 32", "layers = 33");
+        std::fs::write(dir.path().join("models/mine.toml"), text).unwrap();
+        tweaked = find_model(dir.path(), "llama-3.1-8b").unwrap();
+        assert_eq!(tweaked.layers, 33);
+        // The others are still there, and a folder without gpus/ leaves the GPUs alone.
+        assert!(find_model(dir.path(), "qwen2.5-32b").is_ok());
+        assert!(crate::find_gpu(dir.path(), "h100-sxm").is_ok());
+        let e = find_model(Path::new("/nonexistent/nodelink"), "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NODELINK_CONFIGS names no folder"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,11 @@ impl Plan {
             Some((p, n)) => (p.to_string(), Some(n.to_string())),
             None => (lower.clone(), None),
         };
+        if parts.trim().is_empty() {
+            return Err(bad(
+                "names no parallelism: write e.g. tp4, tp4,pp2 or dp2,tp4".into(),
+            ));
+        }
         let (mut tp, mut pp, mut dp, mut pd) = (None, None, None, false);
         for token in parts.split([',', 'x', '*', ' ']).filter(|t| !t.is_empty()) {
             if token == "pd" {
@@ -192,6 +197,11 @@ mod tests {
             .to_string()
             .contains("tpN"));
         assert!(Plan::parse("tp2,tp4", 8).is_err());
+        // `--plan=` used to price TP1.
+        for empty in ["", " ", "@1x8"] {
+            let error = Plan::parse(empty, 8).unwrap_err().to_string();
+            assert!(error.contains("names no parallelism"), "{error}");
+        }
         let model = crate::find_model(&crate::configs_dir(), "llama-3.1-8b").unwrap();
         let error = Plan::parse("tp3", 8)
             .unwrap()

@@ -119,6 +119,7 @@ pub struct Args {
     /// Path of libnccl.so.2 for --backend nccl.
     #[arg(long, value_name = "PATH")]
     nccl_lib: Option<PathBuf>,
+    /// Only the summary lines (out-of-bounds count, average bus bandwidth), no header or rows.
     #[arg(short, long)]
     quiet: bool,
 }
@@ -189,7 +190,19 @@ fn run(args: Args) -> anyhow::Result<u8> {
             args.min_bytes, args.max_bytes
         )));
     }
+    if args.step_factor < 2 && args.step_bytes.is_none() {
+        return Err(cli::usage(format!(
+            "-f {}: the step factor multiplies each size, so it must be 2 or more (or step by bytes with -i)",
+            args.step_factor
+        )));
+    }
+    if args.step_bytes == Some(0) {
+        return Err(cli::usage(
+            "-i 0: the step must be at least one byte (or leave -i out and step by -f)",
+        ));
+    }
     cli::check_plot_path(args.plot.as_deref())?;
+    cli::check_csv_path(args.csv.as_deref())?;
     let job = resolve_job(&args)?;
     if args.synthetic_step {
         return synthetic::run(&args, &job);
@@ -258,6 +271,20 @@ fn run(args: Args) -> anyhow::Result<u8> {
     }
     let wrong: u64 = rows.iter().map(|r| r.wrong + r.in_place.wrong).sum();
     let average = avg_busbw(&rows);
+    // Results first: a file that fails to write must not take the printed rows with it.
+    if args.json {
+        let document = serde_json::json!({
+            "op": op.name(), "backend": args.backend, "world": world, "dtype": dtype, "redop": op.has_redop().then_some(redop),
+            "rows": rows, "avg_busbw_gbs": average, "wrong": wrong,
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        println!(
+            "# Out of bounds values : {wrong} {}",
+            if wrong == 0 { "OK" } else { "FAILED" }
+        );
+        println!("# Avg bus bandwidth    : {average:.4} GB/s");
+    }
     if let Some(path) = &args.csv {
         write_csv(path, &rows).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -281,19 +308,6 @@ fn run(args: Args) -> anyhow::Result<u8> {
             ],
         };
         measure::write_chart(path, &chart)?;
-    }
-    if args.json {
-        let document = serde_json::json!({
-            "op": op.name(), "backend": args.backend, "world": world, "dtype": dtype, "redop": op.has_redop().then_some(redop),
-            "rows": rows, "avg_busbw_gbs": average, "wrong": wrong,
-        });
-        println!("{}", serde_json::to_string_pretty(&document)?);
-    } else if !args.quiet {
-        println!(
-            "# Out of bounds values : {wrong} {}",
-            if wrong == 0 { "OK" } else { "FAILED" }
-        );
-        println!("# Avg bus bandwidth    : {average:.4} GB/s");
     }
     if wrong > 0 {
         anyhow::bail!("{wrong} output elements were wrong: the transport corrupted data or ranks disagree on the operation");

@@ -34,6 +34,11 @@ pub fn run(args: &Args, job: &Job, _dtype: DType) -> anyhow::Result<u8> {
         .local_ranks
         .or(job.boot.as_ref().map(|b| b.world))
         .unwrap_or(1);
+    if let (Some(tp), Some(pp)) = (args.tp, args.pp) {
+        return Err(cli::usage(format!(
+            "--tp {tp} and --pp {pp} together: this mode measures one group at a time; run --tp {tp} (the TP all-reduces) and --pp {pp} (the stage sends) as two runs"
+        )));
+    }
     let tp = args.tp.unwrap_or(1);
     let pp = args.pp.unwrap_or(1);
     let group = if args.tp.is_some() { tp } else { pp };
@@ -63,9 +68,18 @@ pub fn run(args: &Args, job: &Job, _dtype: DType) -> anyhow::Result<u8> {
     } else {
         DType::Bf16
     };
+    let bar = cli::progress(
+        args.batch.len() as u64,
+        &format!("collbench {} {}", shape.name, args.phase),
+        "batch sizes",
+        !args.json && !args.quiet,
+    );
     let body = |comm: &mut Communicator| -> Result<Vec<ShapedRow>, collective::CollError> {
         let mut rows = Vec::new();
         for &batch in &args.batch {
+            if comm.rank == 0 {
+                bar.inc(1);
+            }
             let tokens = if prefill {
                 batch * args.input_len
             } else {
@@ -118,6 +132,7 @@ pub fn run(args: &Args, job: &Job, _dtype: DType) -> anyhow::Result<u8> {
         Ok(rows)
     };
     let rows = on_ranks(job, args.timeout, body).context("measuring the model's messages")?;
+    bar.finish_and_clear();
     if args.json {
         let document = serde_json::json!({
             "model": shape.name, "tp": tp, "pp": pp, "phase": args.phase, "world": world,

@@ -41,9 +41,9 @@ pub struct Args {
     /// Output tokens per request.
     #[arg(long, default_value_t = 2000)]
     output_len: u64,
-    /// Requests in flight over the whole deployment (closed loop).
-    #[arg(long, default_value_t = 16.0)]
-    concurrency: f64,
+    /// Requests in flight over the whole deployment (closed loop) [default: 16].
+    #[arg(long)]
+    concurrency: Option<f64>,
     /// Requests per second (open loop) instead of --concurrency.
     #[arg(long)]
     qps: Option<f64>,
@@ -130,10 +130,15 @@ fn resolve(args: &Args) -> anyhow::Result<Resolved> {
     let dir = model::configs_dir();
     let shape = model::find_model(&dir, &args.model).map_err(usage)?;
     let gpu = model::find_gpu(&dir, &args.gpu).map_err(usage)?;
-    if args.concurrency.is_nan() || args.concurrency < 1.0 {
+    if let (Some(concurrency), Some(qps)) = (args.concurrency, args.qps) {
         return Err(cli::usage(format!(
-            "--concurrency {}: pass at least 1",
-            args.concurrency
+            "--concurrency {concurrency} and --qps {qps} contradict each other: a closed loop (--concurrency) or an open loop (--qps), not both"
+        )));
+    }
+    let concurrency = args.concurrency.unwrap_or(16.0);
+    if concurrency.is_nan() || concurrency < 1.0 {
+        return Err(cli::usage(format!(
+            "--concurrency {concurrency}: pass at least 1"
         )));
     }
     if let Some(qps) = args.qps {
@@ -161,7 +166,7 @@ fn resolve(args: &Args) -> anyhow::Result<Resolved> {
         workload: Workload {
             input_len: args.input_len,
             output_len: args.output_len,
-            concurrency: args.concurrency,
+            concurrency,
             qps: args.qps,
         },
         intra,

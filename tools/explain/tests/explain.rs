@@ -194,3 +194,45 @@ fn predict_step_prices_the_step_from_a_collbench_sweep() {
     let missing = explain(&["--predict-step"]);
     assert_eq!(missing.status.code(), Some(64));
 }
+
+/// Contradictions and empty values are refused, never silently resolved.
+#[test]
+fn contradictions_and_empty_plans_are_refused() {
+    let both = explain(&["--qps", "5", "--concurrency", "8"]);
+    assert_eq!(both.status.code(), Some(64));
+    assert!(
+        stderr(&both).contains("--concurrency 8 and --qps 5 contradict each other"),
+        "{}",
+        stderr(&both)
+    );
+    let empty = explain(&["--plan="]);
+    assert_eq!(empty.status.code(), Some(64));
+    assert!(
+        stderr(&empty).contains("names no parallelism"),
+        "{}",
+        stderr(&empty)
+    );
+    // Argument errors are one line with the tool's prefix.
+    let typo = explain(&["--concurency", "8"]);
+    assert_eq!(typo.status.code(), Some(64));
+    let text = stderr(&typo);
+    assert_eq!(text.trim_end().lines().count(), 1, "{text}");
+    assert!(text.starts_with("explain: error: "), "{text}");
+    assert!(text.contains("--concurrency"), "{text}");
+}
+
+/// The shipped configs are built in: explain works from any folder, even one holding an
+/// unrelated `configs/` (it used to look there first and fail).
+#[test]
+fn works_from_a_folder_with_an_unrelated_configs_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("configs/models")).unwrap();
+    std::fs::write(dir.path().join("configs/models/junk.toml"), "not = [toml").unwrap();
+    let output = Command::new(BIN)
+        .args(["--model", "llama-3.1-8b", "--json"])
+        .current_dir(dir.path())
+        .env_remove("NODELINK_CONFIGS")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+}

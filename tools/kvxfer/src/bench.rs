@@ -78,6 +78,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
     });
     let bar = cli::progress(
         args.num_prompts,
+        "kvxfer bench",
         "requests",
         !args.quiet && !args.peers.json,
     );

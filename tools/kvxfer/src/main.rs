@@ -211,9 +211,28 @@ fn parse_dtype(text: &str) -> Result<Dtype, String> {
 fn main() -> std::process::ExitCode {
     cli::main("kvxfer", |cli: Cli| match cli.command {
         Command::Prefill(args) => prefill(args),
-        Command::Decode(args) => decode(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Decode(args) => decode(args).map_err(rdma_hint),
+        Command::Bench(args) => bench::run(args).map_err(rdma_hint),
     })
+}
+
+/// RDMA missing here: the library says why; the tool adds its own way around it.
+fn rdma_hint(error: anyhow::Error) -> anyhow::Error {
+    use fabric::FabricError::RdmaUnavailable;
+    let unavailable = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<kvcache::KvError>(),
+            Some(kvcache::KvError::Fabric(RdmaUnavailable(_)))
+        ) || matches!(
+            cause.downcast_ref::<fabric::FabricError>(),
+            Some(RdmaUnavailable(_))
+        )
+    });
+    if unavailable {
+        anyhow::anyhow!("{}, or use --transport tcp", cli::sentence(&error))
+    } else {
+        error
+    }
 }
 
 fn check_device(device: &str) -> anyhow::Result<()> {
@@ -279,6 +298,14 @@ fn log_line(line: &str) {
 fn quiet_log(_: &str) {}
 
 fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
+    if args.lease.is_zero() {
+        return Err(cli::usage(
+            "--lease 0s would free every request before decode could pull it: give a lease of at least 1ms",
+        ));
+    }
+    if args.timeout.is_zero() {
+        return Err(cli::usage("--timeout 0s: give a timeout of at least 1ms"));
+    }
     let shape = shape(&args.pool)?;
     let probe = KvLayout::new(
         shape,
@@ -349,8 +376,21 @@ fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
 fn listen_address(listen: Option<&str>, iface: Option<&str>) -> anyhow::Result<SocketAddr> {
     use fabric::tcp::IfaceAddress;
     if let Some(listen) = listen {
-        return fabric::tcp::resolve_peer(listen, kvcache::DEFAULT_PORT)
-            .map_err(|e| cli::usage(format!("--listen {listen}: {e}")));
+        let addr = fabric::tcp::resolve_peer(listen, kvcache::DEFAULT_PORT)
+            .map_err(|e| cli::usage(format!("--listen {listen}: {e}")))?;
+        if let Some(iface) = iface {
+            // Both given: they must agree; the interface used to be ignored silently.
+            let on_iface = fabric::tcp::iface_addresses(iface)?;
+            if !on_iface.contains(&addr.ip()) {
+                return Err(cli::usage(format!(
+                    "--listen {listen} is not on --iface {iface} (it has {}): give one of the two, or an address of that interface",
+                    if on_iface.is_empty() { "no address".to_string() } else {
+                        on_iface.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    }
+                )));
+            }
+        }
+        return Ok(addr);
     }
     let ip = match iface {
         None => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),

@@ -308,7 +308,10 @@ fn bad_requests_are_refused_while_good_ones_keep_flowing() {
             ],
             "unknown request id never",
         ),
-        (&["--request-id", "r5", "--pull-after", "3s"], "expired"),
+        (
+            &["--request-id", "r5", "--pull-after", "3s"],
+            "raise the prefill's lease or pull sooner",
+        ),
     ];
     for (extra, expected) in refusals {
         let out = decode(extra);
@@ -440,6 +443,12 @@ fn no_gpu_and_bad_flags_get_one_sentence() {
         "{}",
         stderr(&out)
     );
+    // The tool, not the library, names its own flag.
+    assert!(
+        stderr(&out).trim_end().ends_with("or use --transport tcp"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     // Nobody listening: a clear connect error, fast.
     let started = Instant::now();
@@ -457,6 +466,13 @@ fn no_gpu_and_bad_flags_get_one_sentence() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
+    // It used to ask a kvxfer user whether `linkbench serve` was running.
+    assert!(
+        !stderr(&out).contains("linkbench")
+            && stderr(&out).contains("is the server running there?"),
+        "{}",
+        stderr(&out)
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 

@@ -277,6 +277,7 @@ fn resolve_common(common: &Common, size: Option<u64>, default_size: u64) -> anyh
         return Err(cli::usage("--plot draws a size sweep: add -a/--all-sizes"));
     }
     cli::check_plot_path(common.plot.as_deref())?;
+    cli::check_csv_path(common.csv.as_deref())?;
     if common.transport == Transport::Tcp {
         if let Some(flag) = common.rdma.given() {
             return Err(cli::usage(format!(
@@ -368,6 +369,7 @@ fn bw(args: BwArgs) -> anyhow::Result<u8> {
     let bar = cli::progress(
         total.as_millis() as u64,
         "bandwidth",
+        "ms of test time",
         !plan.quiet && total > Duration::from_secs(2),
     );
     let mut reports = Vec::new();
@@ -424,7 +426,11 @@ fn lat(args: LatArgs) -> anyhow::Result<u8> {
             d * plan.sizes.len() as u32 > Duration::from_secs(2),
         ),
     };
-    let bar = cli::progress(total, "latency", !plan.quiet && visible);
+    let unit = match until {
+        Until::Iterations(_) => "round trips",
+        Until::Elapsed(_) => "ms of test time",
+    };
+    let bar = cli::progress(total, "latency", unit, !plan.quiet && visible);
     let mut reports = Vec::new();
     for (i, &size) in plan.sizes.iter().enumerate() {
         let spec = LatSpec {
@@ -629,6 +635,7 @@ fn compare(args: CompareArgs) -> anyhow::Result<u8> {
         quiet: true,
     };
     let mut client = connect(&plan)?;
+    let bar = cli::progress(4, "linkbench compare: TCP bandwidth", "tests", !args.json);
     let tcp_bw = client
         .bandwidth(
             &BwSpec {
@@ -643,6 +650,8 @@ fn compare(args: CompareArgs) -> anyhow::Result<u8> {
             &mut |_| {},
         )
         .context("TCP bandwidth test")?;
+    bar.inc(1);
+    bar.set_message("linkbench compare: TCP latency");
     let tcp_lat = client
         .latency(
             &LatSpec {
@@ -653,6 +662,8 @@ fn compare(args: CompareArgs) -> anyhow::Result<u8> {
             &mut |_, _| {},
         )
         .context("TCP latency test")?;
+    bar.inc(1);
+    bar.set_message("linkbench compare: RDMA");
     let address = match &args.iface {
         Some(iface) => Some(iface_address(iface)?),
         None => None,
@@ -690,6 +701,7 @@ fn compare(args: CompareArgs) -> anyhow::Result<u8> {
         }
     };
     client.close();
+    bar.finish_and_clear();
     report::compare(&plan.output, &tcp_bw, &tcp_lat, &rdma)?;
     Ok(cli::exit::OK)
 }
@@ -714,7 +726,20 @@ fn iface_address(iface: &str) -> anyhow::Result<IpAddr> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<u8> {
     let ip = match (&args.bind, &args.iface) {
-        (Some(ip), _) => *ip,
+        (Some(ip), Some(iface)) => {
+            // Both given: they must agree, or every client would be refused later.
+            let on_iface = fabric::tcp::iface_addresses(iface)?;
+            if !on_iface.contains(ip) {
+                return Err(cli::usage(format!(
+                    "--bind {ip} is not an address of --iface {iface} (it has {}): give one of the two, or an address of that interface",
+                    if on_iface.is_empty() { "none".to_string() } else {
+                        on_iface.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    }
+                )));
+            }
+            *ip
+        }
+        (Some(ip), None) => *ip,
         (None, Some(iface)) => iface_address(iface)?,
         (None, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
@@ -753,9 +778,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Bw(args) => bw(args),
-        Command::Lat(args) => lat(args),
+        Command::Bw(args) => bw(args).map_err(rdma_hint),
+        Command::Lat(args) => lat(args).map_err(rdma_hint),
         Command::Compare(args) => compare(args),
+    }
+}
+
+/// RDMA missing here: the library says why; the tool adds its own way around it.
+fn rdma_hint(error: anyhow::Error) -> anyhow::Error {
+    let unavailable = error.chain().any(|cause| {
+        cause.downcast_ref::<fabric::rdma::Unavailable>().is_some()
+            || matches!(
+                cause.downcast_ref::<fabric::FabricError>(),
+                Some(fabric::FabricError::RdmaUnavailable(_))
+            )
+    });
+    if unavailable {
+        anyhow::anyhow!("{}, or use --transport tcp", cli::sentence(&error))
+    } else {
+        error
     }
 }
 

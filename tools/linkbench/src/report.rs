@@ -41,16 +41,43 @@ fn with_header(record: Value, test: &str, peer: &str) -> Value {
     document
 }
 
+/// The table a person reads and the same rows as data for `--csv`: raw numbers, units in
+/// the column names (`size_bytes`, `p50_us`), never "1.57 GiB".
+struct Tables {
+    shown: Table,
+    csv: Table,
+}
+
+impl Tables {
+    fn new<const N: usize>(shown: [&str; N], csv: [&str; N]) -> Tables {
+        Tables {
+            shown: Table::new(shown),
+            csv: Table::new(csv),
+        }
+    }
+
+    fn from_vecs(shown: Vec<&str>, csv: Vec<&str>) -> Tables {
+        Tables {
+            shown: Table::new(shown),
+            csv: Table::new(csv),
+        }
+    }
+
+    fn push(&mut self, shown: Vec<String>, csv: Vec<String>) {
+        self.shown.push(shown);
+        self.csv.push(csv);
+    }
+}
+
 fn emit(
     output: &Output,
-    table: &Table,
+    tables: &Tables,
     document: Value,
     header: &str,
     footer: &str,
 ) -> anyhow::Result<()> {
-    if let Some(path) = &output.csv {
-        measure::write_csv(path, table).with_context(|| format!("writing {}", path.display()))?;
-    }
+    let table = &tables.shown;
+    // Results first: a file that fails to write must not take the printed table with it.
     if output.json {
         println!("{}", serde_json::to_string_pretty(&document)?);
     } else {
@@ -59,6 +86,10 @@ fn emit(
         if !footer.is_empty() {
             println!("{footer}");
         }
+    }
+    if let Some(path) = &output.csv {
+        measure::write_csv(path, &tables.csv)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -88,23 +119,43 @@ pub fn bandwidth(output: &Output, sweep: bool, reports: &[BwReport]) -> anyhow::
         if sweep { String::new() } else { format!(", {:.2} s", first.seconds) },
     );
     if sweep {
-        let mut table = Table::new([
-            "size (B)",
-            "Gbit/s",
-            "GB/s",
-            "retransmits",
-            "cpu local %",
-            "cpu remote %",
-        ]);
+        let mut table = Tables::new(
+            [
+                "size (B)",
+                "Gbit/s",
+                "GB/s",
+                "retransmits",
+                "cpu local %",
+                "cpu remote %",
+            ],
+            [
+                "size_bytes",
+                "throughput_gbps",
+                "throughput_gbyte_s",
+                "retransmits",
+                "cpu_local_pct",
+                "cpu_remote_pct",
+            ],
+        );
         for r in reports {
-            table.push([
-                r.msg_size.to_string(),
-                format!("{:.3}", r.throughput_gbps),
-                format!("{:.3}", r.throughput_gbps / 8.0),
-                r.retransmits.to_string(),
-                format!("{:.1}", r.cpu.local.total_pct),
-                format!("{:.1}", r.cpu.remote.total_pct),
-            ]);
+            table.push(
+                vec![
+                    r.msg_size.to_string(),
+                    format!("{:.3}", r.throughput_gbps),
+                    format!("{:.3}", r.throughput_gbps / 8.0),
+                    r.retransmits.to_string(),
+                    format!("{:.1}", r.cpu.local.total_pct),
+                    format!("{:.1}", r.cpu.remote.total_pct),
+                ],
+                vec![
+                    r.msg_size.to_string(),
+                    r.throughput_gbps.to_string(),
+                    (r.throughput_gbps / 8.0).to_string(),
+                    r.retransmits.to_string(),
+                    r.cpu.local.total_pct.to_string(),
+                    r.cpu.remote.total_pct.to_string(),
+                ],
+            );
         }
         let document = with_header(
             json!({
@@ -138,36 +189,70 @@ pub fn bandwidth(output: &Output, sweep: bool, reports: &[BwReport]) -> anyhow::
         );
     }
     let report = first;
-    let mut table = Table::new([
-        "stream",
-        "direction",
-        "received",
-        "seconds",
-        "Gbit/s",
-        "retransmits",
-        "rtt (us)",
-    ]);
+    let mut table = Tables::new(
+        [
+            "stream",
+            "direction",
+            "received",
+            "seconds",
+            "Gbit/s",
+            "retransmits",
+            "rtt (us)",
+        ],
+        [
+            "stream",
+            "direction",
+            "received_bytes",
+            "seconds",
+            "throughput_gbps",
+            "retransmits",
+            "rtt_us",
+        ],
+    );
+    let raw = |v: Option<String>| v.unwrap_or_default();
     for s in &report.per_stream {
-        table.push([
-            s.index.to_string(),
-            direction_name(s.direction).to_string(),
-            format_bytes(s.bytes),
-            format!("{:.2}", s.seconds),
-            format!("{:.3}", s.throughput_gbps),
-            opt(s.retransmits),
-            opt(s.rtt_us),
-        ]);
+        table.push(
+            vec![
+                s.index.to_string(),
+                direction_name(s.direction).to_string(),
+                format_bytes(s.bytes),
+                format!("{:.2}", s.seconds),
+                format!("{:.3}", s.throughput_gbps),
+                opt(s.retransmits),
+                opt(s.rtt_us),
+            ],
+            vec![
+                s.index.to_string(),
+                direction_name(s.direction).to_string(),
+                s.bytes.to_string(),
+                s.seconds.to_string(),
+                s.throughput_gbps.to_string(),
+                raw(s.retransmits.map(|v| v.to_string())),
+                raw(s.rtt_us.map(|v| v.to_string())),
+            ],
+        );
     }
     for d in &report.directions {
-        table.push([
-            "sum".to_string(),
-            direction_name(d.direction).to_string(),
-            format_bytes(d.bytes),
-            format!("{:.2}", d.seconds),
-            format!("{:.3}", d.throughput_gbps),
-            d.retransmits.to_string(),
-            opt(report.rtt_us.map(|r| format!("{r:.0}"))),
-        ]);
+        table.push(
+            vec![
+                "sum".to_string(),
+                direction_name(d.direction).to_string(),
+                format_bytes(d.bytes),
+                format!("{:.2}", d.seconds),
+                format!("{:.3}", d.throughput_gbps),
+                d.retransmits.to_string(),
+                opt(report.rtt_us.map(|r| format!("{r:.0}"))),
+            ],
+            vec![
+                "sum".to_string(),
+                direction_name(d.direction).to_string(),
+                d.bytes.to_string(),
+                d.seconds.to_string(),
+                d.throughput_gbps.to_string(),
+                d.retransmits.to_string(),
+                raw(report.rtt_us.map(|r| r.to_string())),
+            ],
+        );
     }
     let footer =
         format!(
@@ -192,30 +277,44 @@ pub fn latency(output: &Output, sweep: bool, reports: &[LatReport]) -> anyhow::R
         output.peer,
         if first.busy_poll { "busy-poll" } else { "poll 200 us, then block" }
     );
-    let mut table = Table::new([
-        "size (B)",
-        "round trips",
-        "min",
-        "mean",
-        "p50",
-        "p90",
-        "p99",
-        "p99.9",
-        "max",
-    ]);
+    let mut table = Tables::new(
+        [
+            "size (B)",
+            "round trips",
+            "min",
+            "mean",
+            "p50",
+            "p90",
+            "p99",
+            "p99.9",
+            "max",
+        ],
+        [
+            "size_bytes",
+            "round_trips",
+            "min_us",
+            "mean_us",
+            "p50_us",
+            "p90_us",
+            "p99_us",
+            "p999_us",
+            "max_us",
+        ],
+    );
     for r in reports {
         let l = &r.latency_us;
-        table.push([
-            r.msg_size.to_string(),
-            r.iterations.to_string(),
-            format!("{:.2}", l.min),
-            format!("{:.2}", l.mean),
-            format!("{:.2}", l.p50),
-            format!("{:.2}", l.p90),
-            format!("{:.2}", l.p99),
-            format!("{:.2}", l.p999),
-            format!("{:.2}", l.max),
-        ]);
+        let values = [l.min, l.mean, l.p50, l.p90, l.p99, l.p999, l.max];
+        let lead = [r.msg_size.to_string(), r.iterations.to_string()];
+        table.push(
+            lead.iter()
+                .cloned()
+                .chain(values.iter().map(|v| format!("{v:.2}")))
+                .collect(),
+            lead.iter()
+                .cloned()
+                .chain(values.iter().map(ToString::to_string))
+                .collect(),
+        );
     }
     let footer = if sweep {
         String::new()
@@ -297,11 +396,18 @@ pub fn rdma_bandwidth(
         "BW average[Gb/sec]",
         "MsgRate[Mpps]",
     ];
+    let mut csv_headers = vec![
+        "size_bytes",
+        "iterations",
+        "peak_gbps",
+        "average_gbps",
+        "msg_rate_mpps",
+    ];
     if first.validated {
-        headers.push("checked bytes");
-        headers.push("wrong bytes");
+        headers.extend(["checked bytes", "wrong bytes"]);
+        csv_headers.extend(["checked_bytes", "wrong_bytes"]);
     }
-    let mut table = Table::new(headers);
+    let mut table = Tables::from_vecs(headers, csv_headers);
     for r in reports {
         let mut row = vec![
             r.msg_size.to_string(),
@@ -310,11 +416,20 @@ pub fn rdma_bandwidth(
             format!("{:.4}", r.throughput_gbps),
             format!("{:.6}", r.msg_rate_mpps),
         ];
+        let mut raw = vec![
+            r.msg_size.to_string(),
+            r.iterations.to_string(),
+            r.peak_gbps.to_string(),
+            r.throughput_gbps.to_string(),
+            r.msg_rate_mpps.to_string(),
+        ];
         if r.validated {
-            row.push(r.checked_bytes.to_string());
-            row.push(r.wrong_bytes.to_string());
+            for v in [r.checked_bytes, r.wrong_bytes] {
+                row.push(v.to_string());
+                raw.push(v.to_string());
+            }
         }
-        table.push(row);
+        table.push(row, raw);
     }
     let footer = format!(
         "cpu (percent of one core): local {}, remote {}",
@@ -370,30 +485,44 @@ pub fn rdma_latency(
         first.path_mtu,
         first.one_way,
     );
-    let mut table = Table::new([
-        "#bytes",
-        "#iterations",
-        "t_min[usec]",
-        "t_max[usec]",
-        "t_typical[usec]",
-        "t_avg[usec]",
-        "t_stdev[usec]",
-        "99% percentile[usec]",
-        "99.9% percentile[usec]",
-    ]);
+    let mut table = Tables::new(
+        [
+            "#bytes",
+            "#iterations",
+            "t_min[usec]",
+            "t_max[usec]",
+            "t_typical[usec]",
+            "t_avg[usec]",
+            "t_stdev[usec]",
+            "99% percentile[usec]",
+            "99.9% percentile[usec]",
+        ],
+        [
+            "size_bytes",
+            "iterations",
+            "min_us",
+            "max_us",
+            "typical_us",
+            "avg_us",
+            "stdev_us",
+            "p99_us",
+            "p999_us",
+        ],
+    );
     for r in reports {
         let l = &r.latency_us;
-        table.push([
-            r.msg_size.to_string(),
-            r.iterations.to_string(),
-            format!("{:.2}", l.min),
-            format!("{:.2}", l.max),
-            format!("{:.2}", l.p50),
-            format!("{:.2}", l.mean),
-            format!("{:.2}", l.stdev),
-            format!("{:.2}", l.p99),
-            format!("{:.2}", l.p999),
-        ]);
+        let values = [l.min, l.max, l.p50, l.mean, l.stdev, l.p99, l.p999];
+        let lead = [r.msg_size.to_string(), r.iterations.to_string()];
+        table.push(
+            lead.iter()
+                .cloned()
+                .chain(values.iter().map(|v| format!("{v:.2}")))
+                .collect(),
+            lead.iter()
+                .cloned()
+                .chain(values.iter().map(ToString::to_string))
+                .collect(),
+        );
     }
     let document = if sweep {
         with_header(
@@ -420,20 +549,47 @@ pub fn compare(
         format_bytes(tcp_bw.msg_size),
         tcp_lat.msg_size
     );
-    let mut table = Table::new([
-        "transport",
-        "Gbit/s",
-        "latency p50 (us)",
-        "latency p99 (us)",
-        "note",
-    ]);
-    table.push([
-        "tcp".to_string(),
-        format!("{:.3}", tcp_bw.throughput_gbps),
-        format!("{:.2}", tcp_lat.latency_us.p50),
-        format!("{:.2}", tcp_lat.latency_us.p99),
-        String::new(),
-    ]);
+    let mut table = Tables::new(
+        [
+            "transport",
+            "Gbit/s",
+            "latency p50 (us)",
+            "latency p99 (us)",
+            "note",
+        ],
+        [
+            "transport",
+            "throughput_gbps",
+            "latency_p50_us",
+            "latency_p99_us",
+            "note",
+        ],
+    );
+    let raw_row = |name: &str, gbps: f64, p50: f64, p99: f64, note: &str| {
+        vec![
+            name.to_string(),
+            gbps.to_string(),
+            p50.to_string(),
+            p99.to_string(),
+            note.to_string(),
+        ]
+    };
+    table.push(
+        vec![
+            "tcp".to_string(),
+            format!("{:.3}", tcp_bw.throughput_gbps),
+            format!("{:.2}", tcp_lat.latency_us.p50),
+            format!("{:.2}", tcp_lat.latency_us.p99),
+            String::new(),
+        ],
+        raw_row(
+            "tcp",
+            tcp_bw.throughput_gbps,
+            tcp_lat.latency_us.p50,
+            tcp_lat.latency_us.p99,
+            "",
+        ),
+    );
     let tcp = json!({
         "throughput_gbps": tcp_bw.throughput_gbps,
         "latency_us": tcp_lat.latency_us,
@@ -442,25 +598,36 @@ pub fn compare(
     });
     let (rdma_doc, ratio) = match rdma {
         Ok((bw, lat)) => {
-            table.push([
-                "rdma".to_string(),
-                format!("{:.3}", bw.throughput_gbps),
-                format!("{:.2}", lat.latency_us.p50),
-                format!("{:.2}", lat.latency_us.p99),
-                format!("{} {}, {} QP", bw.device, bw.op.name(), bw.qps),
-            ]);
+            let note = format!("{} {}, {} QP", bw.device, bw.op.name(), bw.qps);
+            table.push(
+                vec![
+                    "rdma".to_string(),
+                    format!("{:.3}", bw.throughput_gbps),
+                    format!("{:.2}", lat.latency_us.p50),
+                    format!("{:.2}", lat.latency_us.p99),
+                    note.clone(),
+                ],
+                raw_row(
+                    "rdma",
+                    bw.throughput_gbps,
+                    lat.latency_us.p50,
+                    lat.latency_us.p99,
+                    &note,
+                ),
+            );
             let bw_ratio = bw.throughput_gbps / tcp_bw.throughput_gbps.max(f64::MIN_POSITIVE);
             let lat_ratio = lat.latency_us.p50 / tcp_lat.latency_us.p50.max(f64::MIN_POSITIVE);
-            table.push([
-                "rdma / tcp".to_string(),
-                format!("{bw_ratio:.2}x"),
-                format!("{lat_ratio:.2}x"),
-                format!(
-                    "{:.2}x",
-                    lat.latency_us.p99 / tcp_lat.latency_us.p99.max(f64::MIN_POSITIVE)
-                ),
-                String::new(),
-            ]);
+            let p99_ratio = lat.latency_us.p99 / tcp_lat.latency_us.p99.max(f64::MIN_POSITIVE);
+            table.push(
+                vec![
+                    "rdma / tcp".to_string(),
+                    format!("{bw_ratio:.2}x"),
+                    format!("{lat_ratio:.2}x"),
+                    format!("{p99_ratio:.2}x"),
+                    String::new(),
+                ],
+                raw_row("rdma/tcp ratio", bw_ratio, lat_ratio, p99_ratio, ""),
+            );
             (
                 json!({
                     "available": true,
@@ -473,13 +640,22 @@ pub fn compare(
             )
         }
         Err(why) => {
-            table.push([
-                "rdma".to_string(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                why.clone(),
-            ]);
+            table.push(
+                vec![
+                    "rdma".to_string(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    why.clone(),
+                ],
+                vec![
+                    "rdma".to_string(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    why.clone(),
+                ],
+            );
             (
                 json!({ "available": false, "reason": why }),
                 json!({ "throughput": null, "latency_p50": null }),

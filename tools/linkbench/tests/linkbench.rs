@@ -434,7 +434,21 @@ fn loopback_bandwidth_latency_sweeps_csv_and_plot() {
     for row in sweep {
         assert_latency_sane(&row["latency_us"]);
     }
-    assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 24);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 24);
+    // CSV is data: units in the column names, raw numbers in the cells.
+    assert!(
+        text.starts_with("size_bytes,round_trips,min_us,mean_us,p50_us,"),
+        "{text}"
+    );
+    for line in text.lines().skip(1) {
+        for cell in line.split(',') {
+            assert!(
+                cell.parse::<f64>().is_ok(),
+                "not a number: {cell} in {line}"
+            );
+        }
+    }
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
 
     let output = run(None, &["bw", "--peer", peer, "-a", "-t", "100ms"]);

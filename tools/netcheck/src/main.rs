@@ -107,7 +107,10 @@ fn run(args: Args) -> anyhow::Result<u8> {
         facts.hostname,
         facts.iface.name
     );
+    // Fixes are printed whole below the table, never wrapped inside a cell: they are
+    // commands to copy and paste.
     let mut table = Table::new(["check", "status", "finding", "fix"]);
+    let mut fixes = Vec::new();
     for check in checks
         .iter()
         .filter(|c| !args.quiet || c.status >= Status::Warn)
@@ -116,14 +119,26 @@ fn run(args: Args) -> anyhow::Result<u8> {
         if args.verbose {
             finding.push_str(&format!("\n{}", check.evidence));
         }
+        let fix = if check.fix.is_empty() {
+            String::new()
+        } else {
+            fixes.push(format!("[{}] {}: {}", fixes.len() + 1, check.id, check.fix));
+            format!("[{}]", fixes.len())
+        };
         table.push([
             check.id.to_string(),
             check.status.as_str().to_uppercase(),
             finding,
-            check.fix.clone(),
+            fix,
         ]);
     }
     println!("{}", table.render());
+    if !fixes.is_empty() {
+        println!("fixes:");
+        for fix in &fixes {
+            println!("{fix}");
+        }
+    }
     println!(
         "{} pass, {} warn, {} fail, {} info, {} skip -> exit {code}",
         summary.pass, summary.warn, summary.fail, summary.info, summary.skip

@@ -10,21 +10,17 @@ use super::verbs::{self, abi, DeviceList, DeviceListError};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Unavailable {
-    #[error("RDMA unavailable: libibverbs not installed (libibverbs.so.1 cannot be loaded): install rdma-core (`apt-get install libibverbs1 ibverbs-providers`), or use --transport tcp")]
+    #[error("RDMA unavailable: libibverbs not installed (libibverbs.so.1 cannot be loaded): install rdma-core (`apt-get install libibverbs1 ibverbs-providers`)")]
     NoLibrary,
-    #[error("RDMA unavailable: kernel has no RDMA support (ENOSYS): ibv_get_device_list found no RDMA subsystem; boot a kernel with InfiniBand support and load the NIC's RDMA driver (mlx5_ib, irdma, or rdma_rxe for Soft-RoCE), or use --transport tcp")]
+    #[error("RDMA unavailable: kernel has no RDMA support (ENOSYS): ibv_get_device_list found no RDMA subsystem; boot a kernel with InfiniBand support and load the NIC's RDMA driver (mlx5_ib, irdma, or rdma_rxe for Soft-RoCE)")]
     NoKernel,
-    #[error("RDMA unavailable: no device (ibv_get_device_list is empty): load the NIC's RDMA driver or add Soft-RoCE (`rdma link add rxe0 type rxe netdev eth0`), or use --transport tcp")]
+    #[error("RDMA unavailable: no device (ibv_get_device_list is empty): load the NIC's RDMA driver or add Soft-RoCE (`rdma link add rxe0 type rxe netdev eth0`)")]
     NoDevice,
-    #[error(
-        "RDMA unavailable: no device named {name} (found: {found}): pass one of those to --device"
-    )]
+    #[error("RDMA unavailable: no device named {name} (found: {found}): name one of those")]
     NoSuchDevice { name: String, found: String },
-    #[error("RDMA unavailable: port not ACTIVE ({ports}): bring the link up (`ip link set <netdev> up`; on InfiniBand start a subnet manager, `systemctl start opensm`), or use --transport tcp")]
+    #[error("RDMA unavailable: port not ACTIVE ({ports}): bring the link up (`ip link set <netdev> up`; on InfiniBand start a subnet manager, `systemctl start opensm`)")]
     PortNotActive { ports: String },
-    #[error(
-        "RDMA unavailable: {what} failed ({errno}): check `ibv_devinfo`, or use --transport tcp"
-    )]
+    #[error("RDMA unavailable: {what} failed ({errno}): check `ibv_devinfo`")]
     Verbs { what: String, errno: String },
 }
 

@@ -335,6 +335,11 @@ mod tests {
             "{}",
             check.summary
         );
+        // netcheck has no --transport flag: the shared verdict must not suggest one.
+        assert!(
+            !check.summary.contains("--transport") && !check.fix.contains("--transport"),
+            "{check:?}"
+        );
         // sysfs lists an ACTIVE port, but verbs cannot open it: a warning naming why.
         let mut f = facts_with_fixture("4: ACTIVE");
         f.rdma_verbs = RdmaVerbs::Unavailable { reason };
