@@ -83,18 +83,24 @@ fn argument_error(tool: &str, error: &clap::Error) -> String {
     let mut cause = String::new();
     let mut tips = Vec::new();
     let mut command = tool.to_string();
+    let mut in_usage = false;
     for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if let Some(text) = line.strip_prefix("error: ") {
-            cause = text.to_string();
+            cause = text.trim_end_matches(':').to_string();
         } else if let Some(tip) = line.strip_prefix("tip: ") {
             tips.push(tip.to_string());
+        } else if line.starts_with("For more information") {
         } else if let Some(usage) = line.strip_prefix("Usage: ") {
+            in_usage = true;
             // "Usage: linkbench bw [OPTIONS] --peer <HOST>": the (sub)command's name.
             command = usage
                 .split_whitespace()
                 .take_while(|w| !w.starts_with(['[', '<', '-']))
                 .collect::<Vec<_>>()
                 .join(" ");
+        } else if !in_usage && !cause.is_empty() {
+            // The indented list under "the following required arguments were not provided:".
+            cause = format!("{cause}: {line}");
         }
     }
     if cause.is_empty() {
