@@ -12,5 +12,6 @@ pub use latency::{LatencyRecorder, LatencySummary};
 pub use plot::{is_chart_path, write_chart, Chart, PlotError, Series};
 pub use render::{write_csv, Table};
 pub use units::{
-    format_bytes, format_duration, gbit_per_s, gbyte_per_s, parse_duration, parse_size, UnitError,
+    format_bytes, format_duration, format_rate, gbit_per_s, gbyte_per_s, parse_duration,
+    parse_size, UnitError,
 };

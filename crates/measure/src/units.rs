@@ -112,6 +112,16 @@ pub fn format_duration(duration: Duration) -> String {
 }
 
 /// Decimal gigabits per second (1 Gbit/s = 1e9 bit/s), the unit links are sold in.
+/// A rate with three decimals, or three significant digits when it is smaller than
+/// that shows (a stalled link reads 0.000460, never "0.000").
+pub fn format_rate(value: f64) -> String {
+    if !value.is_finite() || value == 0.0 || value.abs() >= 0.1 {
+        return format!("{value:.3}");
+    }
+    let decimals = (2 - value.abs().log10().floor() as i32).clamp(3, 12) as usize;
+    format!("{value:.decimals$}")
+}
+
 pub fn gbit_per_s(bytes: u64, seconds: f64) -> f64 {
     if seconds <= 0.0 {
         return 0.0;
@@ -130,6 +140,14 @@ pub fn gbyte_per_s(bytes: u64, seconds: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_rates_keep_three_significant_digits() {
+        assert_eq!(format_rate(38.7481), "38.748");
+        assert_eq!(format_rate(0.4603), "0.460");
+        assert_eq!(format_rate(0.000_460_3), "0.000460");
+        assert_eq!(format_rate(0.0), "0.000");
+    }
 
     #[test]
     fn sizes_use_binary_suffixes_and_explicit_decimal_ones() {

@@ -141,8 +141,8 @@ pub fn bandwidth(output: &Output, sweep: bool, reports: &[BwReport]) -> anyhow::
             table.push(
                 vec![
                     r.msg_size.to_string(),
-                    format!("{:.3}", r.throughput_gbps),
-                    format!("{:.3}", r.throughput_gbps / 8.0),
+                    measure::format_rate(r.throughput_gbps),
+                    measure::format_rate(r.throughput_gbps / 8.0),
                     r.retransmits.to_string(),
                     format!("{:.1}", r.cpu.local.total_pct),
                     format!("{:.1}", r.cpu.remote.total_pct),
@@ -217,7 +217,7 @@ pub fn bandwidth(output: &Output, sweep: bool, reports: &[BwReport]) -> anyhow::
                 direction_name(s.direction).to_string(),
                 format_bytes(s.bytes),
                 format!("{:.2}", s.seconds),
-                format!("{:.3}", s.throughput_gbps),
+                measure::format_rate(s.throughput_gbps),
                 opt(s.retransmits),
                 opt(s.rtt_us),
             ],
@@ -239,7 +239,7 @@ pub fn bandwidth(output: &Output, sweep: bool, reports: &[BwReport]) -> anyhow::
                 direction_name(d.direction).to_string(),
                 format_bytes(d.bytes),
                 format!("{:.2}", d.seconds),
-                format!("{:.3}", d.throughput_gbps),
+                measure::format_rate(d.throughput_gbps),
                 d.retransmits.to_string(),
                 opt(report.rtt_us.map(|r| format!("{r:.0}"))),
             ],
@@ -254,12 +254,15 @@ pub fn bandwidth(output: &Output, sweep: bool, reports: &[BwReport]) -> anyhow::
             ],
         );
     }
-    let footer =
-        format!(
-        "throughput: {:.3} Gbit/s ({:.3} GB/s){}\ncpu (percent of one core): local {}, remote {}",
-        report.throughput_gbps,
-        report.throughput_gbps / 8.0,
-        if report.directions.len() > 1 { ", both directions summed" } else { "" },
+    let footer = format!(
+        "throughput: {} Gbit/s ({} GB/s){}\ncpu (percent of one core): local {}, remote {}",
+        measure::format_rate(report.throughput_gbps),
+        measure::format_rate(report.throughput_gbps / 8.0),
+        if report.directions.len() > 1 {
+            ", both directions summed"
+        } else {
+            ""
+        },
         cpu_text(&report.cpu.local),
         cpu_text(&report.cpu.remote),
     );
@@ -577,7 +580,7 @@ pub fn compare(
     table.push(
         vec![
             "tcp".to_string(),
-            format!("{:.3}", tcp_bw.throughput_gbps),
+            measure::format_rate(tcp_bw.throughput_gbps),
             format!("{:.2}", tcp_lat.latency_us.p50),
             format!("{:.2}", tcp_lat.latency_us.p99),
             String::new(),
@@ -602,7 +605,7 @@ pub fn compare(
             table.push(
                 vec![
                     "rdma".to_string(),
-                    format!("{:.3}", bw.throughput_gbps),
+                    measure::format_rate(bw.throughput_gbps),
                     format!("{:.2}", lat.latency_us.p50),
                     format!("{:.2}", lat.latency_us.p99),
                     note.clone(),

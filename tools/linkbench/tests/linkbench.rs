@@ -865,3 +865,26 @@ fn an_empty_token_is_refused_not_treated_as_unset() {
         stderr_of(&output)
     );
 }
+
+/// `-t` bounds the run: a 4 KiB window on loopback (smaller than one 64 KiB segment)
+/// stalls TCP, and `bw -t 1s` took 19.8 s and printed 0.000 Gbit/s. Now the stream is cut
+/// at the duration plus a short drain grace, and the rate keeps its significant digits.
+#[test]
+fn duration_bounds_a_stalled_stream_and_tiny_rates_keep_their_digits() {
+    let _turn = traffic();
+    let server = Served::start(None, "127.0.0.1", &[], &[]);
+    let started = Instant::now();
+    let output = run(
+        None,
+        &["bw", "--peer", &server.addr, "-t", "1s", "--window", "4K"],
+    );
+    let took = started.elapsed();
+    assert!(output.status.success(), "{output:?}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("throughput: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(!line.starts_with("throughput: 0.000 Gbit/s"), "{line}");
+}

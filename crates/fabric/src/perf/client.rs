@@ -171,7 +171,7 @@ impl Client {
                             stream::send_for(stream, index, direction, plan, start, &what)
                         }
                         Direction::ServerToClient => {
-                            stream::receive(stream, index, direction, start, &what)
+                            stream::receive(stream, index, direction, start, plan.duration, &what)
                         }
                     };
                     let _ = tx.send(outcome);

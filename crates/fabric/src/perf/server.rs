@@ -397,9 +397,14 @@ fn run_test(channel: &mut Channel, request: &TestRequest, routes: &Routes) -> Re
                             Direction::ServerToClient => {
                                 stream::send_for(stream, index, direction, plan, start, &what)
                             }
-                            Direction::ClientToServer => {
-                                stream::receive(stream, index, direction, start, &what)
-                            }
+                            Direction::ClientToServer => stream::receive(
+                                stream,
+                                index,
+                                direction,
+                                start,
+                                plan.duration,
+                                &what,
+                            ),
                         })
                         .map_err(|e| FabricError::io("starting a stream thread", e))
                 })

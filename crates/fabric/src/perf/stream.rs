@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 /// How long a stream may stall (no byte in or out) before the peer counts as dead.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long past its duration a stream may take to drain before it is cut.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Receive buffer: large reads mean fewer syscalls; iperf3 reads one block per call.
 const RECV_CHUNK: usize = 256 * 1024;
 
@@ -117,39 +119,83 @@ pub fn send_for(
     let mut bytes = 0u64;
     let first = Instant::now();
     let deadline = first + duration;
+    // The duration bounds the test: past it (plus a grace for the tail to drain) the
+    // stream is cut, even when a tiny window or a stalled path keeps data queued.
+    let hard_end = deadline + DRAIN_GRACE;
     let mut zc = zerocopy.then(|| ZeroCopyWriter::new(&stream));
+    let mut offset = 0usize;
+    let mut cut = false;
     let last = loop {
-        let written = match zc.as_mut() {
-            Some(writer) => writer.write_all(buffer),
-            None => (&stream).write_all(buffer),
-        };
-        written.map_err(|e| stream_error(what, e))?;
-        bytes += size as u64;
         let now = Instant::now();
         if now >= deadline {
             break now;
+        }
+        let written = match zc.as_mut() {
+            Some(writer) => writer.write_all(buffer).map(|()| buffer.len()),
+            None => {
+                let left = hard_end.saturating_duration_since(now);
+                if left < STALL_TIMEOUT {
+                    stream
+                        .set_write_timeout(Some(left.max(Duration::from_millis(1))))
+                        .map_err(|e| stream_error(what, e))?;
+                }
+                (&stream).write(&buffer[offset..])
+            }
+        };
+        match written {
+            Ok(0) => return Err(stream_error(what, ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                bytes += n as u64;
+                offset = (offset + n) % buffer.len();
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+                    && Instant::now() >= deadline =>
+            {
+                cut = true;
+                break Instant::now();
+            }
+            Err(e) => return Err(stream_error(what, e)),
         }
     };
     if let Some(writer) = zc.as_mut() {
         let _ = writer.flush();
     }
-    stream
-        .shutdown(Shutdown::Write)
-        .map_err(|e| stream_error(what, e))?;
-    // The receiver closes after reading everything; a reset here still means it got our FIN.
-    let mut sink = [0u8; 64];
-    loop {
-        match (&stream).read(&mut sink) {
-            Ok(0) => break,
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(stream_error(what, e))
+    if !cut {
+        stream
+            .shutdown(Shutdown::Write)
+            .map_err(|e| stream_error(what, e))?;
+        // The receiver closes after reading everything; a reset here still means it got
+        // our FIN. Waiting is bounded by the same hard end.
+        let mut sink = [0u8; 64];
+        loop {
+            let left = hard_end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                cut = true;
+                break;
             }
-            Err(_) => break,
+            let _ = stream.set_read_timeout(Some(left.min(STALL_TIMEOUT)));
+            match (&stream).read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if Instant::now() >= hard_end {
+                        cut = true;
+                        break;
+                    }
+                    return Err(stream_error(what, e));
+                }
+                Err(_) => break,
+            }
         }
     }
     let info = tcp_info(&stream);
+    if cut {
+        // Drop what is still queued: a reset ends the receiver's read at once.
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    }
     Ok(StreamOutcome {
         stats: StreamStats {
             index,
@@ -164,12 +210,15 @@ pub fn send_for(
     })
 }
 
-/// Reads until the sender closes; counts bytes and the first/last byte times.
+/// Reads until the sender closes, or until `duration` after the first byte plus the drain
+/// grace (the sender cuts a stream that cannot drain, and so does this side); counts bytes
+/// and the first/last byte times.
 pub fn receive(
     stream: TcpStream,
     index: u32,
     direction: Direction,
     start: Instant,
+    duration: Duration,
     what: &str,
 ) -> Result<StreamOutcome> {
     let cpu = CpuMeter::start(Scope::Thread);
@@ -179,15 +228,47 @@ pub fn receive(
     let mut bytes = 0u64;
     let mut first = None;
     let mut last = start;
+    let mut hard_end: Option<Instant> = None;
+    let mut limited = false;
     loop {
+        if let Some(end) = hard_end {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if left < STALL_TIMEOUT {
+                stream
+                    .set_read_timeout(Some(left))
+                    .map_err(|e| stream_error(what, e))?;
+                limited = true;
+            }
+        }
         match (&stream).read(buffer) {
             Ok(0) => break,
             Ok(n) => {
                 last = Instant::now();
-                first.get_or_insert(last);
+                if first.is_none() {
+                    first = Some(last);
+                    hard_end = Some(last + duration + DRAIN_GRACE + DRAIN_GRACE);
+                }
                 bytes += n as u64;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            // Cut by the sender at its hard end, or ours reached: the test is over.
+            Err(e)
+                if hard_end.is_some_and(|end| Instant::now() + DRAIN_GRACE >= end)
+                    && matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset | ErrorKind::WouldBlock | ErrorKind::TimedOut
+                    ) =>
+            {
+                break
+            }
+            Err(e)
+                if limited && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                break
+            }
             Err(e) => return Err(stream_error(what, e)),
         }
     }
