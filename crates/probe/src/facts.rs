@@ -451,7 +451,10 @@ fn fill_addresses(interfaces: &mut [Interface]) {
 }
 
 /// getaddrinfo can block for many seconds on a broken resolver; bound it.
-fn resolve_with_timeout(hostname: String, timeout: Duration) -> Result<Vec<IpAddr>, String> {
+pub(crate) fn resolve_with_timeout(
+    hostname: String,
+    timeout: Duration,
+) -> Result<Vec<IpAddr>, String> {
     use std::net::ToSocketAddrs;
     let (sender, receiver) = mpsc::channel();
     let name = hostname.clone();

@@ -5,12 +5,15 @@
 //! port binds). Checks ([`run_checks`]) are pure functions of those facts.
 
 mod checks;
+mod emit;
 mod facts;
 mod fingerprint;
 mod nccl_ifname;
+pub mod pair;
 mod sysfs;
 
 pub use checks::{run_checks, Check, CheckOptions, Status, Summary};
+pub use emit::{environment, export_lines};
 pub use facts::{
     gather, DefaultRoute, Facts, GatherOptions, Gpu, GpuFacts, Interface, IpNet, Memlock,
     PortProbe, RdmaDevice, RdmaGid, RdmaPort, Shm,

@@ -4,7 +4,8 @@
 
 use clap::Parser;
 use measure::Table;
-use probe::{CheckOptions, GatherOptions, Status, Summary};
+use probe::pair::{PairOptions, PairOutcome, PortSpec};
+use probe::{Check, CheckOptions, GatherOptions, Status, Summary};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,9 +37,67 @@ struct Args {
     /// Also print each check's evidence.
     #[arg(short, long)]
     verbose: bool,
+    /// Wait for one peer (`netcheck --peer` on another node), run the pair checks with it,
+    /// print both, and exit with the combined verdict.
+    #[arg(long, conflicts_with_all = ["peer", "emit_env"])]
+    listen: bool,
+    /// Run the pair checks against a node that runs `netcheck --listen`.
+    #[arg(long, value_name = "HOST[:PORT]", conflicts_with = "emit_env")]
+    peer: Option<String>,
+    /// The pair checks' control port (both sides).
+    #[arg(long, default_value_t = probe::pair::DEFAULT_PORT, value_name = "PORT")]
+    pair_port: u16,
+    /// Bound on every wait of the pair checks, and on waiting for the peer.
+    #[arg(long, default_value = "60s", value_parser = cli::duration_arg, value_name = "DURATION")]
+    timeout: Duration,
+    /// Shorter bandwidth tests (0.5 s per direction instead of 2 s).
+    #[arg(long)]
+    quick: bool,
+    /// Print the `export` lines this node should use (NCCL_SOCKET_IFNAME,
+    /// GLOO_SOCKET_IFNAME, VLLM_HOST_IP, NCCL_IB_GID_INDEX on RoCE), for `eval`; nothing
+    /// and a non-zero exit when a check fails.
+    #[arg(long, conflicts_with = "json")]
+    emit_env: bool,
     /// Read /sys, /proc and /dev/shm under this root (fixture trees in tests).
     #[arg(long, hide = true, default_value = "/")]
     sysroot: PathBuf,
+}
+
+fn log_line(line: &str) {
+    eprintln!("netcheck: {line}");
+}
+
+/// The ports tested both ways between two nodes: Ray's, the user's, NIXL's side channel
+/// and a sample of the ephemeral range NCCL and Gloo open their data sockets in.
+fn pair_ports(user: &[u16], env: &std::collections::BTreeMap<String, String>) -> Vec<PortSpec> {
+    let mut specs = vec![PortSpec {
+        port: 6379,
+        purpose: "Ray GCS".into(),
+    }];
+    let mut add = |port: u16, purpose: &str| {
+        if !specs.iter().any(|s| s.port == port) {
+            specs.push(PortSpec {
+                port,
+                purpose: purpose.into(),
+            });
+        }
+    };
+    for &port in user {
+        add(port, "--port");
+    }
+    let nixl = env
+        .get("VLLM_NIXL_SIDE_CHANNEL_PORT")
+        .and_then(|p| p.trim().parse::<u16>().ok())
+        .unwrap_or(5600);
+    let dp_rank = env
+        .get("VLLM_DP_RANK")
+        .and_then(|r| r.trim().parse::<u16>().ok())
+        .unwrap_or(0);
+    add(nixl.saturating_add(dp_rank), "NIXL side channel");
+    for port in [35000, 45000, 55000] {
+        add(port, "NCCL/Gloo ephemeral range");
+    }
+    specs
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +114,10 @@ fn run(args: Args) -> anyhow::Result<u8> {
             ports.push(*port);
         }
     }
+    if args.pair_port == 0 {
+        return Err(cli::usage("--pair-port 0 is not a port: pass 1..65535"));
+    }
+    let token = fabric::handshake::token_from_env().map_err(|e| cli::usage(e.to_string()))?;
     let facts = probe::gather(&GatherOptions {
         root: args.sysroot.clone(),
         iface: args.iface.clone(),
@@ -67,7 +130,37 @@ fn run(args: Args) -> anyhow::Result<u8> {
             expect_gpus: args.expect_gpus,
         },
     );
-    let summary = Summary::of(&checks);
+    if args.emit_env {
+        return emit_env(&facts, &checks);
+    }
+    let pair = if args.listen || args.peer.is_some() {
+        let mut env = facts.env.clone();
+        for key in ["VLLM_NIXL_SIDE_CHANNEL_PORT", "VLLM_DP_RANK"] {
+            if let Ok(v) = std::env::var(key) {
+                env.insert(key.into(), v);
+            }
+        }
+        let options = PairOptions {
+            token,
+            ports: pair_ports(&args.ports, &env),
+            timeout: args.timeout,
+            bw_duration: if args.quick {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_secs(2)
+            },
+            log: log_line,
+        };
+        Some(run_pair(&args, &facts, &options)?)
+    } else {
+        None
+    };
+    let all: Vec<Check> = checks
+        .iter()
+        .cloned()
+        .chain(pair.iter().flat_map(|p| p.checks.iter().cloned()))
+        .collect();
+    let summary = Summary::of(&all);
     let code = if summary.fail > 0 || (args.strict && summary.warn > 0) {
         cli::exit::FAIL
     } else if summary.warn > 0 {
@@ -95,6 +188,9 @@ fn run(args: Args) -> anyhow::Result<u8> {
                     .filter(|(k, _)| k.starts_with("NCCL_") || k.starts_with("GLOO_") || k.starts_with("VLLM_"))
                     .collect::<std::collections::BTreeMap<_, _>>(),
             },
+            "pair": pair.as_ref().map(|p| json!({
+                "a": p.a, "b": p.b, "measured": p.measured, "checks": p.checks,
+            })),
             "exit_code": code,
         });
         println!("{}", serde_json::to_string_pretty(&document)?);
@@ -109,9 +205,16 @@ fn run(args: Args) -> anyhow::Result<u8> {
     );
     // Fixes are printed whole below the table, never wrapped inside a cell: they are
     // commands to copy and paste.
+    if let Some(p) = &pair {
+        println!(
+            "pair checks between {} (--peer side) and {} (--listen side)",
+            p.a.label(),
+            p.b.label()
+        );
+    }
     let mut table = Table::new(["check", "status", "finding", "fix"]);
     let mut fixes = Vec::new();
-    for check in checks
+    for check in all
         .iter()
         .filter(|c| !args.quiet || c.status >= Status::Warn)
     {
@@ -144,4 +247,63 @@ fn run(args: Args) -> anyhow::Result<u8> {
         summary.pass, summary.warn, summary.fail, summary.info, summary.skip
     );
     Ok(code)
+}
+
+fn run_pair(
+    args: &Args,
+    facts: &probe::Facts,
+    options: &PairOptions,
+) -> anyhow::Result<PairOutcome> {
+    if args.listen {
+        let ip = facts
+            .iface
+            .global_ipv4()
+            .filter(|_| facts.iface.kind != "loopback")
+            .map(std::net::IpAddr::V4)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} has no global IPv4 address to listen on for the pair checks: fix iface.up first, or pass --iface",
+                    facts.iface.name
+                )
+            })?;
+        let listener = std::net::TcpListener::bind((ip, args.pair_port)).map_err(|e| {
+            anyhow::anyhow!(
+                "listening on {ip}:{} for the pair checks: {e}; pass another --pair-port",
+                args.pair_port
+            )
+        })?;
+        eprintln!(
+            "netcheck: ready: listening on {ip}:{} for one peer ({}); run `netcheck --iface IFACE --peer {ip}` on the other node",
+            args.pair_port,
+            if options.token.is_some() { "NODELINK_TOKEN required" } else { "no authentication" }
+        );
+        return probe::pair::serve(listener, facts, options)
+            .map_err(|e| anyhow::anyhow!("pair checks: {e}"));
+    }
+    let peer = args.peer.as_deref().unwrap_or_default();
+    let addr = fabric::tcp::resolve_peer(peer, args.pair_port)
+        .map_err(|e| cli::usage(format!("--peer {peer}: {e}")))?;
+    probe::pair::connect(addr, facts, options)
+        .map_err(|e| anyhow::anyhow!("pair checks with {addr}: {e}"))
+}
+
+fn emit_env(facts: &probe::Facts, checks: &[Check]) -> anyhow::Result<u8> {
+    match probe::environment(facts, checks) {
+        Ok(vars) => {
+            print!("{}", probe::export_lines(&vars));
+            Ok(cli::exit::OK)
+        }
+        Err(failed) => {
+            for check in checks.iter().filter(|c| failed.contains(&c.id)) {
+                eprintln!("netcheck: FAIL {}: {}", check.id, check.summary);
+                if !check.fix.is_empty() {
+                    eprintln!("netcheck:   fix: {}", check.fix);
+                }
+            }
+            anyhow::bail!(
+                "{} failed: no environment emitted; fix the failures above and run again",
+                failed.join(", ")
+            )
+        }
+    }
 }

@@ -197,3 +197,241 @@ fn strict_turns_warnings_into_failure() {
         assert_eq!(run(true).status.code(), Some(2));
     }
 }
+
+/// Runs `netcheck --listen` in `pair.a` and `netcheck --peer` in `pair.b` (both `--json`),
+/// returning (listener's output, peer's output).
+fn pair_run(pair: &Pair, listen_extra: &[&str], peer_extra: &[&str]) -> (Output, Output) {
+    let mut listener = pair.a.command(BIN);
+    listener
+        .args([
+            "--iface",
+            Pair::IFACE,
+            "--listen",
+            "--quick",
+            "--timeout",
+            "30s",
+            "--json",
+        ])
+        .args(listen_extra)
+        .env_remove("NODELINK_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let listener = listener.spawn().unwrap();
+    // The listener says "ready" once it listens; the peer retries nothing, so wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let ss = pair.a.output("ss", &["-ltn"]).unwrap();
+        if String::from_utf8_lossy(&ss.stdout).contains(":18516") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let peer = pair
+        .b
+        .command(BIN)
+        .args([
+            "--iface",
+            Pair::IFACE,
+            "--peer",
+            Pair::ADDR_A,
+            "--quick",
+            "--json",
+        ])
+        .args(peer_extra)
+        .env_remove("NODELINK_TOKEN")
+        .output()
+        .unwrap();
+    (listener.wait_with_output().unwrap(), peer)
+}
+
+fn pair_check<'a>(document: &'a Value, id: &str) -> &'a Value {
+    document["pair"]["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no pair checks in {document}"))
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id} in {document}"))
+}
+
+#[test]
+fn a_clean_pair_passes_its_pair_checks_on_both_nodes() {
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    let (listener, peer) = pair_run(&pair, &[], &[]);
+    let (b, a) = (json_of(&listener), json_of(&peer));
+    for id in [
+        "pair.route",
+        "pair.ports",
+        "pair.nat",
+        "pair.mtu",
+        "pair.versions",
+        "pair.transport",
+    ] {
+        assert_eq!(
+            pair_check(&a, id)["status"],
+            "pass",
+            "{}",
+            pair_check(&a, id)
+        );
+        // Both nodes print the same verdict.
+        assert_eq!(
+            pair_check(&a, id)["status"],
+            pair_check(&b, id)["status"],
+            "{id}"
+        );
+    }
+    for id in ["pair.bandwidth", "pair.latency", "pair.clock"] {
+        assert_eq!(
+            pair_check(&a, id)["status"],
+            "info",
+            "{}",
+            pair_check(&a, id)
+        );
+    }
+    let bw = a["pair"]["measured"]["bw_a_to_b_gbps"].as_f64().unwrap();
+    assert!(bw > 0.1, "{bw}");
+    assert!(pair_check(&a, "pair.mtu")["summary"]
+        .as_str()
+        .unwrap()
+        .contains("don't-fragment packets cross both ways"));
+    // Each node exits with its verdict over local and pair checks, as its JSON says.
+    for (output, document) in [(&listener, &b), (&peer, &a)] {
+        assert_eq!(
+            output.status.code().map(i64::from),
+            document["exit_code"].as_i64()
+        );
+    }
+}
+
+#[test]
+fn an_mtu_mismatch_fails_pair_mtu_naming_both_sides() {
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    pair.a
+        .ip(&["link", "set", Pair::IFACE, "mtu", "9000"])
+        .unwrap();
+    let (_, peer) = pair_run(&pair, &[], &[]);
+    assert_eq!(peer.status.code(), Some(2));
+    let check = pair_check(&json_of(&peer), "pair.mtu").clone();
+    assert_eq!(check["status"], "fail", "{check}");
+    let summary = check["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("MTU 1500") && summary.contains("9000"),
+        "{summary}"
+    );
+    assert!(
+        check["fix"].as_str().unwrap().contains("mtu 1500"),
+        "{check}"
+    );
+}
+
+#[test]
+fn a_firewall_dropping_6379_is_named_with_port_direction_and_rule() {
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    for args in [
+        &["add", "table", "inet", "nltest"][..],
+        &[
+            "add",
+            "chain",
+            "inet",
+            "nltest",
+            "input",
+            "{ type filter hook input priority 0; }",
+        ][..],
+        &[
+            "add", "rule", "inet", "nltest", "input", "tcp", "dport", "6379", "drop",
+        ][..],
+    ] {
+        let out = pair
+            .a
+            .output("nft", args)
+            .expect("nft (apt-get install nftables)");
+        assert!(
+            out.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (_, peer) = pair_run(&pair, &[], &[]);
+    assert_eq!(peer.status.code(), Some(2));
+    let check = pair_check(&json_of(&peer), "pair.ports").clone();
+    assert_eq!(check["status"], "fail", "{check}");
+    let summary = check["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("TCP 6379 (Ray GCS) from")
+            && summary.contains("(10.77.0.2) to")
+            && summary.contains("(10.77.0.1) is blocked (no answer"),
+        "{summary}"
+    );
+    // Only that direction: 6379 from a to b is open.
+    assert!(!summary.contains("(10.77.0.1) to"), "{summary}");
+    let fix = check["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("tcp dport 6379 accept") && fix.contains("ufw allow from 10.77.0.2"),
+        "{fix}"
+    );
+}
+
+#[test]
+fn a_peer_that_never_comes_is_an_error_within_the_timeout() {
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let output = pair
+        .a
+        .output(
+            BIN,
+            &["--iface", Pair::IFACE, "--listen", "--timeout", "2s"],
+        )
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no peer connected within 2s"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn emit_env_prints_exports_only_when_nothing_fails() {
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    // Pinning Gloo clears the namespace's hostname-on-loopback failure.
+    let output = pair
+        .a
+        .command(BIN)
+        .args(["--iface", Pair::IFACE, "--emit-env"])
+        .env("GLOO_SOCKET_IFNAME", Pair::IFACE)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "export NCCL_SOCKET_IFNAME='=nl0'\nexport GLOO_SOCKET_IFNAME='nl0'\nexport VLLM_HOST_IP='10.77.0.1'\n"
+    );
+    pair.a.ip(&["link", "set", Pair::IFACE, "down"]).unwrap();
+    let output = pair
+        .a
+        .command(BIN)
+        .args(["--iface", Pair::IFACE, "--emit-env"])
+        .env("GLOO_SOCKET_IFNAME", Pair::IFACE)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no environment emitted") && stderr.contains("iface.up"),
+        "{stderr}"
+    );
+}

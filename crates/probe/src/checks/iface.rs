@@ -44,13 +44,28 @@ pub(crate) fn up(facts: &Facts) -> Check {
         .fix(format!("bring it up: `ip link set {name} up`, and check the cable/switch port if carrier stays down"));
     }
     if iface.kind == "loopback" {
+        let candidates = super::candidate_interfaces(facts);
+        let why = if facts.default_route.is_none() {
+            "this node has no default route, so nothing says which interface carries inter-node traffic, and "
+        } else {
+            ""
+        };
         return Check::new(
             "iface.up",
             Status::Fail,
-            format!("{name} is the loopback interface: other nodes cannot reach it"),
+            format!(
+                "{why}{name} is the loopback interface: other nodes cannot reach it; candidates: {}",
+                if candidates.is_empty() { "none (no other interface is up with a global IPv4 address)".to_string() } else { candidates.join(", ") }
+            ),
             evidence,
         )
-        .fix("pass the interface that carries inter-node traffic, e.g. --iface eno1");
+        .fix(match candidates.first() {
+            Some(first) => format!(
+                "pass the interface that carries inter-node traffic, e.g. --iface {}",
+                first.split(' ').next().unwrap_or("eno1")
+            ),
+            None => "bring up the inter-node interface and give it an address, then pass it with --iface".into(),
+        });
     }
     match iface.global_ipv4() {
         Some(addr) => Check::new(
@@ -257,6 +272,35 @@ mod tests {
         let check = up(&facts);
         assert_eq!(check.status, Status::Fail);
         assert!(check.summary.contains("loopback"));
+    }
+
+    /// No default route and no --iface: netcheck used to settle on lo and recommend
+    /// `export NCCL_SOCKET_IFNAME=lo`. It fails, lists the real candidates, and never
+    /// recommends loopback anywhere.
+    #[test]
+    fn without_a_default_route_loopback_is_never_recommended() {
+        let mut facts = fixture::facts();
+        facts.default_route = None;
+        facts.iface = facts.interface("lo").unwrap().clone();
+        let check = up(&facts);
+        assert_eq!(check.status, Status::Fail);
+        assert!(
+            check.summary.contains("no default route"),
+            "{}",
+            check.summary
+        );
+        assert!(
+            check.summary.contains("candidates: eth0 (10.0.0.5)"),
+            "{}",
+            check.summary
+        );
+        assert!(check.fix.contains("--iface eth0"), "{}", check.fix);
+        for c in crate::run_checks(&facts, &Default::default()) {
+            assert!(
+                !c.fix.contains("IFNAME=lo") && !c.fix.contains("IFNAME==lo"),
+                "{c:?}"
+            );
+        }
     }
 
     #[test]

@@ -110,9 +110,32 @@ const NEED_IFACE: [&str; 9] = [
     "ports.free",
 ];
 
+/// Interfaces another node could reach this one by: up, not loopback, with a global
+/// IPv4 address ("eth0 (10.0.0.5)").
+pub(crate) fn candidate_interfaces(facts: &Facts) -> Vec<String> {
+    facts
+        .interfaces
+        .iter()
+        .filter(|i| i.kind != "loopback" && i.is_up())
+        .filter_map(|i| i.global_ipv4().map(|a| format!("{} ({a})", i.name)))
+        .collect()
+}
+
 /// Runs every check in a fixed order.
 pub fn run_checks(facts: &Facts, options: &CheckOptions) -> Vec<Check> {
-    let checks = all_checks(facts, options);
+    let mut checks = all_checks(facts, options);
+    if facts.iface.kind == "loopback" {
+        // Never recommend loopback as the inter-node interface (a node without a default
+        // route used to be told `export NCCL_SOCKET_IFNAME=lo`).
+        let lo = facts.iface.name.as_str();
+        for check in &mut checks {
+            if check.fix.contains(&format!("IFNAME={lo}"))
+                || check.fix.contains(&format!("IFNAME=={lo}"))
+            {
+                check.fix = "name the inter-node interface first (see iface.up)".into();
+            }
+        }
+    }
     if facts.iface.exists {
         return checks;
     }
