@@ -31,3 +31,9 @@ impl CollError {
         }
     }
 }
+
+impl From<fabric::bootstrap::BootstrapError> for CollError {
+    fn from(e: fabric::bootstrap::BootstrapError) -> Self {
+        CollError::Bootstrap(e.0)
+    }
+}

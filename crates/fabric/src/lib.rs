@@ -5,6 +5,7 @@
 //! The data path uses one blocking thread per stream rather than an async runtime: it is
 //! what iperf3 -P does, it measured faster here, and socket timeouts bound every wait.
 
+pub mod bootstrap;
 pub mod channel;
 pub mod control;
 pub mod cpu;

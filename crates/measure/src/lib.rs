@@ -2,12 +2,14 @@
 //! the same way, so figures from two tools can be compared without guessing units.
 
 mod bars;
+mod heatmap;
 mod latency;
 mod plot;
 mod render;
 mod units;
 
 pub use bars::{write_bar_chart, BarChart};
+pub use heatmap::{write_heatmap, Heatmap};
 pub use latency::{LatencyRecorder, LatencySummary};
 pub use plot::{is_chart_path, write_chart, Chart, PlotError, Series};
 pub use render::{write_csv, Table};

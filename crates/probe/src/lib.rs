@@ -5,6 +5,7 @@
 //! port binds). Checks ([`run_checks`]) are pure functions of those facts.
 
 mod checks;
+pub mod cluster;
 mod emit;
 mod facts;
 mod fingerprint;

@@ -15,7 +15,7 @@ use std::time::Duration;
 /// Exit codes: 0 all pass (info allowed), 1 warnings only, 2 any failure, 64 bad invocation.
 #[derive(Parser, Debug)]
 #[command(name = "netcheck", version)]
-struct Args {
+pub struct Args {
     /// Interface that carries inter-node traffic [default: the default route's interface].
     #[arg(long, value_name = "IFACE")]
     iface: Option<String>,
@@ -58,18 +58,53 @@ struct Args {
     /// and a non-zero exit when a check fails.
     #[arg(long, conflicts_with = "json")]
     emit_env: bool,
+    /// Check the whole cluster: every node runs `netcheck --cluster`; rank 0 gathers the
+    /// nodes, schedules the pair checks and prints one report; every node exits with the
+    /// cluster's verdict. Rank/world/rank 0 come from --rank/--world/--master, --hosts, or
+    /// the launcher (torchrun, Slurm, Open MPI, PMI, LeaderWorkerSet).
+    #[arg(long, conflicts_with_all = ["listen", "peer", "emit_env"])]
+    cluster: bool,
+    /// This node's rank (cluster mode).
+    #[arg(long, requires = "cluster")]
+    rank: Option<usize>,
+    /// Number of nodes (cluster mode).
+    #[arg(long, requires = "cluster")]
+    world: Option<usize>,
+    /// Rank 0's address, HOST[:PORT] (cluster mode; port default --pair-port).
+    #[arg(long, requires = "cluster", value_name = "HOST[:PORT]")]
+    master: Option<String>,
+    /// Every node's address, rank order, comma-separated; this node's rank is found by
+    /// its own address (cluster mode).
+    #[arg(long, requires = "cluster", value_delimiter = ',', value_name = "ADDR,ADDR,...", conflicts_with_all = ["rank", "world", "master", "hostfile"])]
+    hosts: Vec<String>,
+    /// Like --hosts, one address per line.
+    #[arg(long, requires = "cluster", value_name = "FILE")]
+    hostfile: Option<PathBuf>,
+    /// Test every pair of nodes [default: up to 16 nodes; beyond, a ring plus 2 random
+    /// partners per node].
+    #[arg(long, requires = "cluster")]
+    full_mesh: bool,
+    /// A link below this many Gbit/s fails (cluster mode).
+    #[arg(long, requires = "cluster", value_name = "GBIT")]
+    expect_gbps: Option<f64>,
+    /// Write the cluster bundle here: report.json, bandwidth.csv, latency.csv and
+    /// bandwidth.svg (rank 0).
+    #[arg(long, requires = "cluster", value_name = "DIR")]
+    out: Option<PathBuf>,
     /// Read /sys, /proc and /dev/shm under this root (fixture trees in tests).
     #[arg(long, hide = true, default_value = "/")]
     sysroot: PathBuf,
 }
 
-fn log_line(line: &str) {
+mod cluster;
+
+pub fn log_line(line: &str) {
     eprintln!("netcheck: {line}");
 }
 
 /// The ports tested both ways between two nodes: Ray's, the user's, NIXL's side channel
 /// and a sample of the ephemeral range NCCL and Gloo open their data sockets in.
-fn pair_ports(user: &[u16], env: &std::collections::BTreeMap<String, String>) -> Vec<PortSpec> {
+pub fn pair_ports(user: &[u16], env: &std::collections::BTreeMap<String, String>) -> Vec<PortSpec> {
     let mut specs = vec![PortSpec {
         port: 6379,
         purpose: "Ray GCS".into(),
@@ -132,6 +167,9 @@ fn run(args: Args) -> anyhow::Result<u8> {
     );
     if args.emit_env {
         return emit_env(&facts, &checks);
+    }
+    if args.cluster {
+        return cluster::run(&args, &facts, &checks, token);
     }
     let pair = if args.listen || args.peer.is_some() {
         let mut env = facts.env.clone();

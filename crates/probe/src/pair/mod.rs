@@ -10,7 +10,7 @@ pub mod session;
 pub mod wire;
 
 pub use checks::pair_checks;
-pub use session::{connect, serve, PairOptions, PairOutcome};
+pub use session::{connect, serve, PairError, PairOptions, PairOutcome};
 
 use crate::facts::Facts;
 use serde::{Deserialize, Serialize};
