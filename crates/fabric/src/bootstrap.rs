@@ -121,4 +121,3 @@ pub fn with_default_port(text: &str) -> String {
         (false, false) => format!("{text}:{DEFAULT_PORT}"),
     }
 }
-

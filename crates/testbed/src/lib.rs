@@ -245,16 +245,22 @@ impl Star {
     /// Shapes every node's link to `rate` in both directions (node egress and switch port
     /// egress), like a NIC of that speed.
     pub fn shape(&self, rate: &str) -> Result<(), String> {
-        for (index, node) in self.nodes.iter().enumerate() {
-            for (ns, dev) in [
-                (node, Self::IFACE.to_string()),
-                (&self.hub, format!("p{index}")),
-            ] {
-                ns.tc(&[
-                    "qdisc", "replace", "dev", &dev, "root", "tbf", "rate", rate, "burst", "256kb",
-                    "latency", "50ms",
-                ])?;
-            }
+        for index in 0..self.nodes.len() {
+            self.shape_node(index, rate)?;
+        }
+        Ok(())
+    }
+
+    /// Shapes one node's link to `rate` both ways (a slower NIC on that node).
+    pub fn shape_node(&self, index: usize, rate: &str) -> Result<(), String> {
+        for (ns, dev) in [
+            (&self.nodes[index], Self::IFACE.to_string()),
+            (&self.hub, format!("p{index}")),
+        ] {
+            ns.tc(&[
+                "qdisc", "replace", "dev", &dev, "root", "tbf", "rate", rate, "burst", "256kb",
+                "latency", "50ms",
+            ])?;
         }
         Ok(())
     }

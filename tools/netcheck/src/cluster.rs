@@ -15,7 +15,12 @@ use std::time::Duration;
 /// The nodes up to which every pair is tested by default.
 const FULL_MESH_UP_TO: usize = 16;
 
-pub fn run(args: &Args, facts: &probe::Facts, checks: &[Check], token: Option<Vec<u8>>) -> anyhow::Result<u8> {
+pub fn run(
+    args: &Args,
+    facts: &probe::Facts,
+    checks: &[Check],
+    token: Option<Vec<u8>>,
+) -> anyhow::Result<u8> {
     let boot = bootstrap(args, facts)?;
     let host = boot
         .master
@@ -61,8 +66,9 @@ pub fn run(args: &Args, facts: &probe::Facts, checks: &[Check], token: Option<Ve
     };
     let local = local_verdict(checks);
     if boot.rank != 0 {
-        let (code, summary) = cluster::run_node(facts, local, &options)
-            .map_err(|e| anyhow::anyhow!("cluster checks (rank {} of {}): {e}", boot.rank, boot.world))?;
+        let (code, summary) = cluster::run_node(facts, local, &options).map_err(|e| {
+            anyhow::anyhow!("cluster checks (rank {} of {}): {e}", boot.rank, boot.world)
+        })?;
         if args.json {
             println!(
                 "{}",
@@ -79,8 +85,14 @@ pub fn run(args: &Args, facts: &probe::Facts, checks: &[Check], token: Option<Ve
         }
         return Ok(code);
     }
-    let listener = std::net::TcpListener::bind(SocketAddr::new(bind_ip(facts, master.ip()), master.port()))
-        .with_context(|| format!("rank 0 listening on port {} (pass another --pair-port)", master.port()))?;
+    let listener =
+        std::net::TcpListener::bind(SocketAddr::new(bind_ip(facts, master.ip()), master.port()))
+            .with_context(|| {
+                format!(
+                    "rank 0 listening on port {} (pass another --pair-port)",
+                    master.port()
+                )
+            })?;
     eprintln!(
         "netcheck: rank 0 of {}: ready: listening on {} ({}); start `netcheck --cluster` on every node",
         boot.world,
@@ -126,9 +138,7 @@ fn bootstrap(args: &Args, facts: &probe::Facts) -> anyhow::Result<fabric::bootst
         let ranks: Vec<usize> = hosts
             .iter()
             .enumerate()
-            .filter(|(_, h)| {
-                fabric::tcp::resolve_peer(h, 1).is_ok_and(|a| mine.contains(&a.ip()))
-            })
+            .filter(|(_, h)| fabric::tcp::resolve_peer(h, 1).is_ok_and(|a| mine.contains(&a.ip())))
             .map(|(i, _)| i)
             .collect();
         let rank = match ranks.as_slice() {
@@ -175,14 +185,25 @@ fn local_verdict(checks: &[Check]) -> LocalVerdict {
         problems: checks
             .iter()
             .filter(|c| c.status >= Status::Warn)
-            .map(|c| format!("{} {}: {}", c.status.as_str().to_uppercase(), c.id, c.summary))
+            .map(|c| {
+                format!(
+                    "{} {}: {}",
+                    c.status.as_str().to_uppercase(),
+                    c.id,
+                    c.summary
+                )
+            })
             .collect(),
     }
 }
 
 fn name(report: &ClusterReport, rank: usize) -> String {
     match report.nodes[rank].summary.as_ref() {
-        Some(s) => format!("{rank}: {}", s.address().map_or_else(|| s.hostname.clone(), |a| a.to_string())),
+        Some(s) => format!(
+            "{rank}: {}",
+            s.address()
+                .map_or_else(|| s.hostname.clone(), |a| a.to_string())
+        ),
         None => format!("{rank}: (absent)"),
     }
 }
@@ -212,7 +233,10 @@ fn print_report(report: &ClusterReport) {
         report.seconds
     );
     println!("bandwidth, Gbit/s (1e9 bit/s), one TCP stream, row -> column:");
-    println!("{}", matrix_table(report, &report.bandwidth_gbps, 3).render());
+    println!(
+        "{}",
+        matrix_table(report, &report.bandwidth_gbps, 3).render()
+    );
     println!("latency p50, one-way us:");
     println!("{}", matrix_table(report, &report.latency_us, 1).render());
     if let Some(m) = report.median_gbps {
@@ -231,7 +255,12 @@ fn print_report(report: &ClusterReport) {
             }
             seen.push(cause);
             for f in report.findings.iter().filter(|f| f.cause == cause) {
-                println!("  {} {}: {}", f.status.as_str().to_uppercase(), f.cause, f.text);
+                println!(
+                    "  {} {}: {}",
+                    f.status.as_str().to_uppercase(),
+                    f.cause,
+                    f.text
+                );
                 if !f.fix.is_empty() {
                     println!("    fix: {}", f.fix);
                 }
@@ -242,7 +271,8 @@ fn print_report(report: &ClusterReport) {
 }
 
 fn document(report: &ClusterReport) -> serde_json::Value {
-    let mut doc = json!({ "tool": "netcheck", "version": env!("CARGO_PKG_VERSION"), "test": "cluster" });
+    let mut doc =
+        json!({ "tool": "netcheck", "version": env!("CARGO_PKG_VERSION"), "test": "cluster" });
     if let (Some(fields), Ok(serde_json::Value::Object(body))) =
         (doc.as_object_mut(), serde_json::to_value(report))
     {
@@ -257,7 +287,10 @@ fn csv_matrix(report: &ClusterReport, values: &[Vec<Option<f64>>], unit: &str) -
     let mut table = Table::new(header);
     for (i, row) in values.iter().enumerate() {
         let mut cells = vec![i.to_string()];
-        cells.extend(row.iter().map(|v| v.map_or_else(String::new, |v| v.to_string())));
+        cells.extend(
+            row.iter()
+                .map(|v| v.map_or_else(String::new, |v| v.to_string())),
+        );
         table.push(cells);
     }
     table
@@ -265,14 +298,26 @@ fn csv_matrix(report: &ClusterReport, values: &[Vec<Option<f64>>], unit: &str) -
 
 fn write_bundle(dir: &std::path::Path, report: &ClusterReport) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&document(report))?)
-        .with_context(|| format!("writing {}", dir.join("report.json").display()))?;
-    measure::write_csv(&dir.join("bandwidth.csv"), &csv_matrix(report, &report.bandwidth_gbps, "gbps"))?;
-    measure::write_csv(&dir.join("latency.csv"), &csv_matrix(report, &report.latency_us, "us"))?;
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(&document(report))?,
+    )
+    .with_context(|| format!("writing {}", dir.join("report.json").display()))?;
+    measure::write_csv(
+        &dir.join("bandwidth.csv"),
+        &csv_matrix(report, &report.bandwidth_gbps, "gbps"),
+    )?;
+    measure::write_csv(
+        &dir.join("latency.csv"),
+        &csv_matrix(report, &report.latency_us, "us"),
+    )?;
     measure::write_heatmap(
         &dir.join("bandwidth.svg"),
         &measure::Heatmap {
-            title: format!("netcheck --cluster: TCP bandwidth between {} nodes", report.world),
+            title: format!(
+                "netcheck --cluster: TCP bandwidth between {} nodes",
+                report.world
+            ),
             unit: "Gbit/s (1e9 bit/s), one stream, row -> column".into(),
             labels: (0..report.world).map(|r| name(report, r)).collect(),
             values: report.bandwidth_gbps.clone(),

@@ -435,3 +435,192 @@ fn emit_env_prints_exports_only_when_nothing_fails() {
         "{stderr}"
     );
 }
+
+/// Starts `netcheck --cluster --hosts ...` on each listed node of `star`, rank 0 last so
+/// the others are already trying to join.
+fn cluster_spawn(
+    star: &testbed::Star,
+    ranks: &[usize],
+    world: usize,
+    extra: &[&str],
+) -> Vec<(usize, std::process::Child)> {
+    let hosts: Vec<String> = (0..world).map(testbed::Star::addr).collect();
+    let hosts = hosts.join(",");
+    let mut order: Vec<usize> = ranks.to_vec();
+    order.sort_by_key(|&r| r == 0);
+    order
+        .into_iter()
+        .map(|rank| {
+            let child = star.nodes[rank]
+                .command(BIN)
+                .args([
+                    "--iface",
+                    testbed::Star::IFACE,
+                    "--cluster",
+                    "--hosts",
+                    &hosts,
+                    "--quick",
+                    "--json",
+                ])
+                .args(extra)
+                .env_remove("NODELINK_TOKEN")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (rank, child)
+        })
+        .collect()
+}
+
+/// Four nodes, one with a NIC at a quarter of the others' rate: rank 0's report names the
+/// node (not its three links), the matrix holds each shaped rate, the bundle is written,
+/// and every node exits with the same verdict.
+#[test]
+fn a_cluster_of_four_names_the_slow_node_and_every_node_gets_the_verdict() {
+    let Some(star) = build_or_skip(|| testbed::Star::new(4)) else {
+        return;
+    };
+    for index in 0..4 {
+        let rate = if index == 2 { "250mbit" } else { "1gbit" };
+        star.shape_node(index, rate).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bundle");
+    let started = std::time::Instant::now();
+    let children = cluster_spawn(&star, &[0, 1, 2, 3], 4, &["--out", out.to_str().unwrap()]);
+    let outputs: Vec<(usize, Output)> = children
+        .into_iter()
+        .map(|(rank, child)| (rank, child.wait_with_output().unwrap()))
+        .collect();
+    let took = started.elapsed();
+    let (_, rank0) = outputs.iter().find(|(r, _)| *r == 0).unwrap();
+    let report = json_of(rank0);
+    assert_eq!(
+        report["slow_nodes"],
+        serde_json::json!([2]),
+        "{}",
+        report["findings"]
+    );
+    let bw = report["bandwidth_gbps"].as_array().unwrap();
+    for (i, row) in bw.iter().enumerate() {
+        for (j, cell) in row.as_array().unwrap().iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let rate = cell
+                .as_f64()
+                .unwrap_or_else(|| panic!("no figure {i}->{j}"));
+            let shaped = if i == 2 || j == 2 { 0.25 } else { 1.0 };
+            assert!(
+                rate > 0.8 * shaped && rate < 1.05 * shaped,
+                "{i}->{j}: {rate} Gbit/s on a {shaped} Gbit/s path"
+            );
+        }
+    }
+    let code = rank0.status.code();
+    for (rank, output) in &outputs {
+        assert_eq!(
+            output.status.code(),
+            code,
+            "rank {rank}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if *rank != 0 {
+            assert_eq!(json_of(output)["exit_code"].as_i64(), code.map(i64::from));
+        }
+    }
+    assert_eq!(code, Some(2), "a slow node fails the cluster");
+    for file in [
+        "report.json",
+        "bandwidth.csv",
+        "latency.csv",
+        "bandwidth.svg",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing from the bundle");
+    }
+    let csv = std::fs::read_to_string(out.join("bandwidth.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    eprintln!("4-node cluster run with a second pass: {took:?}");
+}
+
+#[test]
+fn a_node_that_never_starts_is_named_and_the_others_finish() {
+    let Some(star) = build_or_skip(|| testbed::Star::new(3)) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let children = cluster_spawn(&star, &[0, 1], 3, &["--timeout", "4s"]);
+    let outputs: Vec<(usize, Output)> = children
+        .into_iter()
+        .map(|(rank, child)| (rank, child.wait_with_output().unwrap()))
+        .collect();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_, rank0) = outputs.iter().find(|(r, _)| *r == 0).unwrap();
+    let report = json_of(rank0);
+    let absent = &report["nodes"][2];
+    assert!(
+        absent["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("never joined"),
+        "{absent}"
+    );
+    // The two present nodes still tested each other.
+    assert!(
+        report["bandwidth_gbps"][0][1].as_f64().is_some(),
+        "{report}"
+    );
+    for (rank, output) in &outputs {
+        assert_eq!(output.status.code(), Some(2), "rank {rank}");
+    }
+}
+
+#[test]
+fn a_node_killed_mid_run_fails_its_pairs_and_the_others_report() {
+    let Some(star) = build_or_skip(|| testbed::Star::new(4)) else {
+        return;
+    };
+    star.shape("1gbit").unwrap();
+    let started = std::time::Instant::now();
+    let mut children = cluster_spawn(&star, &[0, 1, 2, 3], 4, &["--timeout", "10s"]);
+    // Kill rank 3 once its first pair session moves data.
+    star.nodes[3].wait_for_tx(
+        testbed::Star::IFACE,
+        2 << 20,
+        std::time::Duration::from_secs(30),
+    );
+    let (_, victim) = children.iter_mut().find(|(r, _)| *r == 3).unwrap();
+    victim.kill().unwrap();
+    let outputs: Vec<(usize, Output)> = children
+        .into_iter()
+        .map(|(rank, child)| (rank, child.wait_with_output().unwrap()))
+        .collect();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_, rank0) = outputs.iter().find(|(r, _)| *r == 0).unwrap();
+    assert_eq!(rank0.status.code(), Some(2));
+    let report = json_of(rank0);
+    let findings = report["findings"].to_string();
+    assert!(findings.contains("rank 3"), "{findings}");
+    for (rank, output) in outputs.iter().filter(|(r, _)| *r != 3) {
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "rank {rank}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // The surviving nodes still measured each other.
+    assert!(
+        report["bandwidth_gbps"][0][1].as_f64().is_some(),
+        "{report}"
+    );
+}

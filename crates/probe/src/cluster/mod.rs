@@ -148,7 +148,15 @@ pub fn run_rank0(
             .copied()
             .filter(|&(a, b)| nodes[a].error.is_none() && nodes[b].error.is_none())
             .collect();
-        pairs.extend(run_round(facts, options, &runnable, 1, &mut next_id, &mut nodes, &mut links));
+        pairs.extend(run_round(
+            facts,
+            options,
+            &runnable,
+            1,
+            &mut next_id,
+            &mut nodes,
+            &mut links,
+        ));
     }
     let (bw, lat) = matrices(world, &pairs);
     let found = outliers::find(&bw, options.expect_gbps);
@@ -158,16 +166,32 @@ pub fn run_rank0(
     for &suspect in &found.slow_nodes {
         let good: Vec<usize> = (0..world)
             .filter(|&g| {
+                // Good: no slow link other than the ones shared with a suspect.
                 g != suspect
                     && nodes[g].error.is_none()
-                    && !found.slow_links.iter().any(|&(x, y, _)| x == g || y == g)
+                    && !found.slow_nodes.contains(&g)
+                    && !found.slow_links.iter().any(|&(x, y, _)| {
+                        (x == g || y == g)
+                            && !found.slow_nodes.contains(&x)
+                            && !found.slow_nodes.contains(&y)
+                    })
             })
             .take(2)
             .collect();
         let mut confirmed = !good.is_empty();
         for g in good {
-            let runs = run_round(facts, options, &[(g, suspect)], 2, &mut next_id, &mut nodes, &mut links);
-            let floor = found.median_gbps.map_or(0.0, |m| m * outliers::SLOW_FRACTION);
+            let runs = run_round(
+                facts,
+                options,
+                &[(g, suspect)],
+                2,
+                &mut next_id,
+                &mut nodes,
+                &mut links,
+            );
+            let floor = found
+                .median_gbps
+                .map_or(0.0, |m| m * outliers::SLOW_FRACTION);
             let floor = options.expect_gbps.map_or(floor, |e| floor.max(e));
             let slow_again = runs.iter().any(|r| {
                 r.measured.as_ref().is_some_and(|m| {
@@ -264,7 +288,10 @@ fn gather(
                     let problem = if their_world != world {
                         Some(format!("this node was started with a world of {their_world}, rank 0 with {world}: give every node the same world size"))
                     } else if rank == 0 || rank >= world {
-                        Some(format!("rank {rank} is not a worker rank of a {world}-node cluster (1..{})", world - 1))
+                        Some(format!(
+                            "rank {rank} is not a worker rank of a {world}-node cluster (1..{})",
+                            world - 1
+                        ))
                     } else if links[rank].is_some() {
                         Some(format!("rank {rank} already joined from another node: give every node its own rank"))
                     } else {
@@ -272,7 +299,8 @@ fn gather(
                     };
                     if let Some(problem) = problem {
                         (options.pair.log)(&format!("{peer}: refused: {problem}"));
-                        let _ = channel.send(&ClusterMessage::Error(problem), Duration::from_secs(1));
+                        let _ =
+                            channel.send(&ClusterMessage::Error(problem), Duration::from_secs(1));
                         continue;
                     }
                     nodes[rank].summary = Some(*summary);
@@ -295,7 +323,10 @@ fn open_join(channel: &mut Channel, token: Option<&[u8]>) -> Result<Joined, Pair
         other => return Err(FabricError::unexpected("Hello", &other).into()),
     };
     if let Err(e) = handshake::open_server(channel, &hello, pair::TOOL, token) {
-        let _ = channel.send(&ClusterMessage::Error(e.to_string()), Duration::from_secs(1));
+        let _ = channel.send(
+            &ClusterMessage::Error(e.to_string()),
+            Duration::from_secs(1),
+        );
         return Err(e.into());
     }
     match recv(channel, wait, "waiting for the Join of")? {
@@ -363,13 +394,25 @@ fn run_round(
             } else {
                 let link = links[b].as_mut().expect("joined");
                 let asked = link
-                    .send(&ClusterMessage::ListenFor { pair: id, peer_rank: a }, t)
+                    .send(
+                        &ClusterMessage::ListenFor {
+                            pair: id,
+                            peer_rank: a,
+                        },
+                        t,
+                    )
                     .map_err(PairError::from)
                     .and_then(|()| recv(link, t, "waiting for the pair port of"));
                 match asked {
-                    Ok(ClusterMessage::Listening { pair, port }) if pair == id => (Side::Remote, port),
+                    Ok(ClusterMessage::Listening { pair, port }) if pair == id => {
+                        (Side::Remote, port)
+                    }
                     Ok(other) => {
-                        runs.push(fail(format!("{} answered {} instead of its pair port", label(nodes, b), other.name_of())));
+                        runs.push(fail(format!(
+                            "{} answered {} instead of its pair port",
+                            label(nodes, b),
+                            other.name_of()
+                        )));
                         continue;
                     }
                     Err(e) => {
@@ -386,7 +429,14 @@ fn run_round(
                 Side::Local(scope.spawn(move || pair::connect(addr, facts, &opts)))
             } else {
                 let link = links[a].as_mut().expect("joined");
-                match link.send(&ClusterMessage::ConnectTo { pair: id, peer_rank: b, addr }, t) {
+                match link.send(
+                    &ClusterMessage::ConnectTo {
+                        pair: id,
+                        peer_rank: b,
+                        addr,
+                    },
+                    t,
+                ) {
                     Ok(()) => Side::Remote,
                     Err(e) => {
                         let e = PairError::from(e);
@@ -416,13 +466,17 @@ fn run_round(
                         };
                         // A pair session takes a few seconds; allow it the timeout twice.
                         match recv(link, t * 2, "waiting for the pair result of") {
-                            Ok(ClusterMessage::PairDone { pair, measured, error }) if pair == id => {
-                                match error {
-                                    Some(e) => Err(e),
-                                    None => Ok(measured.map(|m| *m)),
-                                }
+                            Ok(ClusterMessage::PairDone {
+                                pair,
+                                measured,
+                                error,
+                            }) if pair == id => match error {
+                                Some(e) => Err(e),
+                                None => Ok(measured.map(|m| *m)),
+                            },
+                            Ok(other) => {
+                                Err(format!("answered {} instead of PairDone", other.name_of()))
                             }
-                            Ok(other) => Err(format!("answered {} instead of PairDone", other.name_of())),
                             Err(e) => {
                                 lost(nodes, links, rank, &e);
                                 Err(format!("stopped answering: {e}"))
@@ -459,7 +513,9 @@ fn lost(nodes: &mut [NodeEntry], links: &mut [Option<Channel>], rank: usize, e: 
         return;
     }
     links[rank] = None;
-    nodes[rank].error.get_or_insert_with(|| format!("stopped answering rank 0 mid-run: {e}"));
+    nodes[rank]
+        .error
+        .get_or_insert_with(|| format!("stopped answering rank 0 mid-run: {e}"));
 }
 
 fn matrices(world: usize, pairs: &[PairRun]) -> (Matrix, Matrix) {
@@ -492,16 +548,42 @@ fn findings(
                 fix: "start netcheck --cluster on every node with the same world size and rank 0's address".into(),
             });
         }
-        if let Some(local) = &node.local {
-            for problem in &local.problems {
-                out.push(Finding {
-                    cause: "local".into(),
-                    status: if local.fail > 0 && problem.starts_with("FAIL") { Status::Fail } else { Status::Warn },
-                    text: format!("{}: {problem}", label(nodes, node.rank)),
-                    fix: "run netcheck on that node for the fix".into(),
-                });
+    }
+    // The same local finding on many nodes is one line naming the ranks.
+    let mut local: Vec<(String, Vec<usize>)> = Vec::new();
+    for node in nodes {
+        for problem in node.local.iter().flat_map(|l| &l.problems) {
+            match local.iter_mut().find(|(text, _)| text == problem) {
+                Some((_, ranks)) => ranks.push(node.rank),
+                None => local.push((problem.clone(), vec![node.rank])),
             }
         }
+    }
+    for (problem, ranks) in local {
+        let (status, text) = match problem.split_once(' ') {
+            Some(("FAIL", rest)) => (Status::Fail, rest.to_string()),
+            Some((_, rest)) => (Status::Warn, rest.to_string()),
+            None => (Status::Warn, problem.clone()),
+        };
+        let which = if ranks.len() == nodes.len() {
+            "every node".to_string()
+        } else {
+            format!(
+                "rank{} {}",
+                if ranks.len() > 1 { "s" } else { "" },
+                ranks
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        out.push(Finding {
+            cause: "local".into(),
+            status,
+            text: format!("{which}: {text}"),
+            fix: "run `netcheck --iface IFACE` on that node for the fix".into(),
+        });
     }
     for run in pairs {
         if let Some(e) = &run.error {
@@ -514,7 +596,10 @@ fn findings(
         }
         for check in run.checks.iter().filter(|c| c.status >= Status::Warn) {
             // Pair checks repeat for every pair a bad node is in; keep each text once.
-            if out.iter().any(|f: &Finding| f.cause == check.id && f.text == check.summary) {
+            if out
+                .iter()
+                .any(|f: &Finding| f.cause == check.id && f.text == check.summary)
+            {
                 continue;
             }
             out.push(Finding {
@@ -550,22 +635,36 @@ fn findings(
         let below_expect = expect.is_some_and(|e| rate < e);
         out.push(Finding {
             cause: "slow.link".into(),
-            status: if below_expect { Status::Fail } else { Status::Warn },
+            status: if below_expect {
+                Status::Fail
+            } else {
+                Status::Warn
+            },
             text: format!(
                 "{} -> {}: {rate:.3} Gbit/s, below {}{}",
                 label(nodes, a),
                 label(nodes, b),
                 floor_text(found.median_gbps, expect),
-                if Some(&(a, b, rate)) == slowest { " (the slowest link)" } else { "" }
+                if Some(&(a, b, rate)) == slowest {
+                    " (the slowest link)"
+                } else {
+                    ""
+                }
             ),
-            fix: "check the path between those two nodes (switch ports, cabling, ECMP/bonding)".into(),
+            fix: "check the path between those two nodes (switch ports, cabling, ECMP/bonding)"
+                .into(),
         });
     }
     out
 }
 
 fn floor_text(median: Option<f64>, expect: Option<f64>) -> String {
-    let m = median.map(|m| format!("80 % of the median link ({:.3} Gbit/s)", m * outliers::SLOW_FRACTION));
+    let m = median.map(|m| {
+        format!(
+            "80 % of the median link ({:.3} Gbit/s)",
+            m * outliers::SLOW_FRACTION
+        )
+    });
     match (m, expect) {
         (Some(m), Some(e)) => format!("{m} or the expected {e} Gbit/s"),
         (Some(m), None) => m,
@@ -576,7 +675,11 @@ fn floor_text(median: Option<f64>, expect: Option<f64>) -> String {
 
 /// A worker node: joins rank 0, runs the pair sessions it is given, and returns the
 /// cluster's verdict (exit code, one line).
-pub fn run_node(facts: &Facts, local: LocalVerdict, options: &ClusterOptions) -> Result<(u8, String), PairError> {
+pub fn run_node(
+    facts: &Facts,
+    local: LocalVerdict,
+    options: &ClusterOptions,
+) -> Result<(u8, String), PairError> {
     let t = options.pair.timeout;
     let deadline = Instant::now() + t;
     let here = own_ip(facts)?;
@@ -641,7 +744,14 @@ pub fn run_node(facts: &Facts, local: LocalVerdict, options: &ClusterOptions) ->
                     Ok(o) => (Some(Box::new(o.measured)), None),
                     Err(e) => (None, Some(e.to_string())),
                 };
-                channel.send(&ClusterMessage::PairDone { pair: id, measured, error }, t)?;
+                channel.send(
+                    &ClusterMessage::PairDone {
+                        pair: id,
+                        measured,
+                        error,
+                    },
+                    t,
+                )?;
             }
             ClusterMessage::Verdict { exit_code, summary } => return Ok((exit_code, summary)),
             other => return Err(FabricError::unexpected("a cluster step", &other).into()),

@@ -23,7 +23,7 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     }
     values.sort_by(|a, b| a.total_cmp(b));
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
+    Some(if values.len().is_multiple_of(2) {
         (values[mid - 1] + values[mid]) / 2.0
     } else {
         values[mid]
@@ -84,11 +84,9 @@ mod tests {
     #[test]
     fn a_node_at_a_quarter_rate_is_named_as_the_node() {
         let mut bw = matrix(4, 2.0);
-        for o in 0..4 {
-            if o != 2 {
-                bw[2][o] = Some(0.5);
-                bw[o][2] = Some(0.5);
-            }
+        for o in [0, 1, 3] {
+            bw[2][o] = Some(0.5);
+            bw[o][2] = Some(0.5);
         }
         let found = find(&bw, None);
         assert_eq!(found.slow_nodes, vec![2]);

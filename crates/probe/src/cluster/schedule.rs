@@ -20,7 +20,10 @@ pub fn full_mesh(n: usize) -> Vec<Vec<Pair>> {
             let (x, y) = if i == 0 {
                 (slots - 1, round)
             } else {
-                ((round + i) % (slots - 1), (round + slots - 1 - i) % (slots - 1))
+                (
+                    (round + i) % (slots - 1),
+                    (round + slots - 1 - i) % (slots - 1),
+                )
             };
             if x < n && y < n {
                 pairs.push((x.min(y), x.max(y)));
@@ -104,7 +107,10 @@ mod tests {
             let mut seen = vec![false; n];
             for &(a, b) in round {
                 assert!(a != b && a < n && b < n);
-                assert!(!seen[a] && !seen[b], "a node is in two tests at once: {round:?}");
+                assert!(
+                    !seen[a] && !seen[b],
+                    "a node is in two tests at once: {round:?}"
+                );
                 seen[a] = true;
                 seen[b] = true;
             }
@@ -138,11 +144,18 @@ mod tests {
             covered[a] += 1;
             covered[b] += 1;
         }
-        assert!(covered.iter().all(|&c| c >= 2), "every node has its ring links");
+        assert!(
+            covered.iter().all(|&c| c >= 2),
+            "every node has its ring links"
+        );
         assert_eq!(rounds.iter().map(Vec::len).sum::<usize>(), pairs.len());
         assert!(rounds.len() <= 12, "{} rounds", rounds.len());
         // Same seed, same plan.
         assert_eq!(ring_plus_random(n, 2, 7), pairs);
-        eprintln!("1024 nodes: {} pairs in {} rounds", pairs.len(), rounds.len());
+        eprintln!(
+            "1024 nodes: {} pairs in {} rounds",
+            pairs.len(),
+            rounds.len()
+        );
     }
 }

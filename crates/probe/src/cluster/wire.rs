@@ -28,8 +28,14 @@ pub enum ClusterMessage {
         local: LocalVerdict,
     },
     /// Rank 0 -> node: listen for pair `pair` with `peer_rank`, and say on which port.
-    ListenFor { pair: u32, peer_rank: usize },
-    Listening { pair: u32, port: u16 },
+    ListenFor {
+        pair: u32,
+        peer_rank: usize,
+    },
+    Listening {
+        pair: u32,
+        port: u16,
+    },
     /// Rank 0 -> node: run pair `pair` against `addr` (the peer listens there).
     ConnectTo {
         pair: u32,
@@ -43,7 +49,10 @@ pub enum ClusterMessage {
         error: Option<String>,
     },
     /// Rank 0 -> every node: the cluster's verdict.
-    Verdict { exit_code: u8, summary: String },
+    Verdict {
+        exit_code: u8,
+        summary: String,
+    },
     Error(String),
 }
 
