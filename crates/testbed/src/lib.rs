@@ -59,6 +59,29 @@ impl Netns {
         ip(&full)
     }
 
+    /// Gives this namespace its own /etc/hosts (`ip netns exec` bind-mounts
+    /// /etc/netns/NAME/hosts over /etc/hosts), removed with the namespace.
+    pub fn set_hosts(&self, text: &str) -> Result<(), String> {
+        let dir = format!("/etc/netns/{}", self.name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {dir}: {e}"))?;
+        std::fs::write(format!("{dir}/hosts"), text)
+            .map_err(|e| format!("writing {dir}/hosts: {e}"))
+    }
+
+    /// Like [`command`](Self::command), with its own hostname (a UTS namespace): nodes
+    /// that resolve each other by name, as real ones do.
+    pub fn command_as(&self, hostname: &str, program: &str, args: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        let script = r#"hostname "$0" && exec "$@""#;
+        command
+            .args([
+                "netns", "exec", &self.name, "unshare", "--uts", "sh", "-c", script, hostname,
+                program,
+            ])
+            .args(args);
+        command
+    }
+
     /// A command that runs inside this namespace (`ip netns exec NAME PROGRAM`).
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new("ip");
@@ -126,6 +149,7 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.name]);
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
     }
 }
 

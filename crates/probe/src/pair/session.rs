@@ -155,7 +155,7 @@ fn listen_all(addr: IpAddr, specs: &[PortSpec]) -> (Vec<TcpListener>, Vec<Listen
             Err(e) => states.push(Listening {
                 port: spec.port,
                 error: Some(if e.kind() == ErrorKind::AddrInUse {
-                    "in use by another process".into()
+                    IN_USE.into()
                 } else {
                     e.to_string()
                 }),
@@ -165,10 +165,15 @@ fn listen_all(addr: IpAddr, specs: &[PortSpec]) -> (Vec<TcpListener>, Vec<Listen
     (listeners, states)
 }
 
-/// A connect into a port we could not listen on proves reachability only when it opens.
+const IN_USE: &str = "in use by another process";
+
+/// What a connect proves. A port in use on the far side has a listener already (Ray's
+/// GCS on a running head), so a timeout or refusal there is still a blocked port; one we
+/// could not listen on for another reason proves reachability only when it opens.
 fn judge(outcome: PortOutcome, listen_error: Option<&String>) -> PortOutcome {
     match (outcome, listen_error) {
         (PortOutcome::Open, _) => PortOutcome::Open,
+        (other, Some(why)) if why == IN_USE => other,
         (_, Some(why)) => PortOutcome::NotTested(why.clone()),
         (other, None) => other,
     }
@@ -622,4 +627,24 @@ fn measure_perf(
     m.latency_p50_us = Some(lat.latency_us.p50);
     client.close();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_port_still_shows_a_firewall() {
+        let busy = Some(IN_USE.to_string());
+        assert_eq!(
+            judge(PortOutcome::TimedOut, busy.as_ref()),
+            PortOutcome::TimedOut
+        );
+        assert_eq!(judge(PortOutcome::Open, busy.as_ref()), PortOutcome::Open);
+        let denied = Some("permission denied".to_string());
+        assert!(matches!(
+            judge(PortOutcome::TimedOut, denied.as_ref()),
+            PortOutcome::NotTested(_)
+        ));
+    }
 }
