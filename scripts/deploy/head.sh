@@ -5,7 +5,7 @@
 # `ray start --head` on the checked address, a bounded wait until `ray status` shows the
 # expected nodes, and `vllm serve` with the arguments after `--`.
 #
-#   head.sh --iface eno1 [--ray-port 6379] [--expect-nodes 2] [--wait 300s]
+#   head.sh --iface eno1 [--ray-port 6379] [--expect-nodes 2] [--expect-gpus 16] [--wait 300s]
 #           [--check-only] [--force] [--no-serve] [--temp-dir DIR] -- --model M --tensor-parallel-size 4 ...
 #
 # Environment instead of flags: IFACE, RAY_PORT, EXPECT_NODES. Tools: NETCHECK, RAY,
@@ -19,6 +19,7 @@ SCRIPT=head.sh
 IFACE=${IFACE:-}
 RAY_PORT=${RAY_PORT:-6379}
 EXPECT_NODES=${EXPECT_NODES:-1}
+EXPECT_GPUS=${EXPECT_GPUS:-0}
 WAIT=300
 CHECK_ONLY=0
 FORCE=0
@@ -30,6 +31,7 @@ while [ $# -gt 0 ]; do
     --iface) IFACE=$2; shift 2 ;;
     --ray-port) RAY_PORT=$2; shift 2 ;;
     --expect-nodes) EXPECT_NODES=$2; shift 2 ;;
+    --expect-gpus) EXPECT_GPUS=$2; shift 2 ;;
     --wait) WAIT=${2%s}; shift 2 ;;
     --check-only) CHECK_ONLY=1; shift ;;
     --force) FORCE=1; shift ;;
@@ -41,7 +43,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$IFACE" ] || { echo "head.sh: error: --iface is required (the inter-node interface, e.g. --iface eno1)" >&2; exit 64; }
-case $EXPECT_NODES$WAIT in *[!0-9]*) echo "head.sh: error: --expect-nodes and --wait take whole numbers" >&2; exit 64 ;; esac
+case $EXPECT_NODES$EXPECT_GPUS$WAIT in *[!0-9]*) echo "head.sh: error: --expect-nodes, --expect-gpus and --wait take whole numbers" >&2; exit 64 ;; esac
 need_netcheck
 
 say "step 1: netcheck --iface $IFACE --port $RAY_PORT (local checks)"
@@ -69,23 +71,26 @@ ray_args=(start --head --node-ip-address="$VLLM_HOST_IP" --port="$RAY_PORT" --in
 [ -n "$TEMP_DIR" ] && ray_args+=(--temp-dir="$TEMP_DIR")
 "$RAY" "${ray_args[@]}" >&2 || die 2 "ray start --head failed (see above)"
 
-say "step 4: waiting up to ${WAIT}s for $EXPECT_NODES node(s) in ray status"
+say "step 4: waiting up to ${WAIT}s for $EXPECT_NODES node(s) and $EXPECT_GPUS GPU(s) in ray status"
 deadline=$(( $(date +%s) + WAIT ))
 while true; do
-  nodes=$("$PYTHON" - "$VLLM_HOST_IP:$RAY_PORT" <<'PY' 2>/dev/null || echo 0
+  counts=$("$PYTHON" - "$VLLM_HOST_IP:$RAY_PORT" <<'PY' 2>/dev/null || echo "0 0"
 import sys, ray
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
-print(sum(1 for n in ray.nodes() if n["Alive"]))
+nodes = sum(1 for n in ray.nodes() if n["Alive"])
+print(nodes, int(ray.cluster_resources().get("GPU", 0)))
 PY
 )
-  nodes=${nodes##*$'\n'}
-  [ "${nodes:-0}" -ge "$EXPECT_NODES" ] && break
+  counts=${counts##*$'\n'}
+  nodes=${counts%% *}
+  gpus=${counts##* }
+  [ "${nodes:-0}" -ge "$EXPECT_NODES" ] && [ "${gpus:-0}" -ge "$EXPECT_GPUS" ] && break
   if [ "$(date +%s)" -ge "$deadline" ]; then
-    die 2 "only ${nodes:-0} of $EXPECT_NODES node(s) joined within ${WAIT}s: check worker.sh's output on the missing nodes (its netcheck says why)"
+    die 2 "${nodes:-0} of $EXPECT_NODES node(s) and ${gpus:-0} of $EXPECT_GPUS GPU(s) joined within ${WAIT}s: check worker.sh's output on the missing nodes (its netcheck says why)"
   fi
   sleep 2
 done
-say "ray cluster ready: $nodes node(s)"
+say "ray cluster ready: $nodes node(s), $gpus GPU(s)"
 "$RAY" status --address="$VLLM_HOST_IP:$RAY_PORT" >&2 || true
 
 if [ "$NO_SERVE" = 1 ]; then

@@ -211,6 +211,8 @@ pub struct Facts {
     pub gpu: GpuFacts,
     pub ports: Vec<PortProbe>,
     pub in_container: bool,
+    /// /dev/infiniband/uverbs* and whether this user can open each.
+    pub uverbs: Vec<(String, bool)>,
     pub fingerprint: Fingerprint,
 }
 
@@ -271,12 +273,18 @@ impl Default for GatherOptions {
 /// Environment variables that decide how NCCL, Gloo, vLLM and Ray pick networks.
 fn relevant_env() -> BTreeMap<String, String> {
     const PREFIXES: [&str; 6] = ["NCCL_", "GLOO_", "VLLM_", "RAY_", "UCX_", "NVSHMEM_"];
-    const NAMES: [&str; 5] = [
+    const NAMES: [&str; 11] = [
         "HOST_IP",
         "CUDA_VISIBLE_DEVICES",
         "MASTER_ADDR",
         "TP_SOCKET_IFNAME",
         "LD_LIBRARY_PATH",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
     ];
     std::env::vars()
         .filter(|(key, _)| {
@@ -285,6 +293,14 @@ fn relevant_env() -> BTreeMap<String, String> {
         // Tokens and keys stay off reports that people paste into issues.
         .filter(|(key, _)| {
             !key.contains("TOKEN") && !key.contains("KEY") && !key.contains("SECRET")
+        })
+        .map(|(key, value)| {
+            let value = if key.to_ascii_lowercase().ends_with("_proxy") {
+                redact_url(&value)
+            } else {
+                value
+            };
+            (key, value)
         })
         .collect()
 }
@@ -329,6 +345,7 @@ pub fn gather(options: &GatherOptions) -> Facts {
     let env = relevant_env();
     let gpu = read_gpus(root);
     Facts {
+        uverbs: read_uverbs(root),
         in_container: sysfs::under(root, "/.dockerenv").exists()
             || sysfs::under(root, "/run/.containerenv").exists(),
         shm: read_shm(root),
@@ -448,6 +465,38 @@ fn fill_addresses(interfaces: &mut [Interface]) {
             });
         }
     }
+}
+
+/// A proxy URL without its credentials (`http://user:pass@host` -> `http://***@host`):
+/// reports get pasted into issues.
+pub fn redact_url(value: &str) -> String {
+    match (value.find("://"), value.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &value[..scheme + 3], &value[at..])
+        }
+        (None, Some(at)) => format!("***{}", &value[at..]),
+        _ => value.to_string(),
+    }
+}
+
+/// /dev/infiniband/uverbs* under `root`, and whether each opens read-write.
+fn read_uverbs(root: &std::path::Path) -> Vec<(String, bool)> {
+    let dir = sysfs::under(root, "/dev/infiniband");
+    let mut found: Vec<(String, bool)> = sysfs::list_dir(&dir)
+        .into_iter()
+        .filter(|name| name.starts_with("uverbs"))
+        .map(|name| {
+            let path = dir.join(&name);
+            let ok = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .is_ok();
+            (path.display().to_string(), ok)
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// getaddrinfo can block for many seconds on a broken resolver; bound it.

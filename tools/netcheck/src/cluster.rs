@@ -45,6 +45,23 @@ pub fn run(
             env.insert(key.into(), v);
         }
     }
+    let mut expect = match &args.expect {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| cli::usage(format!("--expect {}: {e}", path.display())))?;
+            probe::cluster::expect::Expect::parse(&path.display().to_string(), &text)
+                .map_err(|e| cli::usage(format!("--expect {e}")))?
+        }
+        None => Default::default(),
+    };
+    if let Some(gbps) = args.expect_gbps {
+        if !gbps.is_finite() || gbps <= 0.0 {
+            return Err(cli::usage(format!(
+                "--expect-gbps {gbps}: give a positive rate"
+            )));
+        }
+        expect.link.tcp_min_gbps = Some(gbps);
+    }
     let options = ClusterOptions {
         boot: boot.clone(),
         master,
@@ -62,7 +79,7 @@ pub fn run(
         },
         full_mesh: args.full_mesh || boot.world <= FULL_MESH_UP_TO,
         partners: 2,
-        expect_gbps: args.expect_gbps,
+        expect,
     };
     let local = local_verdict(checks);
     if boot.rank != 0 {
@@ -241,6 +258,28 @@ fn print_report(report: &ClusterReport) {
     println!("{}", matrix_table(report, &report.latency_us, 1).render());
     if let Some(m) = report.median_gbps {
         println!("median link {m:.3} Gbit/s");
+    }
+    if !report.expectations.is_empty() {
+        let failed = report.expectations.iter().filter(|v| !v.ok).count();
+        println!(
+            "expectations: {} figures, {} OK, {failed} FAILED",
+            report.expectations.len(),
+            report.expectations.len() - failed
+        );
+        let mut table = Table::new(["figure", "measured", "expected", "verdict"]);
+        for v in &report.expectations {
+            table.push([
+                v.what.clone(),
+                format!("{:.3}", v.measured),
+                v.expected.clone(),
+                if v.ok {
+                    "OK".into()
+                } else {
+                    "FAILED".to_string()
+                },
+            ]);
+        }
+        println!("{}", table.render());
     }
     if report.findings.is_empty() {
         println!("no failing or warning findings");

@@ -84,7 +84,11 @@ pub struct Args {
     /// partners per node].
     #[arg(long, requires = "cluster")]
     full_mesh: bool,
-    /// A link below this many Gbit/s fails (cluster mode).
+    /// Expectations: per-link minimum Gbit/s and maximum latency, required MTU and GPU
+    /// count (configs/expect/*.toml); each measured figure is marked OK or FAILED.
+    #[arg(long, requires = "cluster", value_name = "FILE.toml")]
+    expect: Option<PathBuf>,
+    /// A link below this many Gbit/s fails (overrides the file's link.tcp_min_gbps).
     #[arg(long, requires = "cluster", value_name = "GBIT")]
     expect_gbps: Option<f64>,
     /// Write the cluster bundle here: report.json, bandwidth.csv, latency.csv and

@@ -28,7 +28,7 @@ fn assert_shape(document: &Value) {
         assert!(document[key].is_string(), "{key} missing");
     }
     let checks = document["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 15);
+    assert_eq!(checks.len(), 19);
     for c in checks {
         assert!(["pass", "warn", "fail", "info", "skip"].contains(&c["status"].as_str().unwrap()));
         assert!(c["summary"].is_string() && c["fix"].is_string() && c["evidence"].is_object());
@@ -38,7 +38,7 @@ fn assert_shape(document: &Value) {
         .iter()
         .map(|k| summary[k].as_u64().unwrap())
         .sum();
-    assert_eq!(total, 15);
+    assert_eq!(total, 19);
 }
 
 #[test]
@@ -622,5 +622,237 @@ fn a_node_killed_mid_run_fails_its_pairs_and_the_others_report() {
     assert!(
         report["bandwidth_gbps"][0][1].as_f64().is_some(),
         "{report}"
+    );
+}
+
+/// A masquerading router between the two nodes: the listener sees the router's address,
+/// not the peer's own, and pair.nat says so with the address to advertise instead.
+#[test]
+fn masquerade_nat_between_two_nodes_fails_pair_nat() {
+    let Some((a, r, b)) = build_or_skip(|| {
+        let (a, r, b) = (
+            testbed::Netns::new()?,
+            testbed::Netns::new()?,
+            testbed::Netns::new()?,
+        );
+        for (left, lname, right, rname) in [(&a, "nl0", &r, "ra"), (&r, "rb", &b, "nl0")] {
+            testbed::ip(&[
+                "link",
+                "add",
+                lname,
+                "netns",
+                &left.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                rname,
+                "netns",
+                &right.name,
+            ])?;
+        }
+        a.ip(&["addr", "add", "10.81.1.2/24", "dev", "nl0"])?;
+        r.ip(&["addr", "add", "10.81.1.1/24", "dev", "ra"])?;
+        r.ip(&["addr", "add", "10.81.2.1/24", "dev", "rb"])?;
+        b.ip(&["addr", "add", "10.81.2.2/24", "dev", "nl0"])?;
+        for (ns, dev) in [(&a, "nl0"), (&r, "ra"), (&r, "rb"), (&b, "nl0")] {
+            ns.ip(&["link", "set", dev, "up"])?;
+        }
+        a.ip(&["route", "add", "default", "via", "10.81.1.1"])?;
+        b.ip(&["route", "add", "10.81.1.0/24", "via", "10.81.2.1"])?;
+        let sysctl = r.output("sysctl", &["-w", "net.ipv4.ip_forward=1"])?;
+        if !sysctl.status.success() {
+            return Err("sysctl ip_forward failed".to_string());
+        }
+        for args in [
+            &["add", "table", "ip", "nlnat"][..],
+            &[
+                "add",
+                "chain",
+                "ip",
+                "nlnat",
+                "post",
+                "{ type nat hook postrouting priority 100; }",
+            ][..],
+            &[
+                "add",
+                "rule",
+                "ip",
+                "nlnat",
+                "post",
+                "oifname",
+                "rb",
+                "masquerade",
+            ][..],
+        ] {
+            let out = r.output("nft", args)?;
+            if !out.status.success() {
+                return Err(format!(
+                    "nft {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        Ok((a, r, b))
+    }) else {
+        return;
+    };
+    let listener = b
+        .command(BIN)
+        .args([
+            "--iface",
+            "nl0",
+            "--listen",
+            "--quick",
+            "--timeout",
+            "30s",
+            "--json",
+        ])
+        .env_remove("NODELINK_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let peer = a
+        .output(
+            BIN,
+            &["--iface", "nl0", "--peer", "10.81.2.2", "--quick", "--json"],
+        )
+        .unwrap();
+    let _ = listener.wait_with_output();
+    let check = pair_check(&json_of(&peer), "pair.nat").clone();
+    assert_eq!(check["status"], "fail", "{check}");
+    let summary = check["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("come from 10.81.2.1") && summary.contains("10.81.1.2"),
+        "{summary}"
+    );
+    assert!(
+        check["fix"]
+            .as_str()
+            .unwrap()
+            .contains("--node-ip-address=10.81.2.1"),
+        "{check}"
+    );
+    drop(r);
+}
+
+/// Ray's minor version differs between the nodes (fixture dist-info on PYTHONPATH):
+/// pair.versions fails and says which node has what.
+#[test]
+fn a_ray_version_skew_fails_pair_versions_naming_each_node() {
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (side, version) in [("a", "2.35.0"), ("b", "2.9.3")] {
+        std::fs::create_dir_all(
+            dir.path()
+                .join(side)
+                .join(format!("ray-{version}.dist-info")),
+        )
+        .unwrap();
+    }
+    let listener = pair
+        .a
+        .command(BIN)
+        .args([
+            "--iface",
+            Pair::IFACE,
+            "--listen",
+            "--quick",
+            "--timeout",
+            "30s",
+            "--json",
+        ])
+        .env("PYTHONPATH", dir.path().join("a"))
+        .env_remove("NODELINK_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let peer = pair
+        .b
+        .command(BIN)
+        .args([
+            "--iface",
+            Pair::IFACE,
+            "--peer",
+            Pair::ADDR_A,
+            "--quick",
+            "--json",
+        ])
+        .env("PYTHONPATH", dir.path().join("b"))
+        .env_remove("NODELINK_TOKEN")
+        .output()
+        .unwrap();
+    let _ = listener.wait_with_output();
+    let check = pair_check(&json_of(&peer), "pair.versions").clone();
+    assert_eq!(check["status"], "fail", "{check}");
+    let summary = check["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("ray 2.9.3 on") && summary.contains("2.35.0 on"),
+        "{summary}"
+    );
+}
+
+/// `--expect` marks each figure OK or FAILED: a floor no veth reaches fails every link.
+#[test]
+fn cluster_expectations_mark_each_figure() {
+    let Some(star) = build_or_skip(|| testbed::Star::new(2)) else {
+        return;
+    };
+    star.shape("1gbit").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("expect.toml");
+    std::fs::write(
+        &file,
+        "[link]\ntcp_min_gbps = 5.0\nmax_latency_us = 100000.0\n",
+    )
+    .unwrap();
+    let children = cluster_spawn(&star, &[0, 1], 2, &["--expect", file.to_str().unwrap()]);
+    let outputs: Vec<(usize, Output)> = children
+        .into_iter()
+        .map(|(rank, child)| (rank, child.wait_with_output().unwrap()))
+        .collect();
+    let (_, rank0) = outputs.iter().find(|(r, _)| *r == 0).unwrap();
+    let report = json_of(rank0);
+    let verdicts = report["expectations"].as_array().unwrap();
+    let failed: Vec<&Value> = verdicts.iter().filter(|v| v["ok"] == false).collect();
+    let passed: Vec<&Value> = verdicts.iter().filter(|v| v["ok"] == true).collect();
+    assert_eq!(
+        failed.len(),
+        2,
+        "both directions below 5 Gbit/s: {verdicts:?}"
+    );
+    assert_eq!(
+        passed.len(),
+        1,
+        "the latency is under its generous bound: {verdicts:?}"
+    );
+    assert_eq!(rank0.status.code(), Some(2));
+    // A typo in the file is one sentence and exit 64, before anything runs.
+    std::fs::write(&file, "[link]\ntcp_min = 5\n").unwrap();
+    let out = star.nodes[0]
+        .output(
+            BIN,
+            &[
+                "--iface",
+                "nl0",
+                "--cluster",
+                "--hosts",
+                "10.78.0.1,10.78.0.2",
+                "--expect",
+                file.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

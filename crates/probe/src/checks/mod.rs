@@ -5,6 +5,7 @@ mod addressing;
 mod env;
 mod gpu;
 mod iface;
+mod lint;
 mod ports;
 mod rdma;
 mod shm;
@@ -172,6 +173,10 @@ fn all_checks(facts: &Facts, options: &CheckOptions) -> Vec<Check> {
         rdma::ports(facts),
         rdma::memlock(facts),
         gpu::inventory(facts, options.expect_gpus),
+        lint::ucx(facts),
+        lint::nixl(facts),
+        lint::proxy(facts),
+        lint::uverbs(facts),
         iface::container_network(facts),
         iface::ip_family(facts),
         iface::numa_affinity(facts),
@@ -252,6 +257,7 @@ pub(crate) mod fixture {
                 in_use: false,
             }],
             in_container: false,
+            uverbs: Vec::new(),
             fingerprint: Fingerprint::default(),
         }
     }
@@ -277,9 +283,9 @@ mod tests {
             .map(|c| (c.id, c.summary.clone()))
             .collect();
         assert!(bad.is_empty(), "{bad:?}");
-        assert_eq!(checks.len(), 15);
+        assert_eq!(checks.len(), 19);
         let summary = Summary::of(&checks);
-        assert_eq!(summary.pass + summary.info + summary.skip, 15);
+        assert_eq!(summary.pass + summary.info + summary.skip, 19);
     }
 
     #[test]
@@ -289,7 +295,11 @@ mod tests {
         let checks = run_checks(&facts, &CheckOptions::default());
         let summary = Summary::of(&checks);
         assert_eq!(summary.fail, 1);
-        assert_eq!(summary.skip, NEED_IFACE.len());
+        let skipped = checks
+            .iter()
+            .filter(|c| c.status == Status::Skip && NEED_IFACE.contains(&c.id))
+            .count();
+        assert_eq!(skipped, NEED_IFACE.len());
         assert!(checks
             .iter()
             .all(|c| !c.fix.contains("eno9") || c.id == "iface.up"));

@@ -4,6 +4,7 @@
 //! builds the bandwidth and latency matrices, names slow links and nodes ([`outliers`],
 //! confirmed by a second pass), and sends every node the cluster's verdict.
 
+pub mod expect;
 pub mod outliers;
 pub mod schedule;
 pub mod wire;
@@ -32,8 +33,8 @@ pub struct ClusterOptions {
     /// Test every pair (else a ring plus `partners` random partners per node).
     pub full_mesh: bool,
     pub partners: usize,
-    /// Minimum Gbit/s per link (`--expect`).
-    pub expect_gbps: Option<f64>,
+    /// The figures every link and node must reach (`--expect FILE.toml`).
+    pub expect: expect::Expect,
 }
 
 /// One node as rank 0 saw it.
@@ -73,6 +74,8 @@ pub struct ClusterReport {
     pub slow_links: Vec<(usize, usize, f64)>,
     /// Slow in the matrix and again in the second pass.
     pub slow_nodes: Vec<usize>,
+    /// Every figure with an expectation, OK or FAILED.
+    pub expectations: Vec<expect::Verdict>,
     /// Every failing or warning finding, grouped by cause ("pair.mtu: ...").
     pub findings: Vec<Finding>,
     pub exit_code: u8,
@@ -159,7 +162,8 @@ pub fn run_rank0(
         ));
     }
     let (bw, lat) = matrices(world, &pairs);
-    let found = outliers::find(&bw, options.expect_gbps);
+    let expect_gbps = options.expect.link.tcp_min_gbps;
+    let found = outliers::find(&bw, expect_gbps);
 
     // Second pass: pair each suspect with two nodes whose links are all good.
     let mut slow_nodes = Vec::new();
@@ -192,7 +196,7 @@ pub fn run_rank0(
             let floor = found
                 .median_gbps
                 .map_or(0.0, |m| m * outliers::SLOW_FRACTION);
-            let floor = options.expect_gbps.map_or(floor, |e| floor.max(e));
+            let floor = expect_gbps.map_or(floor, |e| floor.max(e));
             let slow_again = runs.iter().any(|r| {
                 r.measured.as_ref().is_some_and(|m| {
                     m.bw_a_to_b_gbps.is_some_and(|x| x < floor)
@@ -207,7 +211,16 @@ pub fn run_rank0(
         }
     }
 
-    let findings = findings(&nodes, &pairs, &found, &slow_nodes, options.expect_gbps);
+    let expectations = verdicts(&options.expect, &nodes, &bw, &lat);
+    let mut findings = findings(&nodes, &pairs, &found, &slow_nodes, expect_gbps);
+    for v in expectations.iter().filter(|v| !v.ok) {
+        findings.push(Finding {
+            cause: "expect".into(),
+            status: Status::Fail,
+            text: format!("{}: {} FAILED (expected {})", v.what, v.measured, v.expected),
+            fix: "see the matching pair and local checks; or relax --expect if the cluster is meant to be slower".into(),
+        });
+    }
     let exit_code = if findings.iter().any(|f| f.status == Status::Fail) {
         2
     } else if findings.iter().any(|f| f.status == Status::Warn) {
@@ -241,6 +254,7 @@ pub fn run_rank0(
         median_gbps: found.median_gbps,
         slow_links: found.slow_links,
         slow_nodes,
+        expectations,
         findings,
         exit_code,
         seconds: started.elapsed().as_secs_f64(),
@@ -654,6 +668,63 @@ fn findings(
             fix: "check the path between those two nodes (switch ports, cabling, ECMP/bonding)"
                 .into(),
         });
+    }
+    out
+}
+
+/// Each measured figure against `expect`: links (both directions), latency (each pair),
+/// and each node's MTU and GPU count.
+fn verdicts(
+    expect: &expect::Expect,
+    nodes: &[NodeEntry],
+    bw: &Matrix,
+    lat: &Matrix,
+) -> Vec<expect::Verdict> {
+    let mut out = Vec::new();
+    for (i, row) in bw.iter().enumerate() {
+        for (j, cell) in row.iter().enumerate() {
+            if let (Some(rate), Some(min)) = (cell, expect.link.tcp_min_gbps) {
+                out.push(expect::Verdict {
+                    what: format!("tcp {i} -> {j} Gbit/s"),
+                    measured: *rate,
+                    expected: format!(">= {min}"),
+                    ok: *rate >= min,
+                });
+            }
+        }
+    }
+    for (i, row) in lat.iter().enumerate() {
+        for (j, cell) in row.iter().enumerate().skip(i + 1) {
+            if let (Some(us), Some(max)) = (cell, expect.link.max_latency_us) {
+                out.push(expect::Verdict {
+                    what: format!("latency {i} <-> {j} us"),
+                    measured: *us,
+                    expected: format!("<= {max}"),
+                    ok: *us <= max,
+                });
+            }
+        }
+    }
+    for node in nodes {
+        let Some(summary) = &node.summary else {
+            continue;
+        };
+        if let (Some(mtu), Some(want)) = (summary.mtu, expect.node.mtu) {
+            out.push(expect::Verdict {
+                what: format!("mtu rank {}", node.rank),
+                measured: mtu as f64,
+                expected: format!("= {want}"),
+                ok: mtu == want,
+            });
+        }
+        if let Some(want) = expect.node.gpus {
+            out.push(expect::Verdict {
+                what: format!("gpus rank {}", node.rank),
+                measured: summary.gpu_count as f64,
+                expected: format!("= {want}"),
+                ok: summary.gpu_count == want,
+            });
+        }
     }
     out
 }

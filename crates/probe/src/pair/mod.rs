@@ -86,7 +86,7 @@ impl NodeSummary {
             "NO_PROXY",
         ] {
             if let Ok(value) = std::env::var(key) {
-                env.insert(key.to_string(), value);
+                env.insert(key.to_string(), crate::facts::redact_url(&value));
             }
         }
         let rdma: Vec<RdmaSummary> = facts
