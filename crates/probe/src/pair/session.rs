@@ -58,7 +58,7 @@ pub struct PairOutcome {
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
-const UDP_SETTLE: Duration = Duration::from_millis(300);
+const UDP_SETTLE: Duration = Duration::from_millis(150);
 const DNS_TIMEOUT: Duration = Duration::from_millis(600);
 
 fn now_ns() -> u128 {
