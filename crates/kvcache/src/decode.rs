@@ -114,7 +114,11 @@ impl PrefillLink {
     }
 
     fn recv(&mut self, what: &str, id: &str) -> Result<KvMessage, KvError> {
-        match self.channel.recv_as::<KvMessage>(self.timeout, what)? {
+        self.recv_within(self.timeout, what, id)
+    }
+
+    fn recv_within(&mut self, wait: Duration, what: &str, id: &str) -> Result<KvMessage, KvError> {
+        match self.channel.recv_as::<KvMessage>(wait, what)? {
             KvMessage::Refused(r) if r.request_id.as_deref() == Some(id) => {
                 Err(KvError::Refused(format!(
                     "prefill {} refused request {id}: {}",
@@ -132,7 +136,14 @@ impl PrefillLink {
     pub fn prefill(&mut self, request: &wire::Prefill) -> Result<Vec<u32>, KvError> {
         self.channel
             .send(&KvMessage::Prefill(request.clone()), self.timeout)?;
-        match self.recv("waiting for prefilled blocks from", &request.request_id)? {
+        // Prefill waits up to the same timeout for free blocks before it refuses; waiting a
+        // little longer lets its "pool full" arrive instead of our own timeout.
+        let wait = self.timeout + ANSWER_GRACE;
+        match self.recv_within(
+            wait,
+            "waiting for prefilled blocks from",
+            &request.request_id,
+        )? {
             KvMessage::Prefilled(p) if p.request_id == request.request_id => {
                 let expected = request.tokens.div_ceil(self.remote.shape.block_size as u64);
                 if p.blocks.len() as u64 != expected {
@@ -206,11 +217,11 @@ impl PrefillLink {
         self.plan_pull(remote_blocks, heads, pool, local_blocks)?;
         let peer = self.channel.peer().to_string();
         let stream = self.channel.stream();
-        stream
-            .set_read_timeout(Some(self.timeout))
-            .map_err(|e| FabricError::io(format!("receiving from {peer}"), e))?;
+        // The timeout bounds the whole transfer, not each read: a prefill that drips a
+        // byte a second cannot hold this side for longer.
+        let deadline = Instant::now() + self.timeout;
         // SAFETY: the caller holds local_blocks exclusively; pieces stay inside them.
-        read_pieces(stream, &self.pieces, |p| unsafe {
+        read_pieces(stream, &self.pieces, deadline, |p| unsafe {
             pool.slice_mut(p.dst, p.len)
         })
         .map_err(|e| {
@@ -378,12 +389,24 @@ fn connect_rdma(
     Ok((endpoint, theirs.region))
 }
 
-/// Reads the stream into every piece's destination in order (up to 64 pieces a call).
+/// How much longer than its timeout decode waits for an answer whose refusal prefill
+/// decides on the same timeout.
+const ANSWER_GRACE: Duration = Duration::from_secs(2);
+
+/// Reads the stream into every piece's destination in order (up to 64 pieces a call),
+/// all of it before `deadline` (a timeout error after it, however the peer paces writes).
 fn read_pieces<'a>(
     mut stream: &TcpStream,
     pieces: &[Piece],
+    deadline: Instant,
     bytes: impl Fn(&Piece) -> &'a mut [u8],
 ) -> std::io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::ErrorKind::TimedOut.into());
+    }
+    // One timer for the whole transfer; each read also checks the clock.
+    stream.set_read_timeout(Some(left))?;
     const BATCH: usize = 64;
     let mut slices: [IoSliceMut<'a>; BATCH] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
     for chunk in pieces.chunks(BATCH) {
@@ -399,6 +422,9 @@ fn read_pieces<'a>(
                 Err(e) => return Err(e),
             };
             IoSliceMut::advance_slices(&mut pending, read);
+            if !pending.is_empty() && Instant::now() >= deadline {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
         }
     }
     Ok(())

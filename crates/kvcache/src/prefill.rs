@@ -20,6 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The largest decode TP group an Attach may claim.
+const MAX_DECODE_TP: u32 = 1024;
+/// How long past its lease a pull that is still streaming may run before it is cut.
+const LEASE_GRACE: Duration = Duration::from_secs(1);
+
 /// A decode connection may sit idle this long between requests.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Remembered expired request ids, so a late pull is told "expired", not "unknown".
@@ -147,6 +152,7 @@ impl PrefillAgent {
                     if let Err(e) = agent.session(stream, peer, session) {
                         (agent.config.log)(&format!("{peer}: {e}"));
                     }
+                    agent.forget(session);
                 });
             if let Err(e) = spawned {
                 (self.config.log)(&format!("{peer}: cannot start a thread: {e}"));
@@ -158,7 +164,9 @@ impl PrefillAgent {
         let _ = stream.set_nodelay(true);
         let timeout = self.config.io_timeout;
         let mut channel = Channel::new(stream, peer.to_string());
-        let hello = match channel.recv(
+        let hello = match answer_errors(
+            &mut channel,
+            true,
             handshake::HANDSHAKE_TIMEOUT,
             "waiting for the greeting from",
         )? {
@@ -168,15 +176,36 @@ impl PrefillAgent {
         if let Err(e) =
             handshake::open_server(&mut channel, &hello, TOOL, self.config.token.as_deref())
         {
-            refuse(&mut channel, None, &e.to_string(), timeout);
+            // The client is still in the opening, reading that message set: an Error
+            // there reads as the token sentence, not as "unknown message kind".
+            let _ = channel.send(
+                &Message::Error(fabric::control::ErrorMsg {
+                    message: e.to_string(),
+                }),
+                Duration::from_secs(1),
+            );
             return Err(e.into());
         }
-        let attach = match channel.recv_as::<KvMessage>(timeout, "waiting for Attach from")? {
+        let attach = match answer_errors::<KvMessage>(
+            &mut channel,
+            false,
+            timeout,
+            "waiting for Attach from",
+        )? {
             KvMessage::Attach(attach) => attach,
             other => return Err(FabricError::unexpected("Attach", &other).into()),
         };
         let layout = self.layout();
-        let problem = mismatch(&layout.shape, &attach.shape, "prefill", "decode").or_else(|| {
+        let problem = (attach.decode_tp == 0
+            || attach.decode_tp > MAX_DECODE_TP
+            || attach.decode_rank >= attach.decode_tp)
+            .then(|| {
+                format!(
+                    "decode says it is TP rank {} of {}: ranks run from 0 to TP-1, and TP is 1 to {MAX_DECODE_TP}",
+                    attach.decode_rank, attach.decode_tp
+                )
+            });
+        let problem = problem.or_else(|| mismatch(&layout.shape, &attach.shape, "prefill", "decode")).or_else(|| {
             (attach.hash != compat_hash(&attach.shape)).then(|| {
                 "decode's compatibility hash does not match its own layout: run the same kvxfer version on both nodes".to_string()
             })
@@ -201,9 +230,12 @@ impl PrefillAgent {
         // Registered on the first RdmaConnect; dropped (deregistered) with the session.
         let mut rdma: Option<Endpoint> = None;
         loop {
-            let message = match channel
-                .recv_as::<KvMessage>(IDLE_TIMEOUT, "waiting for the next request from")
-            {
+            let message = match answer_errors::<KvMessage>(
+                &mut channel,
+                false,
+                IDLE_TIMEOUT,
+                "waiting for the next request from",
+            ) {
                 Ok(m) => m,
                 Err(FabricError::PeerClosed { detail, .. }) if detail.is_empty() => return Ok(()),
                 Err(e) => return Err(e.into()),
@@ -354,7 +386,13 @@ impl PrefillAgent {
                 return attach(lease, id, &request, session);
             }
         }
-        let blocks = self.blocks.take(count as u32, self.config.io_timeout)?;
+        let blocks = self
+            .blocks
+            .take_sweeping(count as u32, self.config.io_timeout, || {
+                if let Ok(mut leases) = self.leases.lock() {
+                    self.sweep(&mut leases, Instant::now());
+                }
+            })?;
         if request.fill {
             // The blocks are ours alone until the lease below publishes them.
             pattern::fill(&self.pool, &blocks, pattern::request_seed(id));
@@ -380,8 +418,9 @@ impl PrefillAgent {
         Ok(blocks)
     }
 
-    /// Validates a pull against the lease and marks it active.
-    fn begin_pull(&self, pull: &wire::Pull, session: u64) -> Result<(), KvError> {
+    /// Validates a pull against the lease and marks it active; returns when the lease
+    /// expires (the pull's own deadline).
+    fn begin_pull(&self, pull: &wire::Pull, session: u64) -> Result<Instant, KvError> {
         let id = &pull.request_id;
         self.check_target(id, pull.dp_rank, pull.tp_rank)?;
         let heads = &self.layout().heads;
@@ -399,6 +438,12 @@ impl PrefillAgent {
                 "request {id} pulls {} blocks: 1 to {} per pull",
                 pull.blocks.len(),
                 wire::MAX_BLOCKS
+            )));
+        }
+        let mut seen = std::collections::HashSet::with_capacity(pull.blocks.len());
+        if let Some(dup) = pull.blocks.iter().find(|b| !seen.insert(**b)) {
+            return Err(KvError::Refused(format!(
+                "request {id} names block {dup} more than once in one pull: pull each block once"
             )));
         }
         let now = Instant::now();
@@ -430,7 +475,7 @@ impl PrefillAgent {
             }
         }
         lease.active_pulls += 1;
-        Ok(())
+        Ok(lease.expires)
     }
 
     fn end_pull(&self, id: &str) {
@@ -448,13 +493,14 @@ impl PrefillAgent {
         pieces: &mut Vec<Piece>,
         session: u64,
     ) -> Result<(), KvError> {
-        if let Err(e) = self.begin_pull(&pull, session) {
-            return self.refuse_request(channel, pull.request_id, e);
-        }
+        let expires = match self.begin_pull(&pull, session) {
+            Ok(expires) => expires,
+            Err(e) => return self.refuse_request(channel, pull.request_id, e),
+        };
         let result = if pull.rdma {
             self.grant(channel, &pull, pieces)
         } else {
-            self.stream(channel, &pull, pieces)
+            self.stream(channel, &pull, pieces, expires + LEASE_GRACE)
         };
         self.end_pull(&pull.request_id);
         result
@@ -510,11 +556,14 @@ impl PrefillAgent {
         }
     }
 
+    /// Streams a pull's bytes; the lease is the transfer's deadline, so a reader that
+    /// trickles cannot hold the blocks past it.
     fn stream(
         &self,
         channel: &mut Channel,
         pull: &wire::Pull,
         pieces: &mut Vec<Piece>,
+        deadline: Instant,
     ) -> Result<(), KvError> {
         let layout = self.layout();
         let heads = pull.head_start..pull.head_end;
@@ -537,13 +586,21 @@ impl PrefillAgent {
         )?;
         let peer = channel.peer().to_string();
         let stream = channel.stream();
-        stream
-            .set_write_timeout(Some(timeout))
-            .map_err(|e| FabricError::io(format!("sending KV blocks to {peer}"), e))?;
         // SAFETY: the lease keeps these blocks allocated and unwritten while active_pulls > 0.
-        write_pieces(stream, pieces, |p| unsafe { self.pool.slice(p.src, p.len) }).map_err(
-            |e| FabricError::io(format!("sending request {} to {peer}", pull.request_id), e),
-        )?;
+        write_pieces(stream, pieces, deadline, |p| unsafe {
+            self.pool.slice(p.src, p.len)
+        })
+        .map_err(|e| {
+            let what = format!("sending request {} to {peer}", shown(&pull.request_id));
+            if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) {
+                KvError::Refused(format!(
+                    "{what}: the pull outlived the request's lease ({} ms): decode reads too slowly",
+                    self.config.lease.as_millis()
+                ))
+            } else {
+                FabricError::io(what, e).into()
+            }
+        })?;
         let crc32c = if pull.checksums {
             // SAFETY: as above.
             block_checksums(pieces, pull.blocks.len(), |p| unsafe {
@@ -562,6 +619,29 @@ impl PrefillAgent {
         self.stats.pulls.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// A connection closed: the requests it held as a reader lose that reader, and those
+    /// left with none (and no pull running) free their blocks now, not at lease expiry.
+    fn forget(&self, session: u64) {
+        let Ok(mut leases) = self.leases.lock() else {
+            return;
+        };
+        let mut freed = Vec::new();
+        for (id, lease) in leases.live.iter_mut() {
+            if let Some(position) = lease.owners.iter().position(|&s| s == session) {
+                lease.owners.remove(position);
+                lease.readers_left = lease.readers_left.saturating_sub(1);
+                if lease.readers_left == 0 && lease.active_pulls == 0 {
+                    freed.push(id.clone());
+                }
+            }
+        }
+        for id in freed {
+            if let Some(lease) = leases.live.remove(&id) {
+                self.blocks.release(&lease.blocks);
+            }
+        }
     }
 
     fn complete(&self, id: &str, ok: bool, peer: &SocketAddr, session: u64) {
@@ -593,6 +673,34 @@ impl PrefillAgent {
                 self.blocks.release(&lease.blocks);
             }
         }
+    }
+}
+
+/// Reads one frame; a frame that breaks the protocol (bad magic, another version, an
+/// oversize or malformed message) gets an answer saying so before the connection
+/// closes, instead of a silent close.
+/// The answer goes in the message set the peer is reading: the opening's (linkbench
+/// `Message::Error`) before the handshake, kvxfer's `Refused` after it.
+fn answer_errors<M: fabric::control::Wire>(
+    channel: &mut Channel,
+    opening: bool,
+    wait: Duration,
+    what: &str,
+) -> Result<M, FabricError> {
+    match channel.recv_as::<M>(wait, what) {
+        Err(FabricError::Protocol(problem)) => {
+            let message = format!("kvxfer prefill refused this connection: {problem}");
+            if opening {
+                let _ = channel.send(
+                    &Message::Error(fabric::control::ErrorMsg { message }),
+                    Duration::from_secs(1),
+                );
+            } else {
+                refuse(channel, None, &message, Duration::from_secs(1));
+            }
+            Err(FabricError::Protocol(problem))
+        }
+        other => other,
     }
 }
 
@@ -638,12 +746,20 @@ fn refuse(channel: &mut Channel, request_id: Option<String>, message: &str, time
     );
 }
 
-/// Writes every piece's bytes in order with vectored writes (up to 64 pieces a call).
+/// Writes every piece's bytes in order with vectored writes (up to 64 pieces a call),
+/// all of it before `deadline` (a timeout error after it, however the peer paces reads).
 pub(crate) fn write_pieces<'a>(
     mut stream: &TcpStream,
     pieces: &[Piece],
+    deadline: Instant,
     bytes: impl Fn(&Piece) -> &'a [u8],
 ) -> std::io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::ErrorKind::TimedOut.into());
+    }
+    // One timer for the whole transfer; each write also checks the clock.
+    stream.set_write_timeout(Some(left))?;
     const BATCH: usize = 64;
     let mut slices: [IoSlice<'a>; BATCH] = [IoSlice::new(&[]); BATCH];
     for chunk in pieces.chunks(BATCH) {
@@ -659,6 +775,9 @@ pub(crate) fn write_pieces<'a>(
                 Err(e) => return Err(e),
             };
             IoSlice::advance_slices(&mut pending, written);
+            if !pending.is_empty() && Instant::now() >= deadline {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
         }
     }
     Ok(())

@@ -325,3 +325,114 @@ fn declared_readers_attach_from_their_own_connections() {
     b.pull("shared", &blocks, 0..4, &pool, &[0, 1, 2], true)
         .unwrap();
 }
+
+fn start_prefill_with(
+    shape: KvShape,
+    blocks: u32,
+    lease: Duration,
+    token: Option<&[u8]>,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let agent = PrefillAgent::new(
+        KvLayout::new(shape, 1, 0, blocks).unwrap(),
+        PrefillConfig {
+            dp_rank: 0,
+            lease,
+            io_timeout: T,
+            token: token.map(<[u8]>::to_vec),
+            rdma: RdmaOptions::default(),
+            log: quiet,
+        },
+    )
+    .unwrap();
+    std::thread::spawn(move || agent.serve(listener));
+    addr
+}
+
+/// Hole: one Pull naming the same leased block 8,192 times made prefill send 3.76 GB.
+#[test]
+fn a_pull_naming_a_block_twice_is_refused() {
+    let addr = start_prefill(1, 0, 0);
+    let mut link = PrefillLink::connect(addr, &params(&shape())).unwrap();
+    let blocks = link.prefill(&prefill_request("dup", 0, 0)).unwrap();
+    let pool = kvcache::pool::KvPool::new(KvLayout::new(shape(), 1, 0, 8).unwrap()).unwrap();
+    let twice = [blocks[0], blocks[0]];
+    let e = link
+        .pull("dup", &twice, 0..4, &pool, &[0, 1], true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("names block") && e.contains("more than once"),
+        "{e}"
+    );
+}
+
+/// Hole: leases survived their connection's close, so a decode that died held its
+/// blocks until the lease ran out (30 s by default) while others waited.
+#[test]
+fn a_closed_connection_frees_its_requests_at_once() {
+    // 8 blocks of 4 tokens; each request takes all 8.
+    let addr = start_prefill_with(shape(), 8, Duration::from_secs(60), None);
+    let whole = |id: &str| wire::Prefill {
+        request_id: id.into(),
+        tokens: 32,
+        dp_rank: 0,
+        tp_rank: 0,
+        readers: 1,
+        fill: false,
+    };
+    let mut first = PrefillLink::connect(addr, &params(&shape())).unwrap();
+    first.prefill(&whole("held")).unwrap();
+    first.close();
+    let started = std::time::Instant::now();
+    let mut second = PrefillLink::connect(addr, &params(&shape())).unwrap();
+    second.prefill(&whole("next")).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Hole: a token mismatch read as "peer sent an unknown message kind 72: run the same
+/// nodelink version on both nodes"; it must name the token.
+#[test]
+fn a_token_mismatch_names_the_token() {
+    let addr = start_prefill_with(shape(), 8, Duration::from_secs(30), Some(b"right"));
+    let tiny = shape();
+    let mut p = params(&tiny);
+    p.token = Some(b"wrong");
+    let e = PrefillLink::connect(addr, &p)
+        .err()
+        .expect("must be refused")
+        .to_string();
+    assert!(e.contains("NODELINK_TOKEN"), "{e}");
+    assert!(!e.contains("unknown message kind"), "{e}");
+}
+
+/// Hole: another version, bad magic or an oversize frame got a silent close; each gets
+/// a sentence first.
+#[test]
+fn another_version_gets_a_sentence_before_the_close() {
+    let addr = start_prefill(1, 0, 0);
+    let mut frame = Vec::new();
+    fabric::control::encode(
+        &Message::Hello(fabric::control::Hello {
+            version: fabric::control::VERSION,
+            tool: "kvxfer".into(),
+            software: "9.9.9".into(),
+            nonce: "00".into(),
+            auth: false,
+        }),
+        &mut frame,
+    );
+    frame[4..6].copy_from_slice(&(fabric::control::VERSION + 1).to_be_bytes());
+    let mut raw = std::net::TcpStream::connect(addr).unwrap();
+    raw.set_read_timeout(Some(T)).unwrap();
+    raw.write_all(&frame).unwrap();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut raw, &mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.contains("run the same nodelink version"), "{text}");
+}

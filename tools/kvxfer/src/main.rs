@@ -118,7 +118,7 @@ struct PrefillArgs {
     /// How long a request's blocks are held for decode without a completion notice.
     #[arg(long, default_value = "30s", value_parser = cli::duration_arg, value_name = "DURATION")]
     lease: Duration,
-    /// Bound on every socket wait, and on waiting for free blocks.
+    /// Deadline for each whole operation (a greeting, a wait for free blocks); a pull is bounded by its lease.
     #[arg(long, default_value = "10s", value_parser = cli::duration_arg, value_name = "DURATION")]
     timeout: Duration,
     /// No per-connection log lines.
@@ -145,7 +145,7 @@ struct PeerArgs {
     /// Check a CRC32C per block and every byte's content against what prefill wrote.
     #[arg(long)]
     verify: bool,
-    /// Bound on every socket wait and on waiting for free blocks.
+    /// Deadline for each whole operation (a prefill, a pull, a wait for free blocks), not per read.
     #[arg(long, default_value = "10s", value_parser = cli::duration_arg, value_name = "DURATION")]
     timeout: Duration,
     /// One JSON document on stdout, nothing else.
