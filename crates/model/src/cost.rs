@@ -52,6 +52,9 @@ pub struct Breakdown {
     pub kv_transfer: f64,
     /// Fixed per-forward-pass cost, once per stage a token passes.
     pub overhead: f64,
+    /// Cross-node control per step: the driver's broadcast of the scheduler output to
+    /// the remote workers and the sampled tokens coming back (one inter-node round trip).
+    pub control: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -76,6 +79,9 @@ pub struct Estimate {
     pub pp_sends_in_node: u64,
     /// Most requests per replica that fit in memory.
     pub max_concurrency_per_replica: f64,
+    /// Offered load (`qps`) beyond what the plan can serve: the figures are the
+    /// saturated ones, at the most requests that fit.
+    pub saturated: bool,
 }
 
 struct Costs<'a> {
@@ -127,6 +133,8 @@ impl Costs<'_> {
         let memory_us = hbm_bytes / (self.gpu.hbm_gbs * self.a.hbm_efficiency * 1e3);
         let math_us = flops / (self.gpu.bf16_tflops * self.a.flops_efficiency * 1e6);
         let message = m.activation_bytes(1) as f64 * tokens;
+        // vLLM hands over the hidden states and the residual at each stage boundary.
+        let handover = 2.0 * message;
         let tp_link = if p.tp_spans_nodes() {
             self.inter
         } else {
@@ -136,8 +144,8 @@ impl Costs<'_> {
         Stage {
             compute_us: memory_us.max(math_us),
             tp_us: 2.0 * stage_layers * tp_link.all_reduce_us(message, p.tp),
-            pp_us: across as f64 * self.inter.send_us(message)
-                + inside as f64 * self.intra.send_us(message),
+            pp_us: across as f64 * self.inter.send_us(handover)
+                + inside as f64 * self.intra.send_us(handover),
         }
     }
 }
@@ -180,6 +188,7 @@ pub fn estimate(
     let max_per_replica = (memory - weights) / costs.kv_per_gpu(1.0, seq);
     let price = |per_replica: f64| price(&costs, workload, per_replica);
     let dp = plan.dp as f64;
+    let mut saturated = false;
     let per_replica = match workload.qps {
         None => workload.concurrency / dp,
         Some(qps) => {
@@ -190,6 +199,10 @@ pub fn estimate(
                 let latency_s = (e.ttft_ms + (workload.output_len - 1) as f64 * e.tpot_ms) / 1e3;
                 c = (qps / dp * latency_s).clamp(1.0, max_per_replica.max(1.0));
             }
+            // At the memory limit the plan serves at most its saturated rate: more offered
+            // load only queues (TTFT grows without bound in practice).
+            let at_limit = price(max_per_replica.max(1.0));
+            saturated = qps > at_limit.req_s * 1.0001 && c >= max_per_replica.max(1.0) * 0.999;
             c
         }
     };
@@ -202,6 +215,7 @@ pub fn estimate(
     }
     let mut e = price(per_replica.max(1.0));
     e.max_concurrency_per_replica = max_per_replica;
+    e.saturated = saturated;
     Ok(e)
 }
 
@@ -215,15 +229,25 @@ fn price(costs: &Costs, w: &Workload, per_replica: f64) -> Estimate {
     let context = w.input_len as f64 + w.output_len as f64 / 2.0;
     let s = costs.stage(m, context, true);
     let o = costs.a.step_overhead_us;
+    // A replica over several nodes pays, per step, the driver's broadcast of the
+    // scheduler output (about 1 KiB plus 64 B per request) and the sampled token ids
+    // coming back: an inter-node round trip the single-node plan does not have.
+    let (across, _) = plan.pp_boundaries();
+    let control_us = if plan.tp_spans_nodes() || across > 0 {
+        costs.inter.send_us(1024.0 + 64.0 * b) + costs.inter.send_us(8.0 * b)
+    } else {
+        0.0
+    };
     let busy = k * (s.compute_us + s.tp_us + o);
-    let round = busy.max(pp * (s.compute_us + s.tp_us + o) + s.pp_us);
+    let round = busy.max(pp * (s.compute_us + s.tp_us + o) + s.pp_us) + control_us;
     let mut breakdown = Breakdown {
         compute: k * s.compute_us / 1e3,
         tp_comm: k * s.tp_us / 1e3,
         pp_comm: s.pp_us / 1e3,
-        bubble: (round - busy - s.pp_us).max(0.0) / 1e3,
+        bubble: (round - control_us - busy - s.pp_us).max(0.0) / 1e3,
         kv_transfer: 0.0,
         overhead: k * o / 1e3,
+        control: control_us / 1e3,
     };
     // Prefill: one prompt through every stage in turn; mean causal context is half of it.
     let t = w.input_len as f64;
@@ -271,6 +295,7 @@ fn price(costs: &Costs, w: &Workload, per_replica: f64) -> Estimate {
         pp_sends_across_nodes: across,
         pp_sends_in_node: inside,
         max_concurrency_per_replica: 0.0,
+        saturated: false,
     }
 }
 
@@ -306,6 +331,10 @@ pub fn verdict(a: &Estimate, b: &Estimate, concurrency: f64) -> String {
         (
             db.overhead - da.overhead,
             "fixed per-stage forward-pass overhead (launches, syncs, sampling)".to_string(),
+        ),
+        (
+            db.control - da.control,
+            "cross-node control per step (scheduler output out, sampled tokens back)".to_string(),
         ),
         (
             db.bubble - da.bubble,
@@ -451,14 +480,28 @@ mod tests {
     #[test]
     fn pp_adds_sends_and_a_bubble_when_micro_batches_run_short() {
         // PP2 over 2 nodes of 1 GPU, concurrency 1: one micro-batch, so each stage waits
-        // for the other: bubble = (pp - k) x stage time; one 2,000 B send at 1 GB/s + 10 us.
+        // for the other: bubble = (pp - k) x stage time; one send of hidden states and
+        // residual, 2 x 2,000 B, at 1 GB/s + 10 us.
         let plan = Plan::parse("pp2@2x1", 8).unwrap();
         let intra = LinkModel::new("intra", 100.0, 1.0);
         let inter = LinkModel::new("inter", 1.0, 10.0);
         let e = toy_estimate(&plan, 1.0, &intra, &inter);
-        assert!((e.breakdown_ms.pp_comm - 0.012).abs() < 1e-12);
+        assert!(
+            (e.breakdown_ms.pp_comm - 0.014).abs() < 1e-12,
+            "{:?}",
+            e.breakdown_ms
+        );
         assert!((e.breakdown_ms.bubble - e.breakdown_ms.compute).abs() < 1e-12);
-        let sum = e.breakdown_ms.compute + e.breakdown_ms.pp_comm + e.breakdown_ms.bubble;
+        // The driver's control round trip: 1,088 B out and 8 B back, 10 us each.
+        assert!(
+            (e.breakdown_ms.control - 0.021096).abs() < 1e-9,
+            "{:?}",
+            e.breakdown_ms
+        );
+        let sum = e.breakdown_ms.compute
+            + e.breakdown_ms.pp_comm
+            + e.breakdown_ms.bubble
+            + e.breakdown_ms.control;
         assert!((sum - e.tpot_ms).abs() < 1e-12);
         // Two requests fill both stages: no bubble.
         let e2 = toy_estimate(&plan, 2.0, &intra, &inter);

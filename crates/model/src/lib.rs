@@ -2,10 +2,12 @@
 //! parallelism put on the network, plus the GPU specs, link prices, parallel plans and cost
 //! model that `explain` uses. Pure data and formulas.
 
+pub mod calibrate;
 mod cost;
 mod gpu;
 mod link;
 mod plan;
+pub mod runs;
 
 pub use cost::{estimate, verdict, Assumptions, Breakdown, Estimate, Workload};
 pub use gpu::{find_gpu, load_gpus, GpuSpec};
@@ -209,10 +211,23 @@ pub fn load_models(dir: &Path) -> Result<Vec<ModelShape>, ModelError> {
     Ok(models)
 }
 
-/// Finds a model by name or alias, case-insensitively.
+/// A Hugging Face id as a run file names it (`meta-llama/Llama-3.1-8B-Instruct`,
+/// `deepseek-ai/DeepSeek-R1-Distill-Qwen-32B`) as a shipped name or alias: the part after
+/// the organisation, lowercase, without the -Instruct/-Chat/-hf suffixes.
+fn hub_id_to_name(name: &str) -> String {
+    let mut n = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
+    for suffix in ["-instruct", "-chat", "-hf", "-it"] {
+        if let Some(stripped) = n.strip_suffix(suffix) {
+            n = stripped.to_string();
+        }
+    }
+    n.replace("meta-llama-", "llama-")
+}
+
+/// Finds a model by name or alias (or Hugging Face id), case-insensitively.
 pub fn find_model(dir: &Path, name: &str) -> Result<ModelShape, ModelError> {
     let models = load_models(dir)?;
-    let wanted = name.to_ascii_lowercase();
+    let wanted = hub_id_to_name(name);
     models
         .iter()
         .find(|m| m.name == wanted || m.aliases.contains(&wanted))
@@ -307,6 +322,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("NODELINK_CONFIGS names no folder"), "{e}");
+    }
+
+    #[test]
+    fn hugging_face_ids_map_to_the_shipped_models() {
+        let dir = configs_dir();
+        assert_eq!(
+            find_model(&dir, "meta-llama/Llama-3.1-8B-Instruct")
+                .unwrap()
+                .name,
+            "llama-3.1-8b"
+        );
+        assert_eq!(
+            find_model(&dir, "meta-llama/Meta-Llama-3-70B-Instruct")
+                .unwrap()
+                .name,
+            "llama-3-70b"
+        );
     }
 
     #[test]

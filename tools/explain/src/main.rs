@@ -35,12 +35,21 @@ pub struct Args {
     /// GPUs per node, for plans without @NODESxGPUS.
     #[arg(long, default_value_t = 8)]
     gpus_per_node: u64,
-    /// Prompt tokens per request.
-    #[arg(long, default_value_t = 2000)]
-    input_len: u64,
-    /// Output tokens per request.
-    #[arg(long, default_value_t = 2000)]
-    output_len: u64,
+    /// Prompt tokens per request [default: the run's, else 2000].
+    #[arg(long)]
+    input_len: Option<u64>,
+    /// Output tokens per request [default: the run's, else 2000].
+    #[arg(long)]
+    output_len: Option<u64>,
+    /// A measured run of --plan (`vllm bench serve --save-result` JSON, vLLM's serving
+    /// table JSON, or CSV with the same keys); repeat for several loads. The model's HBM
+    /// efficiency and per-step overhead are fitted to it.
+    #[arg(long, value_name = "FILE")]
+    run: Vec<PathBuf>,
+    /// A measured run of --vs, at the same load: the measured difference is split into
+    /// the modelled terms plus what the model does not explain.
+    #[arg(long, value_name = "FILE", requires = "vs")]
+    run_vs: Option<PathBuf>,
     /// Requests in flight over the whole deployment (closed loop) [default: 16].
     #[arg(long)]
     concurrency: Option<f64>,
@@ -88,6 +97,10 @@ fn main() -> std::process::ExitCode {
 
 /// Everything the report needs, resolved and checked.
 pub struct Resolved {
+    /// The measured runs of --plan and --vs (first load point of each is compared).
+    pub runs: Vec<model::runs::MeasuredRun>,
+    pub runs_vs: Vec<model::runs::MeasuredRun>,
+    pub calibration: Option<model::calibrate::Calibration>,
     pub model: model::ModelShape,
     pub gpu: model::GpuSpec,
     pub plans: Vec<Plan>,
@@ -135,7 +148,51 @@ fn resolve(args: &Args) -> anyhow::Result<Resolved> {
             "--concurrency {concurrency} and --qps {qps} contradict each other: a closed loop (--concurrency) or an open loop (--qps), not both"
         )));
     }
-    let concurrency = args.concurrency.unwrap_or(16.0);
+    let read_runs = |path: &Path| -> anyhow::Result<Vec<model::runs::MeasuredRun>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| cli::usage(format!("reading the run {}: {e}", path.display())))?;
+        model::runs::parse_runs(&path.display().to_string(), &text).map_err(usage)
+    };
+    let mut runs = Vec::new();
+    for path in &args.run {
+        runs.extend(read_runs(path)?);
+    }
+    let runs_vs = match &args.run_vs {
+        Some(path) => read_runs(path)?,
+        None => Vec::new(),
+    };
+    // The workload comes from the run where it says; a flag that says otherwise is a
+    // contradiction, never silently dropped.
+    let from_run = |pick: fn(&model::runs::MeasuredRun) -> Option<f64>| runs.first().and_then(pick);
+    let agree = |flag: &str, given: Option<f64>, run: Option<f64>| -> anyhow::Result<Option<f64>> {
+        match (given, run) {
+            (Some(g), Some(r)) if (g - r).abs() > 0.5 => Err(cli::usage(format!(
+                "{flag} {g} contradicts the run, which measured {r}: drop {flag} or pass the matching run"
+            ))),
+            (g, r) => Ok(g.or(r)),
+        }
+    };
+    let input_len = agree(
+        "--input-len",
+        args.input_len.map(|v| v as f64),
+        from_run(|r| r.input_len),
+    )?
+    .map_or(2000, |v| v.round() as u64);
+    let output_len = agree(
+        "--output-len",
+        args.output_len.map(|v| v as f64),
+        from_run(|r| r.output_len),
+    )?
+    .map_or(2000, |v| v.round() as u64);
+    let run_concurrency = from_run(|r| r.max_concurrency);
+    let run_qps = if run_concurrency.is_none() {
+        from_run(|r| r.request_rate)
+    } else {
+        None
+    };
+    let concurrency_arg = agree("--concurrency", args.concurrency, run_concurrency)?;
+    let qps_arg = agree("--qps", args.qps, run_qps)?;
+    let concurrency = concurrency_arg.unwrap_or(16.0);
     if concurrency.is_nan() || concurrency < 1.0 {
         return Err(cli::usage(format!(
             "--concurrency {concurrency}: pass at least 1"
@@ -159,18 +216,47 @@ fn resolve(args: &Args) -> anyhow::Result<Resolved> {
         None => LinkModel::named(&gpu.intra_link, INTRA_PROFILES, "intra-node link")
             .unwrap_or_else(|_| LinkModel::new(&gpu.intra_link, gpu.intra_link_gbs, 3.0)),
     };
+    let workload = Workload {
+        input_len,
+        output_len,
+        concurrency,
+        qps: qps_arg,
+    };
+    let mut assumptions = Assumptions::default();
+    let calibration = if runs.is_empty() {
+        None
+    } else {
+        let setup = model::calibrate::Setup {
+            model: &shape,
+            gpu: &gpu,
+            intra: &intra,
+            inter: &inter,
+            base: assumptions,
+        };
+        let points: Vec<_> = runs
+            .iter()
+            .map(|r| {
+                (
+                    r.clone(),
+                    model::calibrate::workload_of(r, input_len, output_len),
+                )
+            })
+            .collect();
+        let fitted = model::calibrate::calibrate(&setup, &plans[0], &points).map_err(usage)?;
+        assumptions.hbm_efficiency = fitted.hbm_efficiency;
+        assumptions.step_overhead_us = fitted.step_overhead_us;
+        Some(fitted)
+    };
     Ok(Resolved {
         model: shape,
         gpu,
         plans,
-        workload: Workload {
-            input_len: args.input_len,
-            output_len: args.output_len,
-            concurrency,
-            qps: args.qps,
-        },
+        workload,
+        runs,
+        runs_vs,
+        calibration,
         intra,
         inter,
-        assumptions: Assumptions::default(),
+        assumptions,
     })
 }

@@ -87,8 +87,26 @@ fn what_ifs(r: &Resolved, plan: &Plan) -> Vec<WhatIf> {
 fn one_line(e: &Estimate) -> String {
     let b = &e.breakdown_ms;
     format!(
-        "{}: TPOT {:.2} ms = compute {:.2} + TP all-reduces {:.2} + PP sends {:.2} + bubble {:.2} + overhead {:.2}; TTFT {:.1} ms.",
-        e.name, e.tpot_ms, b.compute, b.tp_comm, b.pp_comm, b.bubble, b.overhead, e.ttft_ms
+        "{}: TPOT {:.2} ms = compute {:.2} + TP all-reduces {:.2} + PP sends {:.2} + bubble {:.2} + overhead {:.2} + cross-node control {:.2}; TTFT {:.1} ms.",
+        e.name, e.tpot_ms, b.compute, b.tp_comm, b.pp_comm, b.bubble, b.overhead, b.control, e.ttft_ms
+    )
+}
+
+/// Prices `plan` at the load a measured run was taken under.
+fn price_run(
+    r: &Resolved,
+    plan: &Plan,
+    run: &model::runs::MeasuredRun,
+) -> Result<Estimate, model::ModelError> {
+    let w = model::calibrate::workload_of(run, r.workload.input_len, r.workload.output_len);
+    estimate(
+        &r.model,
+        &r.gpu,
+        plan,
+        &w,
+        &r.intra,
+        &r.inter,
+        &r.assumptions,
     )
 }
 
@@ -98,6 +116,28 @@ pub fn run(args: &Args, r: &Resolved) -> anyhow::Result<u8> {
         let e = price(r, plan, &r.inter).map_err(|e| cli::usage(e.to_string()))?;
         estimates.push(e);
     }
+    // Measured runs: both plans priced at the first run's load, and the difference split.
+    let attribution = match (r.runs.first(), r.runs_vs.first(), r.plans.get(1)) {
+        (Some(a_run), Some(b_run), Some(b_plan)) => {
+            let pa = price_run(r, &r.plans[0], a_run).map_err(|e| cli::usage(e.to_string()))?;
+            let pb = price_run(r, b_plan, b_run).map_err(|e| cli::usage(e.to_string()))?;
+            Some((model::calibrate::attribute(a_run, b_run, &pa, &pb), pa, pb))
+        }
+        _ => None,
+    };
+    let saturated: Vec<String> = estimates
+        .iter()
+        .filter(|e| e.saturated)
+        .map(|e| {
+            format!(
+                "offered load {} req/s exceeds what {} can serve (about {:.2} req/s with {:.0} requests in flight per replica): the figures are at saturation, and queueing adds to TTFT without bound",
+                r.workload.qps.unwrap_or_default(),
+                e.name,
+                e.req_s,
+                e.max_concurrency_per_replica
+            )
+        })
+        .collect();
     let concurrency = r.workload.concurrency;
     let text = match estimates.as_slice() {
         [a, b] => verdict(a, b, concurrency),
@@ -127,6 +167,10 @@ pub fn run(args: &Args, r: &Resolved) -> anyhow::Result<u8> {
             },
             "links": {"intra_node": link(&r.intra), "inter_node": link(&r.inter)},
             "assumptions": r.assumptions,
+            "runs": r.runs.iter().chain(&r.runs_vs).collect::<Vec<_>>(),
+            "calibration": r.calibration,
+            "attribution": attribution.as_ref().map(|(a, _, _)| a),
+            "saturated": saturated,
             "plans": estimates,
             "verdict": text,
             "what_ifs": ifs.iter().map(|w| match &w.result {
@@ -159,6 +203,65 @@ pub fn run(args: &Args, r: &Resolved) -> anyhow::Result<u8> {
     }
     println!("{}", table(estimates.iter().map(|e| (e.name.clone(), e))));
     println!("{text}");
+    for line in &saturated {
+        println!("warning: {line}");
+    }
+    if let Some(c) = &r.calibration {
+        println!(
+            "\nCalibrated on {} measured run(s) of {}: HBM efficiency {:.3} (default {:.2}), fixed per-step overhead {:.0} us (default {:.0} us); {:.1} % rms error left",
+            c.runs.len(),
+            r.plans[0].name(),
+            c.hbm_efficiency,
+            c.default_hbm_efficiency,
+            c.step_overhead_us,
+            c.default_step_overhead_us,
+            c.rms_error * 100.0
+        );
+        if c.rms_error > 0.25 {
+            println!(
+                "warning: the model does not fit these runs ({:.0} % rms error): they may not be closed-loop at the concurrency they name (a run of fewer prompts than its concurrency is one wave, not a steady state), or the GPU profile is wrong; read the attribution below with care",
+                c.rms_error * 100.0
+            );
+        }
+        let mut t = measure::Table::new([
+            "run",
+            "TPOT ms measured",
+            "TPOT ms model",
+            "req/s measured",
+            "req/s model",
+        ]);
+        for f in &c.runs {
+            t.push([
+                f.source.clone(),
+                format!("{:.2}", f.measured_tpot_ms),
+                format!("{:.2}", f.predicted_tpot_ms),
+                format!("{:.3}", f.measured_req_s),
+                format!("{:.3}", f.predicted_req_s),
+            ]);
+        }
+        println!("{}", t.render());
+    }
+    if let Some((a, pa, pb)) = &attribution {
+        println!(
+            "\nMeasured: {} is {:+.2} ms per token (TPOT), {:+.1} ms TTFT, {:+.3} req/s against {}; model at the same load: {:+.2} ms TPOT.",
+            pb.name, a.measured_tpot_diff_ms, a.measured_ttft_diff_ms, a.measured_req_s_diff, pa.name,
+            pb.tpot_ms - pa.tpot_ms
+        );
+        let mut t = measure::Table::new(["TPOT term", "ms per token"]);
+        for (term, ms) in &a.terms {
+            t.push([term.clone(), format!("{ms:+.3}")]);
+        }
+        t.push([
+            "unexplained".to_string(),
+            format!("{:+.3}", a.unexplained_ms),
+        ]);
+        t.push([
+            "measured difference".to_string(),
+            format!("{:+.3}", a.measured_tpot_diff_ms),
+        ]);
+        println!("{}", t.render());
+        println!("{}", a.likely);
+    }
     if !ifs.is_empty() {
         println!("\nWhat if ({}):", base.name());
         let mut t = measure::Table::new(["what if", "TPOT ms", "TTFT ms", "out tok/s", "req/s"]);
@@ -205,6 +308,7 @@ fn table<'a>(rows: impl Iterator<Item = (String, &'a Estimate)>) -> String {
         "PP comm",
         "bubble",
         "overhead",
+        "control",
         "KV xfer",
     ]);
     for (name, e) in rows {
@@ -221,6 +325,7 @@ fn table<'a>(rows: impl Iterator<Item = (String, &'a Estimate)>) -> String {
             format!("{:.2}", b.pp_comm),
             format!("{:.2}", b.bubble),
             format!("{:.2}", b.overhead),
+            format!("{:.2}", b.control),
             format!("{:.2}", b.kv_transfer),
         ]);
     }
@@ -251,6 +356,15 @@ fn write_plot(
             part("PP sends", |e| e.breakdown_ms.pp_comm),
             part("bubble", |e| e.breakdown_ms.bubble),
             part("overhead", |e| e.breakdown_ms.overhead),
+            part("cross-node control", |e| e.breakdown_ms.control),
+            // Per request, spread over its output tokens so it stacks with the rest.
+            (
+                "P/D KV transfer (per request / output tokens)".to_string(),
+                shown
+                    .iter()
+                    .map(|(_, e)| e.breakdown_ms.kv_transfer / r.workload.output_len.max(1) as f64)
+                    .collect(),
+            ),
         ],
     };
     measure::write_bar_chart(path, &chart)?;

@@ -236,3 +236,129 @@ fn works_from_a_folder_with_an_unrelated_configs_dir() {
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+/// `vllm bench serve --save-result` with vLLM's key set and the published 2-node DP
+/// figures (TTFT 47.23 ms, TPOT 7.31 ms, 0.99 req/s, 1,981.66 tok/s, concurrency 16).
+fn published_dp_run(dir: &std::path::Path) -> std::path::PathBuf {
+    let doc = serde_json::json!({
+        "date": "20250101-000000", "backend": "vllm", "model_id": "meta-llama/Llama-3.1-8B-Instruct",
+        "tokenizer_id": "meta-llama/Llama-3.1-8B-Instruct", "num_prompts": 160, "request_rate": "inf",
+        "burstiness": 1.0, "max_concurrency": 16, "duration": 161.6, "completed": 160,
+        "total_input_tokens": 320000, "total_output_tokens": 320000, "request_throughput": 0.99,
+        "request_goodput": null, "output_throughput": 1981.66, "total_token_throughput": 3963.3,
+        "mean_ttft_ms": 47.23, "median_ttft_ms": 45.1, "std_ttft_ms": 8.2, "p99_ttft_ms": 71.0,
+        "mean_tpot_ms": 7.31, "median_tpot_ms": 7.3, "std_tpot_ms": 0.2, "p99_tpot_ms": 7.9,
+        "mean_itl_ms": 7.31, "median_itl_ms": 7.1, "std_itl_ms": 1.0, "p99_itl_ms": 12.0,
+        "mean_e2el_ms": 14660.0
+    });
+    let path = dir.join("dp.json");
+    std::fs::write(&path, doc.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn a_measured_run_calibrates_the_model_and_runs_are_compared_term_by_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = published_dp_run(dir.path());
+    let out = explain(&[
+        "--model",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "--plan",
+        "dp16@2x8",
+        "--run",
+        run.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = json_of(&out);
+    let cal = &doc["calibration"];
+    let h = cal["hbm_efficiency"].as_f64().unwrap();
+    assert!((0.1..=1.0).contains(&h), "{cal}");
+    assert_eq!(cal["default_hbm_efficiency"], 0.8);
+    assert!(cal["rms_error"].as_f64().unwrap() < 0.15, "{cal}");
+    assert_eq!(doc["workload"]["input_len"], 2000);
+    assert_eq!(doc["workload"]["concurrency"], 16.0);
+    // Two measured runs at the same load: the terms and `unexplained` add up to the
+    // measured difference, whatever the model says.
+    let mut slower: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&run).unwrap()).unwrap();
+    slower["mean_tpot_ms"] = 9.5.into();
+    slower["request_throughput"] = 0.78.into();
+    let vs = dir.path().join("slower.json");
+    std::fs::write(&vs, slower.to_string()).unwrap();
+    let out = explain(&[
+        "--model",
+        "llama-3.1-8b",
+        "--plan",
+        "dp16@2x8",
+        "--vs",
+        "tp8,pp2@2x8",
+        "--inter-node",
+        "tcp-25g",
+        "--run",
+        run.to_str().unwrap(),
+        "--run-vs",
+        vs.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = json_of(&out);
+    let at = &doc["attribution"];
+    let terms: f64 = at["terms"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    let unexplained = at["unexplained_ms"].as_f64().unwrap();
+    let measured = at["measured_tpot_diff_ms"].as_f64().unwrap();
+    assert!((measured - 2.19).abs() < 1e-9, "{at}");
+    assert!((terms + unexplained - measured).abs() < 1e-9, "{at}");
+}
+
+#[test]
+fn a_flag_that_contradicts_the_run_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = published_dp_run(dir.path());
+    let out = explain(&[
+        "--plan",
+        "dp16@2x8",
+        "--run",
+        run.to_str().unwrap(),
+        "--input-len",
+        "100",
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        stderr(&out).contains("--input-len 100 contradicts the run, which measured 2000"),
+        "{}",
+        stderr(&out)
+    );
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"request_throughput\": 1}").unwrap();
+    let out = explain(&["--run", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("mean_ttft_ms"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_offered_load_beyond_capacity_is_called_saturated() {
+    let out = explain(&[
+        "--model",
+        "llama-3.1-8b",
+        "--plan",
+        "tp1@1x1",
+        "--qps",
+        "1000000",
+        "--input-len",
+        "2000",
+        "--output-len",
+        "2000",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("exceeds what") && text.contains("saturation"),
+        "{text}"
+    );
+}
