@@ -59,6 +59,34 @@ impl Netns {
         ip(&full)
     }
 
+    /// Drops inbound TCP to `port` in this namespace (a firewall), with nftables.
+    pub fn drop_inbound_tcp(&self, port: u16) -> Result<(), String> {
+        let port = port.to_string();
+        for args in [
+            &["add", "table", "inet", "nltest"][..],
+            &[
+                "add",
+                "chain",
+                "inet",
+                "nltest",
+                "input",
+                "{ type filter hook input priority 0; }",
+            ][..],
+            &[
+                "add", "rule", "inet", "nltest", "input", "tcp", "dport", &port, "drop",
+            ][..],
+        ] {
+            let out = self.output("nft", args)?;
+            if !out.status.success() {
+                return Err(format!(
+                    "nft {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Gives this namespace its own /etc/hosts (`ip netns exec` bind-mounts
     /// /etc/netns/NAME/hosts over /etc/hosts), removed with the namespace.
     pub fn set_hosts(&self, text: &str) -> Result<(), String> {

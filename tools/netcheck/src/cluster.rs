@@ -2,15 +2,13 @@
 //! the launcher's environment), runs probe's cluster mode, prints the report (rank 0) or
 //! the verdict (the others), writes the bundle, and exits with the cluster's verdict.
 
-use crate::{log_line, pair_ports, Args};
+use crate::{pair_options, Args};
 use anyhow::Context;
 use measure::Table;
 use probe::cluster::{self, ClusterOptions, ClusterReport, LocalVerdict};
-use probe::pair::PairOptions;
 use probe::{Check, Status};
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 /// The nodes up to which every pair is tested by default.
 const FULL_MESH_UP_TO: usize = 16;
@@ -39,12 +37,6 @@ pub fn run(
     };
     let master = fabric::tcp::resolve_peer(&host, port)
         .map_err(|e| cli::usage(format!("rank 0's address {host}: {e}")))?;
-    let mut env = facts.env.clone();
-    for key in ["VLLM_NIXL_SIDE_CHANNEL_PORT", "VLLM_DP_RANK"] {
-        if let Ok(v) = std::env::var(key) {
-            env.insert(key.into(), v);
-        }
-    }
     let mut expect = match &args.expect {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -65,18 +57,7 @@ pub fn run(
     let options = ClusterOptions {
         boot: boot.clone(),
         master,
-        pair: PairOptions {
-            token,
-            ports: pair_ports(&args.ports, &env),
-            timeout: args.timeout,
-            // Each direction of a pair's bandwidth test.
-            bw_duration: if args.quick {
-                Duration::from_millis(500)
-            } else {
-                Duration::from_secs(2)
-            },
-            log: log_line,
-        },
+        pair: pair_options(args, facts, token),
         full_mesh: args.full_mesh || boot.world <= FULL_MESH_UP_TO,
         partners: 2,
         expect,

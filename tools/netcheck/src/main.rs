@@ -108,6 +108,28 @@ pub fn log_line(line: &str) {
 
 /// The ports tested both ways between two nodes: Ray's, the user's, NIXL's side channel
 /// and a sample of the ephemeral range NCCL and Gloo open their data sockets in.
+/// The pair sessions' settings, shared by `--listen`/`--peer` and `--cluster`.
+pub fn pair_options(args: &Args, facts: &probe::Facts, token: Option<Vec<u8>>) -> PairOptions {
+    let mut env = facts.env.clone();
+    for key in ["VLLM_NIXL_SIDE_CHANNEL_PORT", "VLLM_DP_RANK"] {
+        if let Ok(v) = std::env::var(key) {
+            env.insert(key.into(), v);
+        }
+    }
+    PairOptions {
+        token,
+        ports: pair_ports(&args.ports, &env),
+        timeout: args.timeout,
+        // Each direction of a pair's bandwidth test.
+        bw_duration: if args.quick {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(2)
+        },
+        log: log_line,
+    }
+}
+
 pub fn pair_ports(user: &[u16], env: &std::collections::BTreeMap<String, String>) -> Vec<PortSpec> {
     let mut specs = vec![PortSpec {
         port: 6379,
@@ -176,23 +198,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
         return cluster::run(&args, &facts, &checks, token);
     }
     let pair = if args.listen || args.peer.is_some() {
-        let mut env = facts.env.clone();
-        for key in ["VLLM_NIXL_SIDE_CHANNEL_PORT", "VLLM_DP_RANK"] {
-            if let Ok(v) = std::env::var(key) {
-                env.insert(key.into(), v);
-            }
-        }
-        let options = PairOptions {
-            token,
-            ports: pair_ports(&args.ports, &env),
-            timeout: args.timeout,
-            bw_duration: if args.quick {
-                Duration::from_millis(500)
-            } else {
-                Duration::from_secs(2)
-            },
-            log: log_line,
-        };
+        let options = pair_options(&args, &facts, token);
         Some(run_pair(&args, &facts, &options)?)
     } else {
         None

@@ -262,30 +262,9 @@ fn a_firewalled_ray_port_on_the_head_is_refused_before_ray_start() {
         return;
     };
     named(&pair);
-    for args in [
-        &["add", "table", "inet", "nltest"][..],
-        &[
-            "add",
-            "chain",
-            "inet",
-            "nltest",
-            "input",
-            "{ type filter hook input priority 0; }",
-        ][..],
-        &[
-            "add", "rule", "inet", "nltest", "input", "tcp", "dport", "6379", "drop",
-        ][..],
-    ] {
-        let out = pair
-            .a
-            .output("nft", args)
-            .expect("nft (apt-get install nftables)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    pair.a
+        .drop_inbound_tcp(6379)
+        .expect("nftables (apt-get install nftables)");
     refused(&pair, &[], "pair.ports");
 }
 
