@@ -242,6 +242,14 @@ impl LinkModel {
                 }),
             });
         }
+        // linkbench compare: its TCP half carries both a bandwidth and an idle latency.
+        let doc = match doc
+            .get("tcp")
+            .filter(|t| t.get("throughput_gbps").is_some())
+        {
+            Some(tcp) => tcp.clone(),
+            None => doc,
+        };
         // linkbench bw (one size or a sweep), kvxfer: throughput_gbps in Gbit/s.
         let mut gbps = doc.get("throughput_gbps").and_then(Value::as_f64);
         if let Some(sweep) = doc.get("sweep").and_then(Value::as_array) {
@@ -253,20 +261,31 @@ impl LinkModel {
         let gbps = gbps.filter(|g| *g > 0.0).ok_or_else(|| {
             bad("holds no throughput (throughput_gbps) or collective rows (rows); pass linkbench bw --json or collbench --json")
         })?;
-        let latency = doc
+        // Only an idle ping-pong is a latency: a bw file's RTT is taken under load
+        // (61 us against 4 us idle on one veth), so without one the latency is assumed,
+        // and the report says so.
+        let measured_latency = doc
             .get("latency_us")
-            .and_then(|l| l.get("p50").and_then(Value::as_f64).or(l.as_f64()))
-            .or_else(|| doc.get("rtt_us").and_then(Value::as_f64).map(|r| r / 2.0))
-            .unwrap_or(25.0);
+            .and_then(|l| l.get("p50").and_then(Value::as_f64).or(l.as_f64()));
+        let (latency, latency_text) = match measured_latency {
+            Some(us) => (us, format!("{us:.1} us one way measured")),
+            None => (
+                ASSUMED_LATENCY_US,
+                format!("{ASSUMED_LATENCY_US:.0} us one way assumed (pass a linkbench compare --json for a measured one)"),
+            ),
+        };
         Ok(LinkModel {
             name: name.to_string(),
             alpha_us: latency,
             gbs: gbps / 8.0,
-            source: format!("measured: {gbps:.2} Gbit/s, {latency:.1} us one way"),
+            source: format!("measured: {gbps:.2} Gbit/s; {latency_text}"),
             measured: None,
         })
     }
 }
+
+/// The one-way latency assumed for a link file that measured none.
+const ASSUMED_LATENCY_US: f64 = 25.0;
 
 /// Least squares on relative error (weights 1/t^2) of t = a + b x; None if underdetermined.
 /// a is kept >= 0 (a line through the origin when the free fit goes negative).
@@ -296,6 +315,25 @@ pub fn fit_line(points: &[(f64, f64)]) -> Option<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_comes_from_an_idle_ping_pong_or_is_labelled_assumed() {
+        // A bw file: its RTT under load is not a latency.
+        let bw = serde_json::json!({"throughput_gbps": 20.0, "rtt_us": 61.0});
+        let link = LinkModel::from_json("bw.json", &bw.to_string()).unwrap();
+        assert_eq!(link.alpha_us, 25.0);
+        assert!(link.source.contains("assumed"), "{}", link.source);
+        // A compare file: both measured.
+        let compare = serde_json::json!({"tcp": {"throughput_gbps": 20.0, "latency_us": {"p50": 4.2}}, "rdma": {"available": false}});
+        let link = LinkModel::from_json("cmp.json", &compare.to_string()).unwrap();
+        assert_eq!(link.alpha_us, 4.2);
+        assert_eq!(link.gbs, 2.5);
+        assert!(
+            link.source.contains("measured") && !link.source.contains("assumed"),
+            "{}",
+            link.source
+        );
+    }
 
     #[test]
     fn ring_all_reduce_is_alpha_plus_bus_bytes_over_rate() {
@@ -353,7 +391,9 @@ mod tests {
     fn linkbench_json_gives_rate_and_latency() {
         let bw = r#"{"tool":"linkbench","test":"bw","throughput_gbps":9.2,"rtt_us":40.0}"#;
         let link = LinkModel::from_json("lb.json", bw).unwrap();
-        assert!((link.gbs - 1.15).abs() < 1e-9 && link.alpha_us == 20.0);
+        // The RTT under load is not the link's latency: assumed, and labelled so.
+        assert!((link.gbs - 1.15).abs() < 1e-9 && link.alpha_us == 25.0);
+        assert!(link.source.contains("assumed"), "{}", link.source);
         let error = LinkModel::from_json("x.json", r#"{"tool":"linkbench","test":"lat"}"#)
             .unwrap_err()
             .to_string();
