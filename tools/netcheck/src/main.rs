@@ -28,6 +28,11 @@ pub struct Args {
     /// Treat warnings as failures (exit 2).
     #[arg(long)]
     strict: bool,
+    /// Warnings you know about and accept (check ids, comma-separated, e.g.
+    /// iface.speed,container.network): reported as INFO, never counted. A failure cannot
+    /// be accepted.
+    #[arg(long, value_delimiter = ',', value_name = "CHECK,CHECK")]
+    accept: Vec<String>,
     /// Print one JSON document on stdout and nothing else.
     #[arg(long)]
     json: bool,
@@ -108,6 +113,27 @@ pub fn log_line(line: &str) {
 
 /// The ports tested both ways between two nodes: Ray's, the user's, NIXL's side channel
 /// and a sample of the ephemeral range NCCL and Gloo open their data sockets in.
+/// `--accept`: the named warnings become INFO, marked as accepted; unknown ids are a
+/// bad invocation (a typo must not silently accept nothing).
+fn accept_warnings(mut checks: Vec<Check>, accepted: &[String]) -> anyhow::Result<Vec<Check>> {
+    for id in accepted {
+        if !checks.iter().any(|c| c.id == id.as_str()) {
+            let known: Vec<&str> = checks.iter().map(|c| c.id).collect();
+            return Err(cli::usage(format!(
+                "--accept {id}: no such check (local checks: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    for check in checks.iter_mut() {
+        if check.status == Status::Warn && accepted.iter().any(|a| a == check.id) {
+            check.status = Status::Info;
+            check.summary = format!("accepted warning (--accept): {}", check.summary);
+        }
+    }
+    Ok(checks)
+}
+
 /// The pair sessions' settings, shared by `--listen`/`--peer` and `--cluster`.
 pub fn pair_options(args: &Args, facts: &probe::Facts, token: Option<Vec<u8>>) -> PairOptions {
     let mut env = facts.env.clone();
@@ -185,12 +211,15 @@ fn run(args: Args) -> anyhow::Result<u8> {
         ports,
         timeout: Duration::from_millis(600),
     });
-    let checks = probe::run_checks(
-        &facts,
-        &CheckOptions {
-            expect_gpus: args.expect_gpus,
-        },
-    );
+    let checks = accept_warnings(
+        probe::run_checks(
+            &facts,
+            &CheckOptions {
+                expect_gpus: args.expect_gpus,
+            },
+        ),
+        &args.accept,
+    )?;
     if args.emit_env {
         return emit_env(&facts, &checks);
     }

@@ -835,3 +835,78 @@ fn cluster_expectations_mark_each_figure() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A clean four-node cluster passes with exit 0 on every node: nodes that resolve each
+/// other by name (their own hostnames and /etc/hosts), a default route on the cluster
+/// interface, and the veth testbed's two truthful warnings accepted by name.
+#[test]
+fn a_clean_cluster_of_four_passes_with_exit_0_everywhere() {
+    let Some(star) = build_or_skip(|| testbed::Star::new(4)) else {
+        return;
+    };
+    let hosts: String = (0..4)
+        .map(|i| format!("{} node{i}\n", testbed::Star::addr(i)))
+        .collect::<String>()
+        + "127.0.0.1 localhost\n";
+    for node in &star.nodes {
+        node.set_hosts(&hosts).unwrap();
+        node.ip(&["route", "add", "default", "dev", testbed::Star::IFACE])
+            .unwrap();
+    }
+    // Equal NICs: unshaped veth rates follow the two CPUs, not the links.
+    star.shape("1gbit").unwrap();
+    let list: Vec<String> = (0..4).map(testbed::Star::addr).collect();
+    let list = list.join(",");
+    let spawn = |rank: usize| {
+        star.nodes[rank]
+            .command_as(
+                &format!("node{rank}"),
+                BIN,
+                &[
+                    "--iface",
+                    testbed::Star::IFACE,
+                    "--cluster",
+                    "--hosts",
+                    &list,
+                    "--quick",
+                    "--json",
+                    "--accept",
+                    "iface.speed,container.network",
+                ],
+            )
+            .env_remove("NODELINK_TOKEN")
+            .env_remove("NCCL_SOCKET_IFNAME")
+            .env_remove("GLOO_SOCKET_IFNAME")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let children: Vec<_> = [1, 2, 3, 0].into_iter().map(|r| (r, spawn(r))).collect();
+    let outputs: Vec<(usize, Output)> = children
+        .into_iter()
+        .map(|(r, c)| (r, c.wait_with_output().unwrap()))
+        .collect();
+    let (_, rank0) = outputs.iter().find(|(r, _)| *r == 0).unwrap();
+    let report = json_of(rank0);
+    assert_eq!(
+        report["findings"],
+        serde_json::json!([]),
+        "{}",
+        report["findings"]
+    );
+    for (rank, output) in &outputs {
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "rank {rank}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // A typo in --accept accepts nothing: exit 64 naming the check.
+    let out = star.nodes[0]
+        .output(BIN, &["--iface", "nl0", "--accept", "iface.sped"])
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--accept iface.sped: no such check"));
+}
