@@ -888,3 +888,65 @@ fn duration_bounds_a_stalled_stream_and_tiny_rates_keep_their_digits() {
         .unwrap_or_else(|| panic!("{text}"));
     assert!(!line.starts_with("throughput: 0.000 Gbit/s"), "{line}");
 }
+
+/// Hole: the 1,024 connection slots were counted at accept, before authentication, so
+/// idle unauthenticated sockets locked out authenticated clients. Now slots are taken
+/// after authentication and openings have a small budget of their own with a 5 s limit.
+#[test]
+fn idle_unauthenticated_sockets_do_not_lock_out_a_real_client() {
+    let _turn = traffic();
+    // Room for 1,100 idle sockets here and in the server (it inherits the limit).
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reading and raising this process's own limit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max.min(8192);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    if limit.rlim_cur < 2400 {
+        eprintln!(
+            "skipped: the descriptor limit {} is too low",
+            limit.rlim_cur
+        );
+        return;
+    }
+    let server = Served::start(None, "127.0.0.1", &[], &[("NODELINK_TOKEN", "s3cret")]);
+    let idle: Vec<TcpStream> = (0..1100)
+        .filter_map(|_| TcpStream::connect(&server.addr).ok())
+        .collect();
+    assert!(idle.len() > 1024, "only {} idle sockets", idle.len());
+    // The openings the budget let in time out; the idle sockets stay open meanwhile.
+    std::thread::sleep(Duration::from_secs(6));
+    let output = client(None, &["lat", "--peer", server.addr.as_str(), "-n", "50"])
+        .env("NODELINK_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    drop(idle);
+}
+
+/// Hole: `serve --once` with a token was used up by one unauthenticated Hello.
+#[test]
+fn a_once_server_is_not_used_up_by_a_failed_opening() {
+    let _turn = traffic();
+    let server = Served::start(
+        None,
+        "127.0.0.1",
+        &["--once"],
+        &[("NODELINK_TOKEN", "s3cret")],
+    );
+    let lat = ["lat", "--peer", server.addr.as_str(), "-n", "50"];
+    let wrong = client(None, &lat)
+        .env("NODELINK_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+    let right = client(None, &lat)
+        .env("NODELINK_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert!(right.status.success(), "{}", stderr_of(&right));
+}

@@ -7,8 +7,7 @@ use super::stream::{self, SendPlan, StreamOutcome};
 use super::{validate, FINISH_GRACE, HANDSHAKE_TIMEOUT, TOOL};
 use crate::channel::Channel;
 use crate::control::{
-    nonce, Accept, Direction, ErrorMsg, Hello, Message, Results, StreamStats, TestKind,
-    TestRequest, Wire,
+    nonce, Accept, Direction, ErrorMsg, Message, Results, StreamStats, TestKind, TestRequest, Wire,
 };
 use crate::cpu::{CpuMeter, CpuTime, Scope};
 use crate::error::{FabricError, ProtocolError, Result};
@@ -45,8 +44,17 @@ pub struct Server {
     listener: TcpListener,
     config: Arc<ServerConfig>,
     routes: Routes,
+    /// Authenticated control sessions (the `max_connections` slots).
     active: Arc<AtomicUsize>,
+    /// Connections still in their opening: a small budget of their own, so idle or
+    /// unauthenticated sockets can never take the slots real clients need.
+    opening: Arc<AtomicUsize>,
 }
+
+/// Connections in their opening at once; more are closed at accept.
+const OPENING_BUDGET: usize = 64;
+/// How long a connection may take to send its first message and authenticate.
+const OPENING_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Server {
     pub fn bind(addr: SocketAddr, config: ServerConfig) -> Result<Server> {
@@ -56,6 +64,7 @@ impl Server {
             config: Arc::new(config),
             routes: Arc::default(),
             active: Arc::default(),
+            opening: Arc::default(),
         })
     }
 
@@ -97,26 +106,23 @@ impl Server {
             };
             let config = Arc::clone(&self.config);
             let routes = Arc::clone(&self.routes);
-            let active = Arc::clone(&self.active);
+            let slots = Slots {
+                active: Arc::clone(&self.active),
+                opening: Arc::clone(&self.opening),
+                max: config.max_connections,
+            };
             let done = done.clone();
-            if active.fetch_add(1, Ordering::SeqCst) >= config.max_connections {
-                active.fetch_sub(1, Ordering::SeqCst);
-                let mut channel = Channel::new(stream, peer.to_string());
-                refuse(
-                    &mut channel,
-                    "server busy: too many connections, try again later",
-                );
-                (config.log)(&format!(
-                    "{peer}: refused, {} connections open",
-                    config.max_connections
-                ));
+            if slots.opening.fetch_add(1, Ordering::SeqCst) >= OPENING_BUDGET {
+                slots.opening.fetch_sub(1, Ordering::SeqCst);
+                // No thread, no reply: a flood of idle sockets costs one accept each.
+                drop(stream);
                 continue;
             }
+            let opening = Arc::clone(&self.opening);
             let spawned = std::thread::Builder::new()
                 .name(format!("conn {peer}"))
                 .spawn(move || {
-                    let outcome = handle_connection(stream, peer, &config, &routes);
-                    active.fetch_sub(1, Ordering::SeqCst);
+                    let outcome = handle_connection(stream, peer, &config, &routes, &slots);
                     match outcome {
                         Outcome::Data => {}
                         Outcome::Rejected(e) => (config.log)(&format!("{peer}: rejected: {e}")),
@@ -130,7 +136,7 @@ impl Server {
                     }
                 });
             if let Err(e) = spawned {
-                self.active.fetch_sub(1, Ordering::SeqCst);
+                opening.fetch_sub(1, Ordering::SeqCst);
                 (self.config.log)(&format!("{peer}: cannot start a thread: {e}"));
             }
         }
@@ -147,6 +153,37 @@ fn refuse(channel: &mut Channel, message: &str) {
 }
 
 /// What became of one accepted connection.
+/// The two counters a connection moves between: opening, then (authenticated) active.
+struct Slots {
+    active: Arc<AtomicUsize>,
+    opening: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// Releases the opening slot once, and the active slot if one was taken.
+struct Held<'a> {
+    slots: &'a Slots,
+    opening: bool,
+    active: bool,
+}
+
+impl Held<'_> {
+    fn leave_opening(&mut self) {
+        if std::mem::take(&mut self.opening) {
+            self.slots.opening.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.leave_opening();
+        if self.active {
+            self.slots.active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 enum Outcome {
     /// Handed to its session.
     Data,
@@ -161,9 +198,15 @@ fn handle_connection(
     peer: SocketAddr,
     config: &ServerConfig,
     routes: &Routes,
+    slots: &Slots,
 ) -> Outcome {
+    let mut held = Held {
+        slots,
+        opening: true,
+        active: false,
+    };
     let mut channel = Channel::new(stream, peer.to_string());
-    let first = match channel.recv(HANDSHAKE_TIMEOUT, "waiting for the first message from") {
+    let first = match channel.recv(OPENING_TIMEOUT, "waiting for the first message from") {
         Ok(message) => message,
         Err(e) => {
             refuse(&mut channel, &e.to_string());
@@ -172,7 +215,30 @@ fn handle_connection(
     };
     match first {
         Message::Hello(hello) => {
-            let result = session(&mut channel, hello, config, routes);
+            // Authenticate before taking a session slot; a failed opening is a
+            // rejection, not a session (a `--once` server keeps waiting for a real one).
+            if let Err(e) =
+                handshake::open_server(&mut channel, &hello, TOOL, config.token.as_deref())
+            {
+                if !matches!(e, FabricError::PeerClosed { .. } | FabricError::Remote(_)) {
+                    refuse(&mut channel, &e.to_string());
+                }
+                return Outcome::Rejected(e);
+            }
+            held.leave_opening();
+            if slots.active.fetch_add(1, Ordering::SeqCst) >= slots.max {
+                slots.active.fetch_sub(1, Ordering::SeqCst);
+                refuse(
+                    &mut channel,
+                    "server busy: too many sessions, try again later",
+                );
+                return Outcome::Rejected(FabricError::Config(format!(
+                    "refused, {} sessions open",
+                    slots.max
+                )));
+            }
+            held.active = true;
+            let result = session(&mut channel, config, routes);
             if let Err(e) = &result {
                 // Tell the client why, unless the client is the one that went away.
                 if !matches!(e, FabricError::PeerClosed { .. } | FabricError::Remote(_)) {
@@ -214,13 +280,8 @@ fn handle_connection(
     }
 }
 
-fn session(
-    channel: &mut Channel,
-    hello: Hello,
-    config: &ServerConfig,
-    routes: &Routes,
-) -> Result<()> {
-    handshake::open_server(channel, &hello, TOOL, config.token.as_deref())?;
+/// An authenticated control session: requests until Bye or the client hangs up.
+fn session(channel: &mut Channel, config: &ServerConfig, routes: &Routes) -> Result<()> {
     loop {
         let message = match channel.recv(IDLE_TIMEOUT, "waiting for the next request from") {
             Ok(message) => message,
