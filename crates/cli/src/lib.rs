@@ -180,6 +180,52 @@ pub fn check_csv_path(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     path.map_or(Ok(()), |p| check_output_path("--csv", p))
 }
 
+/// Bytes this process may still commit: MemAvailable, capped by the cgroup's limit.
+pub fn memory_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    let mut available = kib * 1024;
+    if let (Some(max), Some(current)) = (
+        read("/sys/fs/cgroup/memory.max"),
+        read("/sys/fs/cgroup/memory.current"),
+    ) {
+        available = available.min(max.saturating_sub(current));
+    }
+    Some(available)
+}
+
+/// Refuses a flag whose buffers (`bytes_per_unit` x the flag's value) do not fit in
+/// memory, naming the largest value that does, before anything is allocated.
+pub fn check_fits(flag: &str, value: u64, bytes_per_unit: u64) -> anyhow::Result<()> {
+    let Some(available) = memory_available() else {
+        return Ok(());
+    };
+    let needed = value.saturating_mul(bytes_per_unit);
+    if needed <= available {
+        return Ok(());
+    }
+    let largest = available / bytes_per_unit.max(1);
+    Err(usage(format!(
+        "{flag} {} needs {} of buffers but this node has {} available: pass at most {flag} {}",
+        measure::format_bytes(value),
+        measure::format_bytes(needed),
+        measure::format_bytes(available),
+        measure::format_bytes(largest)
+    )))
+}
+
 /// clap value parser for sizes like `4K`, `1M`, `256MiB`.
 pub fn size_arg(text: &str) -> Result<u64, String> {
     measure::parse_size(text).map_err(|e| e.to_string())

@@ -204,6 +204,10 @@ fn run(args: Args) -> anyhow::Result<u8> {
     cli::check_plot_path(args.plot.as_deref())?;
     cli::check_csv_path(args.csv.as_deref())?;
     let job = resolve_job(&args)?;
+    // Each rank in this process holds about three buffers of the largest size (work,
+    // source, check): refuse a sweep that cannot fit before allocating any of it.
+    let local = job.local_ranks.unwrap_or(1) as u64;
+    cli::check_fits("-e", args.max_bytes, 3 * local)?;
     if args.synthetic_step {
         return synthetic::run(&args, &job);
     }

@@ -405,3 +405,28 @@ fn synthetic_step_reports_the_mean_step_time() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(64));
 }
+
+/// Hole: `--ranks 2 -b 999T -e 999T` was OOM-killed at 24 GB and `-b 2G` could abort on
+/// an allocation failure; a sweep that cannot fit is refused before anything is allocated,
+/// naming the largest size that fits. So are `-f 0`, `-f 1` and `-i 0`.
+#[test]
+fn a_sweep_too_large_for_memory_and_bad_steps_are_refused() {
+    let output = Command::new(BIN)
+        .args(["--ranks", "2", "-b", "999T", "-e", "999T"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("needs") && stderr.contains("pass at most -e"),
+        "{stderr}"
+    );
+    for args in [&["-f", "0"][..], &["-f", "1"][..], &["-i", "0"][..]] {
+        let output = Command::new(BIN)
+            .args(["--ranks", "1"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+    }
+}

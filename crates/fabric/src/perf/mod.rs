@@ -35,6 +35,22 @@ pub const TOOL: &str = "linkbench";
 /// After the test time, how long draining and the result exchange may take.
 pub const FINISH_GRACE: Duration = Duration::from_secs(15);
 
+/// Send buffers one test may make the server commit (streams x message size).
+pub const MAX_TEST_BUFFERS: u64 = 256 << 20;
+/// Send buffers all running tests together may commit on one server.
+pub const MAX_SERVER_BUFFERS: u64 = 1 << 30;
+
+/// Bytes of send buffers a test commits on each side (each sending stream holds one
+/// message-sized buffer).
+pub fn test_buffers(request: &TestRequest) -> u64 {
+    let sending = if request.bidir {
+        request.streams * 2
+    } else {
+        request.streams
+    };
+    sending as u64 * request.size
+}
+
 /// Checks a request's bounds; both sides use it (the server never trusts the client).
 pub fn validate(request: &TestRequest) -> Result<(), String> {
     if request.size == 0 || request.size > MAX_MESSAGE {
@@ -65,6 +81,15 @@ pub fn validate(request: &TestRequest) -> Result<(), String> {
     if request.reverse && request.bidir {
         return Err("--reverse and --bidir cannot be combined".into());
     }
+    if test_buffers(request) > MAX_TEST_BUFFERS {
+        return Err(format!(
+            "{} streams of {} MiB messages commit {} MiB of buffers; one test may commit at most {} MiB",
+            request.streams,
+            request.size >> 20,
+            test_buffers(request) >> 20,
+            MAX_TEST_BUFFERS >> 20
+        ));
+    }
     if let Some(window) = request.window {
         if window == 0 || window > MAX_WINDOW {
             return Err(format!("window {window} is out of range (1 byte .. 1 GiB)"));
@@ -81,4 +106,53 @@ pub fn validate(request: &TestRequest) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(streams: u32, size: u64, reverse: bool, bidir: bool) -> TestRequest {
+        TestRequest {
+            kind: TestKind::Bw,
+            size,
+            streams,
+            duration_ms: 1000,
+            iterations: 0,
+            reverse,
+            bidir,
+            window: None,
+            congestion: None,
+            zerocopy: false,
+            busy_poll: false,
+        }
+    }
+
+    /// Hole: a 164-byte reverse request for 8 streams of 64 MiB made a server commit
+    /// 517 MiB; one test may commit 256 MiB, and all tests together 1 GiB.
+    #[test]
+    fn one_small_request_cannot_commit_a_large_buffer() {
+        let e = validate(&request(8, 64 << 20, true, false)).unwrap_err();
+        assert!(
+            e.contains("commit 512 MiB") && e.contains("at most 256 MiB"),
+            "{e}"
+        );
+        assert!(validate(&request(4, 32 << 20, false, true)).is_ok());
+        assert!(validate(&request(3, 64 << 20, false, true)).is_err());
+        assert!(validate(&request(1, 1 << 20, false, false)).is_ok());
+    }
+
+    #[test]
+    fn tests_together_share_one_server_budget() {
+        let held: Vec<_> = (0..4)
+            .map(|_| server::Commitment::take(MAX_TEST_BUFFERS).unwrap())
+            .collect();
+        let e = server::Commitment::take(1)
+            .err()
+            .expect("over the budget")
+            .to_string();
+        assert!(e.contains("server busy"), "{e}");
+        drop(held);
+        assert!(server::Commitment::take(MAX_TEST_BUFFERS).is_ok());
+    }
 }

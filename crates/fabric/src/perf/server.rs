@@ -15,7 +15,7 @@ use crate::handshake;
 use crate::tcp::{self, SocketOptions};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -384,7 +384,36 @@ fn collect_streams(
     Ok(slots.into_iter().flatten().collect())
 }
 
+/// Bytes of send buffers committed by every test running on this server.
+static COMMITTED: AtomicU64 = AtomicU64::new(0);
+
+/// A test's share of [`COMMITTED`], returned when the test ends however it ends.
+pub(crate) struct Commitment(u64);
+
+impl Commitment {
+    pub(crate) fn take(bytes: u64) -> Result<Commitment> {
+        let before = COMMITTED.fetch_add(bytes, Ordering::SeqCst);
+        if before + bytes > super::MAX_SERVER_BUFFERS {
+            COMMITTED.fetch_sub(bytes, Ordering::SeqCst);
+            return Err(FabricError::Config(format!(
+                "server busy: running tests hold {} MiB of buffers, this one needs {} MiB more (limit {} MiB); try again later or use fewer streams",
+                before >> 20,
+                bytes >> 20,
+                super::MAX_SERVER_BUFFERS >> 20
+            )));
+        }
+        Ok(Commitment(bytes))
+    }
+}
+
+impl Drop for Commitment {
+    fn drop(&mut self) {
+        COMMITTED.fetch_sub(self.0, Ordering::SeqCst);
+    }
+}
+
 fn run_test(channel: &mut Channel, request: &TestRequest, routes: &Routes) -> Result<()> {
+    let _commitment = Commitment::take(super::test_buffers(request))?;
     let control_cpu = CpuMeter::start(Scope::Thread);
     let connections = if request.bidir {
         request.streams * 2
