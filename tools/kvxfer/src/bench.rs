@@ -21,6 +21,21 @@ struct Tally {
     failed: u64,
     /// First few distinct failure sentences, for the report.
     errors: Vec<String>,
+    /// Why the bench stopped early (a prefill that is gone): the prompts not tried are
+    /// counted as failed, not retried one by one against a dead peer.
+    stopped: Option<String>,
+}
+
+/// Errors that end the whole bench: the prefill itself is gone or unreachable, so every
+/// later request would fail the same way.
+fn fatal(e: &kvcache::KvError) -> bool {
+    use fabric::FabricError as F;
+    matches!(
+        e,
+        kvcache::KvError::Fabric(
+            F::PeerClosed { .. } | F::Io { .. } | F::ConnectTimeout { .. } | F::Timeout { .. }
+        )
+    )
 }
 
 /// `linkbench bw -R -t 2s` against `peer`: the plain-TCP rate in the KV direction.
@@ -92,7 +107,10 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
     });
     let duration = started.elapsed();
     bar.finish_and_clear();
-    let tally = tally.into_inner().unwrap_or_default();
+    let mut tally = tally.into_inner().unwrap_or_default();
+    if tally.stopped.is_some() {
+        tally.failed = args.num_prompts - tally.ok;
+    }
     report(&args, &agent, &tally, duration, workers)?;
     Ok(if tally.failed == 0 {
         cli::exit::OK
@@ -114,6 +132,9 @@ fn worker(
     let mut links = agent.links();
     let mut local = LatencyRecorder::new();
     loop {
+        if tally.lock().map_or(true, |t| t.stopped.is_some()) {
+            break;
+        }
         let index = next.fetch_add(1, Ordering::Relaxed);
         if index >= args.num_prompts {
             break;
@@ -121,6 +142,11 @@ fn worker(
         let id = format!("{prefix}-{index}");
         let result = agent.transfer(&mut links, &id, args.input_len, Duration::ZERO);
         let Ok(mut tally) = tally.lock() else { break };
+        if let Err(e) = &result {
+            if fatal(e) && tally.stopped.is_none() {
+                tally.stopped = Some(format!("stopped after request {index}: {e}"));
+            }
+        }
         match result {
             Ok(done) => {
                 tally.ok += 1;
@@ -183,6 +209,7 @@ fn report(
             "decode_tp": layout.tp,
             "decode_rank": layout.tp_rank,
             "errors": tally.errors,
+            "stopped": tally.stopped,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
@@ -222,6 +249,9 @@ fn report(
     row("Transport:", transport_name(args.peers.transport).into());
     row("Successful requests:", tally.ok.to_string());
     row("Failed requests:", tally.failed.to_string());
+    if let Some(why) = &tally.stopped {
+        row("Stopped early:", why.clone());
+    }
     row(
         "Concurrency (requested/effective):",
         format!("{} / {workers}", args.concurrency),

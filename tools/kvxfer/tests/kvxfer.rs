@@ -398,7 +398,14 @@ fn prefill_killed_mid_transfer_fails_only_the_affected_requests() {
             || errors.contains("reset"),
         "{errors}"
     );
-    // Every remaining prompt failed fast (connection refused), none hung.
+    // The bench stops with the cause instead of trying every remaining prompt against
+    // a dead prefill; none hung.
+    assert!(
+        doc["stopped"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("stopped after request")),
+        "{doc}"
+    );
     assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
 }
 
