@@ -247,8 +247,9 @@ struct LatArgs {
     /// Run for this long instead of a number of round trips.
     #[arg(short = 't', long = "time", value_parser = cli::duration_arg, value_name = "DURATION")]
     time: Option<Duration>,
-    /// Both sides spin on the socket for the whole test instead of polling 200 us and then
-    /// sleeping for the reply (the default): no wake-up ever on the path, one busy core per side.
+    /// Both sides spin on the socket while round trips flow instead of polling 200 us and then
+    /// sleeping for the reply (the default): no wake-up on the path, one busy core per side.
+    /// A side still sleeps after 50 ms of silence, so an idle peer cannot pin a core.
     #[arg(long)]
     busy_poll: bool,
 }

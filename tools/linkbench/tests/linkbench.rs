@@ -407,6 +407,13 @@ fn loopback_bandwidth_latency_sweeps_csv_and_plot() {
     ));
     assert_eq!(document["busy_poll"], true);
     assert_latency_sane(&document["latency_us"]);
+    // The server echoes on one thread: it cannot use much more than one core (it once
+    // counted that thread twice and reported about 200%).
+    let remote_cpu = document["cpu"]["remote"]["total_pct"].as_f64().unwrap();
+    assert!(
+        remote_cpu < 150.0,
+        "remote cpu {remote_cpu}% for one echo thread"
+    );
 
     let dir = tempfile_dir();
     let csv = dir.join("lat.csv");

@@ -450,13 +450,14 @@ fn run_test(channel: &mut Channel, request: &TestRequest, routes: &Routes) -> Re
             let stream = streams
                 .pop()
                 .ok_or_else(|| FabricError::Config("no data connection".into()))?;
-            let (count, cpu) = stream::echo(
+            let (count, _) = stream::echo(
                 stream,
                 request.size as usize,
                 request.busy_poll,
                 &format!("latency stream from {peer}"),
             )?;
-            (Vec::new(), cpu, Some(count))
+            // The echo ran on this thread, so `control_cpu` already holds its CPU.
+            (Vec::new(), CpuTime::default(), Some(count))
         }
         TestKind::Bw => {
             let plan = SendPlan {

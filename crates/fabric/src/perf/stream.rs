@@ -288,16 +288,19 @@ pub fn receive(
     })
 }
 
-/// Reads what is there. With `busy`, spins on a non-blocking receive instead of sleeping:
-/// no wake-up on the reply's path (the way sockperf and perftest's polling mode measure),
-/// at the price of a busy core. The spin is still bounded by [`STALL_TIMEOUT`].
 /// How long a ping-pong receive polls before it sleeps in `recv`. Waking a sleeping
 /// reader costs tens of microseconds on virtual machines (an idle vCPU halts), which would
 /// otherwise dominate what `lat` reports; past this the reader blocks and costs no CPU.
 const POLL_BEFORE_BLOCK: Duration = Duration::from_micros(200);
 
-/// One receive: polls with MSG_DONTWAIT first, then blocks (or, with `busy`, keeps
-/// spinning until the stall timeout).
+/// How long `busy` mode spins before it too sleeps. Round trips in a running test are
+/// microseconds apart, so this never shows in `lat`; a peer that connects and then goes
+/// quiet costs one core for this long, not for the whole stall timeout.
+const BUSY_POLL_BEFORE_BLOCK: Duration = Duration::from_millis(50);
+
+/// One receive: polls with MSG_DONTWAIT first, then blocks in `recv` (bounded by the
+/// socket's read timeout). With `busy` it polls longer, the way sockperf and perftest's
+/// polling mode measure: no wake-up on the reply's path, at the price of a busy core.
 fn read_some(stream: &TcpStream, buf: &mut [u8], busy: bool) -> std::io::Result<usize> {
     let fd = stream.as_raw_fd();
     let started = Instant::now();
@@ -314,12 +317,13 @@ fn read_some(stream: &TcpStream, buf: &mut [u8], busy: bool) -> std::io::Result<
                 std::hint::spin_loop();
                 spins = spins.wrapping_add(1);
                 if spins & 63 == 0 {
-                    let waited = started.elapsed();
-                    if !busy && waited > POLL_BEFORE_BLOCK {
+                    let poll_for = if busy {
+                        BUSY_POLL_BEFORE_BLOCK
+                    } else {
+                        POLL_BEFORE_BLOCK
+                    };
+                    if started.elapsed() > poll_for {
                         return (&*stream).read(buf);
-                    }
-                    if waited > STALL_TIMEOUT {
-                        return Err(ErrorKind::TimedOut.into());
                     }
                 }
             }
@@ -427,4 +431,37 @@ pub fn echo(stream: TcpStream, size: usize, busy_poll: bool, what: &str) -> Resu
         count += 1;
     }
     Ok((count, cpu.used()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A busy-poll echo whose client connects and then says nothing must not spin a core
+    /// for the whole wait: it sleeps after a short poll, and still echoes the late ping.
+    #[test]
+    fn busy_echo_sleeps_while_the_client_is_quiet() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            echo(stream, 64, true, "test echo").unwrap()
+        });
+        let mut client = TcpStream::connect(address).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        client.write_all(&[7u8; 64]).unwrap();
+        let mut back = [0u8; 64];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(back, [7u8; 64]);
+        client.shutdown(Shutdown::Write).unwrap();
+        let (count, cpu) = server.join().unwrap();
+        assert_eq!(count, 1);
+        let used = cpu.user + cpu.system;
+        // Spinning through the quiet 1.5 s would cost about that much CPU.
+        assert!(
+            used < Duration::from_millis(700),
+            "echo used {used:?} of CPU"
+        );
+    }
 }
