@@ -11,6 +11,7 @@
 pub mod compat;
 pub mod decode;
 pub mod layout;
+pub mod log_budget;
 pub mod pattern;
 pub mod plan;
 pub mod pool;

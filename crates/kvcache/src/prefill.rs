@@ -4,6 +4,7 @@
 //! only shared state.
 
 use crate::compat::{compat_hash, mismatch};
+use crate::log_budget::{Admit, LogBudget};
 use crate::plan::{plan, stream_bytes_per_block, Piece};
 use crate::pool::{BlockAllocator, KvPool};
 use crate::rdma::{self, RdmaOptions};
@@ -67,6 +68,8 @@ pub struct PrefillStats {
     pub bytes_sent: AtomicU64,
     pub refused: AtomicU64,
     pub expired: AtomicU64,
+    /// Peer-caused log lines dropped by the line budget.
+    pub log_lines_dropped: AtomicU64,
 }
 
 pub struct PrefillAgent {
@@ -78,6 +81,8 @@ pub struct PrefillAgent {
     leases: Mutex<Leases>,
     config: PrefillConfig,
     next_session: AtomicU64,
+    /// Bounds the lines that peers' requests cause (refusals, ignored completions).
+    peer_lines: Mutex<LogBudget>,
     pub stats: PrefillStats,
 }
 
@@ -100,6 +105,7 @@ impl PrefillAgent {
             leases: Mutex::new(Leases::default()),
             config,
             next_session: AtomicU64::new(1),
+            peer_lines: Mutex::new(LogBudget::default()),
             stats: PrefillStats::default(),
         }))
     }
@@ -123,6 +129,24 @@ impl PrefillAgent {
 
     pub fn free_blocks(&self) -> u32 {
         self.blocks.free_count()
+    }
+
+    /// Logs a line a peer caused, within the peer-line budget; dropped lines are counted
+    /// in the stats and in the next line written.
+    fn log_peer(&self, line: &str) {
+        let admit = match self.peer_lines.lock() {
+            Ok(mut budget) => budget.admit(Instant::now()),
+            Err(_) => Admit::Write { dropped_before: 0 },
+        };
+        match admit {
+            Admit::Drop => {
+                self.stats.log_lines_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Admit::Write { dropped_before: 0 } => (self.config.log)(line),
+            Admit::Write { dropped_before } => (self.config.log)(&format!(
+                "({dropped_before} similar lines caused by peers not shown) {line}"
+            )),
+        }
     }
 
     /// Accepts decode connections for as long as the process runs; each gets its own
@@ -150,7 +174,7 @@ impl PrefillAgent {
                 .name(format!("kv-{peer}"))
                 .spawn(move || {
                     if let Err(e) = agent.session(stream, peer, session) {
-                        (agent.config.log)(&format!("{peer}: {e}"));
+                        agent.log_peer(&format!("{peer}: {e}"));
                     }
                     agent.forget(session);
                 });
@@ -298,7 +322,7 @@ impl PrefillAgent {
         error: KvError,
     ) -> Result<(), KvError> {
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
-        (self.config.log)(&format!(
+        self.log_peer(&format!(
             "{}: refused request {}: {error}",
             channel.peer(),
             shown(&id)
@@ -349,8 +373,9 @@ impl PrefillAgent {
             if let Some(lease) = leases.live.remove(&id) {
                 self.blocks.release(&lease.blocks);
                 self.stats.expired.fetch_add(1, Ordering::Relaxed);
-                (self.config.log)(&format!(
-                    "lease of request {id} expired; {} blocks freed",
+                self.log_peer(&format!(
+                    "lease of request {} expired; {} blocks freed",
+                    shown(&id),
                     lease.blocks.len()
                 ));
             }
@@ -649,7 +674,7 @@ impl PrefillAgent {
             return;
         };
         let Some(lease) = leases.live.get_mut(id) else {
-            (self.config.log)(&format!(
+            self.log_peer(&format!(
                 "{peer}: completion for unknown request {} ignored",
                 shown(id)
             ));
@@ -657,7 +682,7 @@ impl PrefillAgent {
         };
         // Each owning connection completes once; anyone else's Complete is ignored.
         let Some(position) = lease.owners.iter().position(|&s| s == session) else {
-            (self.config.log)(&format!(
+            self.log_peer(&format!(
                 "{peer}: completion for request {} from a connection that does not hold it ignored",
                 shown(id)
             ));
@@ -665,7 +690,7 @@ impl PrefillAgent {
         };
         lease.owners.remove(position);
         if !ok {
-            (self.config.log)(&format!("{peer}: decode gave up on request {}", shown(id)));
+            self.log_peer(&format!("{peer}: decode gave up on request {}", shown(id)));
         }
         lease.readers_left = lease.readers_left.saturating_sub(1);
         if lease.readers_left == 0 && lease.active_pulls == 0 {

@@ -436,3 +436,53 @@ fn another_version_gets_a_sentence_before_the_close() {
     let text = String::from_utf8_lossy(&answer);
     assert!(text.contains("run the same nodelink version"), "{text}");
 }
+
+static FLOOD_LINES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn count_flood_line(_: &str) {
+    FLOOD_LINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Diagnostics: 20,000 unknown Completes made 20,000 prefill log lines. Lines peers cause
+/// are now budgeted (20 a second), and the session still works.
+#[test]
+fn a_flood_of_unknown_completions_does_not_flood_the_log() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let agent = PrefillAgent::new(
+        KvLayout::new(shape(), 1, 0, 32).unwrap(),
+        PrefillConfig {
+            dp_rank: 0,
+            lease: Duration::from_secs(30),
+            io_timeout: T,
+            token: None,
+            rdma: RdmaOptions::default(),
+            log: count_flood_line,
+        },
+    )
+    .unwrap();
+    let served = std::sync::Arc::clone(&agent);
+    std::thread::spawn(move || served.serve(listener));
+    let mut link = PrefillLink::connect(addr, &params(&shape())).unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..2000 {
+        link.complete(&format!("nope-{i}"), true).unwrap();
+    }
+    // The prefill reads in order: once this is answered, every Complete was handled.
+    link.prefill(&prefill_request("after", 0, 0)).unwrap();
+    let windows = started.elapsed().as_secs() as usize + 1;
+    let lines = FLOOD_LINES.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        lines <= windows * kvcache::log_budget::LINES_PER_WINDOW as usize && lines < 500,
+        "{lines} lines in {windows} s"
+    );
+    let dropped = agent
+        .stats
+        .log_lines_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        lines as u64 + dropped,
+        2000,
+        "every line written or counted"
+    );
+}
