@@ -1,8 +1,11 @@
 //! Real "nodes" on one machine for integration tests: network namespaces joined by veth
 //! pairs, optionally rate-shaped with `tc tbf`. Everything is torn down on drop.
+//! [`readme`] checks README's conventions table against the tools' `--help`.
 //!
 //! When `NODELINK_REQUIRE_NETNS=1` (set by `.ci/run`), a testbed that cannot be built is a
 //! test failure; otherwise the test prints why and returns early.
+
+pub mod readme;
 
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};

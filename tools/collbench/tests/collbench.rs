@@ -430,3 +430,10 @@ fn a_sweep_too_large_for_memory_and_bad_steps_are_refused() {
         assert_eq!(output.status.code(), Some(64), "{args:?}");
     }
 }
+
+/// README's conventions table says which shared flags this tool has; its --help must agree.
+#[test]
+fn readme_conventions_row_matches_the_help() {
+    use testbed::readme::{assert_row_matches, help_of};
+    assert_row_matches("collbench", &[help_of(BIN, &[])]);
+}

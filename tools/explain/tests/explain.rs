@@ -362,3 +362,10 @@ fn an_offered_load_beyond_capacity_is_called_saturated() {
         "{text}"
     );
 }
+
+/// README's conventions table says which shared flags this tool has; its --help must agree.
+#[test]
+fn readme_conventions_row_matches_the_help() {
+    use testbed::readme::{assert_row_matches, help_of};
+    assert_row_matches("explain", &[help_of(BIN, &[])]);
+}

@@ -637,3 +637,17 @@ fn an_empty_token_is_refused_not_used() {
         stderr(&out)
     );
 }
+
+/// README's conventions table says which shared flags this tool has; its --help must agree.
+#[test]
+fn readme_conventions_row_matches_the_help() {
+    use testbed::readme::{assert_row_matches, help_of};
+    assert_row_matches(
+        "kvxfer",
+        &[
+            help_of(BIN, &["prefill"]),
+            help_of(BIN, &["decode"]),
+            help_of(BIN, &["bench"]),
+        ],
+    );
+}

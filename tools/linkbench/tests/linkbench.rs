@@ -957,3 +957,11 @@ fn a_once_server_is_not_used_up_by_a_failed_opening() {
         .unwrap();
     assert!(right.status.success(), "{}", stderr_of(&right));
 }
+
+/// README's conventions table says which shared flags bw and lat have; each --help must agree.
+#[test]
+fn readme_conventions_row_matches_the_help() {
+    use testbed::readme::{assert_row_matches, help_of};
+    assert_row_matches("linkbench bw/lat", &[help_of(BIN, &["bw"])]);
+    assert_row_matches("linkbench bw/lat", &[help_of(BIN, &["lat"])]);
+}

@@ -910,3 +910,10 @@ fn a_clean_cluster_of_four_passes_with_exit_0_everywhere() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--accept iface.sped: no such check"));
 }
+
+/// README's conventions table says which shared flags this tool has; its --help must agree.
+#[test]
+fn readme_conventions_row_matches_the_help() {
+    use testbed::readme::{assert_row_matches, help_of};
+    assert_row_matches("netcheck", &[help_of(BIN, &[])]);
+}
