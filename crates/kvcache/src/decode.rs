@@ -220,10 +220,25 @@ impl PrefillLink {
         // The timeout bounds the whole transfer, not each read: a prefill that drips a
         // byte a second cannot hold this side for longer.
         let deadline = Instant::now() + self.timeout;
-        // SAFETY: the caller holds local_blocks exclusively; pieces stay inside them.
-        read_pieces(stream, &self.pieces, deadline, |p| unsafe {
-            pool.slice_mut(p.dst, p.len)
-        })
+        let mut ours = vec![0u32; if checksums { remote_blocks.len() } else { 0 }];
+        // SAFETY: the caller holds local_blocks exclusively; pieces stay inside them, and
+        // a batch is read only after its mutable views are gone.
+        read_pieces(
+            stream,
+            &self.pieces,
+            deadline,
+            |p| unsafe { pool.slice_mut(p.dst, p.len) },
+            |landed| {
+                if checksums {
+                    for piece in landed {
+                        let crc = &mut ours[piece.block as usize];
+                        *crc = crc32c::crc32c_append(*crc, unsafe {
+                            pool.slice(piece.dst, piece.len)
+                        });
+                    }
+                }
+            },
+        )
         .map_err(|e| {
             let what = format!("receiving request {request_id} from {peer}");
             match e.kind() {
@@ -245,10 +260,6 @@ impl PrefillLink {
             other => return Err(FabricError::unexpected("Sent", &other).into()),
         };
         if checksums {
-            // SAFETY: as above; the data is in place and nobody else writes it.
-            let ours = block_checksums(&self.pieces, remote_blocks.len(), |p| unsafe {
-                pool.slice(p.dst, p.len)
-            });
             compare_checksums(&ours, &sent.crc32c, remote_blocks, request_id, &peer)?;
         }
         Ok(expected)
@@ -395,11 +406,14 @@ const ANSWER_GRACE: Duration = Duration::from_secs(2);
 
 /// Reads the stream into every piece's destination in order (up to 64 pieces a call),
 /// all of it before `deadline` (a timeout error after it, however the peer paces writes).
+/// `landed` sees each batch of pieces as soon as it is in place, while it is still in
+/// cache (the checksums are taken there, not in a second pass over the request).
 fn read_pieces<'a>(
     mut stream: &TcpStream,
     pieces: &[Piece],
     deadline: Instant,
     bytes: impl Fn(&Piece) -> &'a mut [u8],
+    mut landed: impl FnMut(&[Piece]),
 ) -> std::io::Result<()> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
@@ -426,6 +440,11 @@ fn read_pieces<'a>(
                 return Err(std::io::ErrorKind::TimedOut.into());
             }
         }
+        // Let go of the batch's mutable views before anyone reads it.
+        for slot in slices.iter_mut() {
+            *slot = IoSliceMut::new(&mut []);
+        }
+        landed(chunk);
     }
     Ok(())
 }
@@ -438,7 +457,10 @@ pub struct DecodeConfig {
     pub dp_rank: u32,
     pub token: Option<Vec<u8>>,
     pub timeout: Duration,
-    /// Per-block CRC32C and a content check against the request's pattern.
+    /// Per-block CRC32C, compared with the sender's: a block counts only if it matches.
+    pub checksums: bool,
+    /// Also check every byte's content against the request's pattern (prefill writes it),
+    /// after the timed transfer.
     pub verify: bool,
     /// Pull with RDMA READ instead of a TCP stream.
     pub rdma: Option<RdmaOptions>,
@@ -448,8 +470,10 @@ pub struct DecodeConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct Transferred {
     pub bytes: u64,
-    /// From the first Pull to the last byte in place (and checked, with verify).
+    /// From the first Pull to the last byte in place, checksums compared.
     pub transfer: Duration,
+    /// The content check after it (zero without verify).
+    pub verify: Duration,
 }
 
 /// The decode agent: a local pool shared by many worker threads, each with its own
@@ -640,8 +664,18 @@ impl DecodeAgent {
             }
         };
         let started = Instant::now();
-        let result = self.pull_into(links, request_id, remote, local_blocks);
+        let mut result = self.pull_into(links, request_id, remote, local_blocks);
         let transfer = started.elapsed();
+        if result.is_ok() && self.config.verify {
+            result = pattern::check(&self.pool, local_blocks, pattern::request_seed(request_id))
+                .map(|()| result.unwrap_or_default())
+                .map_err(|m| {
+                    KvError::Integrity(format!(
+                        "request {request_id}: {m}: the blocks reached the wrong place (layout or TP mapping disagree)"
+                    ))
+                });
+        }
+        let verify = started.elapsed() - transfer;
         for index in 0..self.sources.len() {
             // A failed link cannot carry the notice; its lease expires instead.
             if let Some(link) = links.slots[index].as_mut() {
@@ -650,7 +684,11 @@ impl DecodeAgent {
                 }
             }
         }
-        result.map(|bytes| Transferred { bytes, transfer })
+        result.map(|bytes| Transferred {
+            bytes,
+            transfer,
+            verify,
+        })
     }
 
     fn pull_into(
@@ -663,16 +701,16 @@ impl DecodeAgent {
         let mut bytes = 0;
         for (index, blocks) in remote.iter().enumerate() {
             let heads = self.sources[index].heads.clone();
-            let verify = self.config.verify;
+            let checksums = self.config.checksums;
             bytes += self.with_link(links, index, |link| {
-                link.pull(request_id, blocks, heads.clone(), &self.pool, local, verify)
-            })?;
-        }
-        if self.config.verify {
-            pattern::check(&self.pool, local, pattern::request_seed(request_id)).map_err(|m| {
-                KvError::Integrity(format!(
-                    "request {request_id}: {m}: the blocks reached the wrong place (layout or TP mapping disagree)"
-                ))
+                link.pull(
+                    request_id,
+                    blocks,
+                    heads.clone(),
+                    &self.pool,
+                    local,
+                    checksums,
+                )
             })?;
         }
         Ok(bytes)

@@ -611,9 +611,18 @@ impl PrefillAgent {
         )?;
         let peer = channel.peer().to_string();
         let stream = channel.stream();
+        let mut crc32c = vec![0u32; if pull.checksums { pull.blocks.len() } else { 0 }];
         // SAFETY: the lease keeps these blocks allocated and unwritten while active_pulls > 0.
-        write_pieces(stream, pieces, deadline, |p| unsafe {
-            self.pool.slice(p.src, p.len)
+        let bytes_of = |p: &Piece| unsafe { self.pool.slice(p.src, p.len) };
+        // Each batch's checksums are taken right after the kernel copied it: the bytes are
+        // still in cache, and the socket drains meanwhile.
+        write_pieces(stream, pieces, deadline, bytes_of, |batch| {
+            if pull.checksums {
+                for piece in batch {
+                    let crc = &mut crc32c[piece.block as usize];
+                    *crc = crc32c::crc32c_append(*crc, bytes_of(piece));
+                }
+            }
         })
         .map_err(|e| {
             let what = format!("sending request {} to {peer}", shown(&pull.request_id));
@@ -626,14 +635,6 @@ impl PrefillAgent {
                 FabricError::io(what, e).into()
             }
         })?;
-        let crc32c = if pull.checksums {
-            // SAFETY: as above.
-            block_checksums(pieces, pull.blocks.len(), |p| unsafe {
-                self.pool.slice(p.src, p.len)
-            })
-        } else {
-            Vec::new()
-        };
         channel.send(
             &KvMessage::Sent(Sent {
                 request_id: pull.request_id.clone(),
@@ -778,6 +779,7 @@ pub(crate) fn write_pieces<'a>(
     pieces: &[Piece],
     deadline: Instant,
     bytes: impl Fn(&Piece) -> &'a [u8],
+    mut sent: impl FnMut(&[Piece]),
 ) -> std::io::Result<()> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
@@ -804,6 +806,7 @@ pub(crate) fn write_pieces<'a>(
                 return Err(std::io::ErrorKind::TimedOut.into());
             }
         }
+        sent(chunk);
     }
     Ok(())
 }

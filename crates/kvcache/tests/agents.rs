@@ -215,6 +215,14 @@ fn lying_prefill(lie: &'static str) -> (SocketAddr, mpsc::Receiver<KvMessage>) {
 }
 
 fn decode_agent(addr: SocketAddr) -> std::sync::Arc<DecodeAgent> {
+    decode_agent_checking(addr, true, false)
+}
+
+fn decode_agent_checking(
+    addr: SocketAddr,
+    checksums: bool,
+    verify: bool,
+) -> std::sync::Arc<DecodeAgent> {
     DecodeAgent::new(
         KvLayout::new(shape(), 1, 0, 8).unwrap(),
         DecodeConfig {
@@ -222,7 +230,8 @@ fn decode_agent(addr: SocketAddr) -> std::sync::Arc<DecodeAgent> {
             dp_rank: 0,
             token: None,
             timeout: T,
-            verify: true,
+            checksums,
+            verify,
             rdma: None,
         },
     )
@@ -243,12 +252,30 @@ fn corrupted_blocks_fail_the_request_and_are_reported_not_complete() {
             .contains("block 0 (remote id 4) arrived corrupted"),
         "{e}"
     );
+    assert_reported_failed(&seen);
+    assert_eq!(agent.blocks.free_count(), 8, "local blocks returned");
+}
+
+#[test]
+fn without_checksums_the_content_check_still_fails_wrong_bytes() {
+    let (addr, seen) = lying_prefill("crc");
+    let agent = decode_agent_checking(addr, false, true);
+    let mut links = agent.links();
+    let e = agent
+        .transfer(&mut links, "c", 10, Duration::ZERO)
+        .unwrap_err();
+    assert!(matches!(e, KvError::Integrity(_)), "{e}");
+    assert!(e.to_string().contains("wrong bytes at block 0"), "{e}");
+    assert_reported_failed(&seen);
+    assert_eq!(agent.blocks.free_count(), 8, "local blocks returned");
+}
+
+fn assert_reported_failed(seen: &mpsc::Receiver<KvMessage>) {
     let complete = std::iter::from_fn(|| seen.recv_timeout(T).ok()).find_map(|m| match m {
         KvMessage::Complete(c) => Some(c),
         _ => None,
     });
     assert_eq!(complete.map(|c| c.ok), Some(false));
-    assert_eq!(agent.blocks.free_count(), 8, "local blocks returned");
 }
 
 #[test]

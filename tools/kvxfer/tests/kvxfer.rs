@@ -144,7 +144,29 @@ fn a_2000_token_llama_request_crosses_namespaces_intact() {
     // 125 blocks x 16 tokens x 128 KiB per token.
     assert_eq!(doc["bytes"], 125 * 16 * 131_072);
     assert_eq!(doc["verified"], true);
+    assert_eq!(doc["checksums"], true, "checksums are on by default");
     assert!(doc["throughput_gbps"].as_f64().unwrap() > 0.0);
+    assert!(doc["verify_ms"].as_f64().unwrap() > 0.0);
+
+    // --no-checksum turns them off and says so.
+    let out = kvxfer(
+        &pair.b,
+        &[
+            "decode",
+            "--peer",
+            &prefill.addr,
+            "--request-id",
+            "prompt-2",
+            "--input-len",
+            "64",
+            "--no-checksum",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(doc["checksums"], false);
+    assert_eq!(doc["verified"], false);
 }
 
 fn bench(ns: &Netns, peers: &str, extra: &[&str]) -> Output {
