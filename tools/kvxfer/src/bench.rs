@@ -57,11 +57,12 @@ fn measure_link(peer: &str, timeout: Duration) -> anyhow::Result<f64> {
         streams: 1,
         size: 1 << 20,
         duration: Duration::from_secs(2),
+        omit: Duration::ZERO,
         window: None,
         congestion: None,
         zerocopy: false,
     };
-    let report = client.bandwidth(&spec, &mut |_| {})?;
+    let report = client.bandwidth(&spec, &mut |_, _| {})?;
     client.close();
     Ok(report.throughput_gbps)
 }

@@ -197,6 +197,13 @@ struct BwArgs {
     /// RDMA: messages per QP [default: 5000, as ib_write_bw].
     #[arg(short = 'n', long = "iters", value_name = "ITERS", value_parser = clap::value_parser!(u64).range(1..))]
     iters: Option<u64>,
+    /// Report this side's rate every DURATION while the test runs (as iperf3 -i).
+    #[arg(short = 'i', long, value_parser = cli::duration_arg, value_name = "DURATION")]
+    interval: Option<Duration>,
+    /// Run this long first and leave it out of the result: slow start, cold caches
+    /// (as iperf3 -O). The test lasts -O plus -t.
+    #[arg(short = 'O', long, value_parser = cli::duration_arg, value_name = "DURATION")]
+    omit: Option<Duration>,
 }
 
 #[derive(Args, Debug)]
@@ -350,6 +357,22 @@ fn bw(args: BwArgs) -> anyhow::Result<u8> {
         ));
     }
     let plan = resolve_common(&args.common, args.size, 1 << 20)?;
+    let omit = args.omit.unwrap_or(Duration::ZERO);
+    if omit > perf::MAX_DURATION {
+        return Err(cli::usage("-O/--omit must be at most 24h"));
+    }
+    if let Some(interval) = args.interval {
+        if interval < Duration::from_millis(100) {
+            return Err(cli::usage(
+                "-i/--interval must be at least 100ms (the client samples every 100 ms)",
+            ));
+        }
+        if plan.sweep {
+            return Err(cli::usage(
+                "-i/--interval reports one test as it runs: drop -a/--all-sizes, or -i",
+            ));
+        }
+    }
     let duration = args.time.unwrap_or(if plan.sweep {
         Duration::from_secs(1)
     } else {
@@ -366,13 +389,18 @@ fn bw(args: BwArgs) -> anyhow::Result<u8> {
         Mode::Forward
     };
     let mut client = connect(&plan)?;
-    let total = duration * plan.sizes.len() as u32;
+    let total = (omit + duration) * plan.sizes.len() as u32;
+    let live = args.interval.is_some() && !plan.output.json;
     let bar = cli::progress(
         total.as_millis() as u64,
         "bandwidth",
         "ms of test time",
-        !plan.quiet && total > Duration::from_secs(2),
+        !plan.quiet && !live && total > Duration::from_secs(2),
     );
+    let mut intervals = report::Intervals::new(args.interval, omit, mode);
+    if live {
+        intervals.print_header();
+    }
     let mut reports = Vec::new();
     for (i, &size) in plan.sizes.iter().enumerate() {
         let spec = BwSpec {
@@ -380,21 +408,23 @@ fn bw(args: BwArgs) -> anyhow::Result<u8> {
             streams: args.streams,
             size,
             duration,
+            omit,
             window: args.window,
             congestion: args.congestion.clone(),
             zerocopy: args.zerocopy,
         };
-        let done_before = duration * i as u32;
+        let done_before = (omit + duration) * i as u32;
         let report = client
-            .bandwidth(&spec, &mut |elapsed| {
-                bar.set_position((done_before + elapsed.min(duration)).as_millis() as u64)
+            .bandwidth(&spec, &mut |elapsed, bytes| {
+                bar.set_position((done_before + elapsed.min(omit + duration)).as_millis() as u64);
+                intervals.sample(elapsed, bytes, live);
             })
             .with_context(|| format!("bandwidth test with {size}-byte messages"))?;
         reports.push(report);
     }
     bar.finish_and_clear();
     client.close();
-    report::bandwidth(&plan.output, plan.sweep, &reports)?;
+    report::bandwidth(&plan.output, plan.sweep, &reports, &intervals)?;
     Ok(cli::exit::OK)
 }
 
@@ -541,6 +571,8 @@ fn rdma_bw(args: BwArgs) -> anyhow::Result<u8> {
             args.time.is_some(),
             "-t/--time (RDMA counts messages: use -n)",
         ),
+        (args.interval.is_some(), "-i/--interval"),
+        (args.omit.is_some(), "-O/--omit"),
     ];
     if let Some((_, flag)) = tcp_only.iter().find(|(given, _)| *given) {
         return Err(cli::usage(format!(
@@ -644,11 +676,12 @@ fn compare(args: CompareArgs) -> anyhow::Result<u8> {
                 streams: 1,
                 size: args.size,
                 duration: args.time,
+                omit: Duration::ZERO,
                 window: None,
                 congestion: None,
                 zerocopy: false,
             },
-            &mut |_| {},
+            &mut |_, _| {},
         )
         .context("TCP bandwidth test")?;
     bar.inc(1);

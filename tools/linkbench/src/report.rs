@@ -7,6 +7,7 @@ use fabric::perf::{BwReport, LatReport};
 use measure::{format_bytes, Chart, Series, Table};
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub struct Output {
     pub json: bool,
@@ -101,7 +102,99 @@ fn plot(output: &Output, chart: Chart) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn bandwidth(output: &Output, sweep: bool, reports: &[BwReport]) -> anyhow::Result<()> {
+/// One `-i` interval of this side's bytes (sent, or received with -R).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Interval {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub bytes: u64,
+    pub throughput_gbps: f64,
+    /// Inside the `-O` warm-up: shown, not counted in the result.
+    pub omitted: bool,
+}
+
+/// Turns the client's ~100 ms samples (elapsed, cumulative bytes) into `-i` intervals.
+pub struct Intervals {
+    every: Option<Duration>,
+    omit: Duration,
+    mode: fabric::perf::Mode,
+    next: Duration,
+    last: (Duration, u64),
+    rows: Vec<Interval>,
+}
+
+impl Intervals {
+    pub fn new(every: Option<Duration>, omit: Duration, mode: fabric::perf::Mode) -> Self {
+        Intervals {
+            every,
+            omit,
+            mode,
+            next: every.unwrap_or(Duration::MAX),
+            last: (Duration::ZERO, 0),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn print_header(&self) {
+        let side = match self.mode {
+            fabric::perf::Mode::Forward => "sent by this side",
+            fabric::perf::Mode::Reverse => "received by this side",
+            fabric::perf::Mode::Bidir => "sent + received by this side",
+        };
+        println!(
+            "{:>15}  {:>10}  {:>9}  ({side})",
+            "interval (s)", "bytes", "Gbit/s"
+        );
+    }
+
+    /// Records an interval each time `elapsed` passes the next boundary.
+    pub fn sample(&mut self, elapsed: Duration, bytes: u64, print: bool) {
+        let Some(every) = self.every else { return };
+        if elapsed < self.next {
+            return;
+        }
+        let (from, before) = self.last;
+        let seconds = (elapsed - from).as_secs_f64().max(1e-9);
+        let row = Interval {
+            start_s: from.as_secs_f64(),
+            end_s: elapsed.as_secs_f64(),
+            bytes: bytes - before,
+            throughput_gbps: measure::gbit_per_s(bytes - before, seconds),
+            omitted: from < self.omit,
+        };
+        if print {
+            println!(
+                "{:>15}  {:>10}  {:>9}{}",
+                format!("{:.2}-{:.2}", row.start_s, row.end_s),
+                format_bytes(row.bytes),
+                measure::format_rate(row.throughput_gbps),
+                if row.omitted { "  (omitted)" } else { "" }
+            );
+        }
+        self.rows.push(row);
+        self.last = (elapsed, bytes);
+        while self.next <= elapsed {
+            self.next += every;
+        }
+    }
+
+    /// The JSON fields these add to a report: the warm-up left out, and the intervals.
+    fn extend(&self, document: &mut Value) {
+        if let Value::Object(fields) = document {
+            fields.insert("omit_s".into(), json!(self.omit.as_secs_f64()));
+            if self.every.is_some() {
+                fields.insert("intervals".into(), json!(self.rows));
+            }
+        }
+    }
+}
+
+pub fn bandwidth(
+    output: &Output,
+    sweep: bool,
+    reports: &[BwReport],
+    intervals: &Intervals,
+) -> anyhow::Result<()> {
     let Some(first) = reports.first() else {
         return Ok(());
     };
@@ -118,6 +211,14 @@ pub fn bandwidth(output: &Output, sweep: bool, reports: &[BwReport]) -> anyhow::
         if sweep { "1 row per message size".to_string() } else { format!("{} messages", format_bytes(first.msg_size)) },
         if sweep { String::new() } else { format!(", {:.2} s", first.seconds) },
     );
+    let header = if intervals.omit.is_zero() {
+        header
+    } else {
+        format!(
+            "{header}\nthe first {:.2} s of each test (warm-up, -O) are left out",
+            intervals.omit.as_secs_f64()
+        )
+    };
     if sweep {
         let mut table = Tables::new(
             [
@@ -167,6 +268,8 @@ pub fn bandwidth(output: &Output, sweep: bool, reports: &[BwReport]) -> anyhow::
             "bw",
             &output.peer,
         );
+        let mut document = document;
+        intervals.extend(&mut document);
         emit(output, &table, document, &header, "")?;
         return plot(
             output,
@@ -266,7 +369,8 @@ pub fn bandwidth(output: &Output, sweep: bool, reports: &[BwReport]) -> anyhow::
         cpu_text(&report.cpu.local),
         cpu_text(&report.cpu.remote),
     );
-    let document = with_header(serde_json::to_value(report)?, "bw", &output.peer);
+    let mut document = with_header(serde_json::to_value(report)?, "bw", &output.peer);
+    intervals.extend(&mut document);
     emit(output, &table, document, &header, &footer)
 }
 

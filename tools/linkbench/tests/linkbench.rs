@@ -248,6 +248,26 @@ fn bad_flags_exit_64_naming_the_flags() {
             ][..],
             "-t/--time",
         ),
+        (
+            &["bw", "--peer", "127.0.0.1", "-i", "10ms"][..],
+            "-i/--interval",
+        ),
+        (
+            &["bw", "--peer", "127.0.0.1", "-a", "-i", "1s"][..],
+            "-i/--interval",
+        ),
+        (
+            &[
+                "bw",
+                "--peer",
+                "127.0.0.1",
+                "--transport",
+                "rdma",
+                "-O",
+                "1s",
+            ][..],
+            "-O/--omit",
+        ),
         (&["bw"][..], "--peer"),
         (&["bogus"][..], "bogus"),
     ] {
@@ -964,4 +984,38 @@ fn readme_conventions_row_matches_the_help() {
     use testbed::readme::{assert_row_matches, help_of};
     assert_row_matches("linkbench bw/lat", &[help_of(BIN, &["bw"])]);
     assert_row_matches("linkbench bw/lat", &[help_of(BIN, &["lat"])]);
+}
+
+#[test]
+fn omit_leaves_the_warm_up_out_and_intervals_cover_the_test() {
+    let _turn = traffic();
+    let Some(pair) = shaped_pair("1gbit") else {
+        return;
+    };
+    let _server = Served::start(Some(&pair.a), Pair::ADDR_A, &[], &[]);
+    for reverse in [false, true] {
+        let mut args = vec!["bw", "--peer", Pair::ADDR_A, "--json"];
+        args.extend(["-t", "1s", "-O", "1s", "-i", "250ms"]);
+        if reverse {
+            args.push("-R");
+        }
+        let document = json_of(&run(Some(&pair.b), &args));
+        assert_bw_shape(&document);
+        assert_eq!(document["omit_s"], 1.0);
+        // Only the second after the warm-up counts: about 1 s and 125 MB, not 2 s.
+        let seconds = document["seconds"].as_f64().unwrap();
+        assert!((0.7..1.4).contains(&seconds), "{seconds} s counted");
+        let bytes = document["directions"][0]["bytes"].as_f64().unwrap();
+        assert!((0.7e9 / 8.0..1.3e9 / 8.0).contains(&bytes), "{bytes} bytes");
+        assert_rate(&document, 0.8, 1.05, "after a warm-up");
+        let intervals = document["intervals"].as_array().unwrap();
+        assert!(intervals.len() >= 6, "{intervals:?}");
+        assert_eq!(intervals[0]["omitted"], true);
+        assert_eq!(intervals.last().unwrap()["omitted"], false);
+        let total: f64 = intervals.iter().map(|i| i["bytes"].as_f64().unwrap()).sum();
+        assert!(
+            total > bytes,
+            "intervals cover the warm-up too: {total} vs {bytes}"
+        );
+    }
 }

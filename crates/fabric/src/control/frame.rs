@@ -126,6 +126,7 @@ mod tests {
                 size: 131072,
                 streams: 4,
                 duration_ms: 3000,
+                omit_ms: 0,
                 iterations: 0,
                 reverse: true,
                 bidir: false,

@@ -69,6 +69,9 @@ pub struct TestRequest {
     pub streams: u32,
     /// Test length; 0 with `iterations > 0` for a counted latency test.
     pub duration_ms: u64,
+    /// Bandwidth: a warm-up before `duration_ms` that the receiver does not count.
+    #[serde(default)]
+    pub omit_ms: u64,
     pub iterations: u64,
     pub reverse: bool,
     pub bidir: bool,

@@ -3,7 +3,7 @@
 
 use super::report::{merge, BwContext, CpuReport, LatReport};
 pub use super::report::{BwReport, Mode};
-use super::stream::{self, SendPlan, StreamOutcome, Until};
+use super::stream::{self, ReceivePlan, SendPlan, StreamOutcome, Until};
 use super::{validate, FINISH_GRACE, HANDSHAKE_TIMEOUT, TOOL};
 use crate::channel::Channel;
 use crate::control::{Direction, Done, Join, Message, Results, TestKind, TestRequest};
@@ -13,7 +13,8 @@ use crate::handshake;
 use crate::tcp::{self, SocketOptions};
 use measure::LatencyRecorder;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -32,7 +33,10 @@ pub struct BwSpec {
     pub mode: Mode,
     pub streams: u32,
     pub size: u64,
+    /// Measured time, after the omitted warm-up.
     pub duration: Duration,
+    /// Warm-up not counted (iperf3's -O); the test runs for omit + duration.
+    pub omit: Duration,
     pub window: Option<u64>,
     pub congestion: Option<String>,
     pub zerocopy: bool,
@@ -118,17 +122,19 @@ impl Client {
         }
     }
 
-    /// Runs one bandwidth test; `progress` is called about every 100 ms with the elapsed time.
+    /// Runs one bandwidth test; `progress` is called about every 100 ms with the elapsed
+    /// time and the bytes this side has sent or received so far (all streams).
     pub fn bandwidth(
         &mut self,
         spec: &BwSpec,
-        progress: &mut dyn FnMut(Duration),
+        progress: &mut dyn FnMut(Duration, u64),
     ) -> Result<BwReport> {
         let request = TestRequest {
             kind: TestKind::Bw,
             size: spec.size,
             streams: spec.streams,
             duration_ms: spec.duration.as_millis() as u64,
+            omit_ms: spec.omit.as_millis() as u64,
             iterations: 0,
             reverse: spec.mode == Mode::Reverse,
             bidir: spec.mode == Mode::Bidir,
@@ -148,9 +154,14 @@ impl Client {
         let start = Instant::now();
         let plan = SendPlan {
             size: spec.size as usize,
-            duration: spec.duration,
+            duration: spec.omit + spec.duration,
             zerocopy: spec.zerocopy,
         };
+        let receive_plan = ReceivePlan {
+            duration: spec.omit + spec.duration,
+            omit: spec.omit,
+        };
+        let meter = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel::<Result<StreamOutcome>>();
         let total = streams.len();
         for (i, stream) in streams.into_iter().enumerate() {
@@ -163,16 +174,23 @@ impl Client {
             };
             let what = format!("stream {index} with {}", self.config.peer);
             let tx = tx.clone();
+            let meter = meter.clone();
             std::thread::Builder::new()
                 .name(format!("stream {index}"))
                 .spawn(move || {
                     let outcome = match direction {
                         Direction::ClientToServer => {
-                            stream::send_for(stream, index, direction, plan, start, &what)
+                            stream::send_for(stream, index, direction, plan, start, &meter, &what)
                         }
-                        Direction::ServerToClient => {
-                            stream::receive(stream, index, direction, start, plan.duration, &what)
-                        }
+                        Direction::ServerToClient => stream::receive(
+                            stream,
+                            index,
+                            direction,
+                            start,
+                            receive_plan,
+                            &meter,
+                            &what,
+                        ),
                     };
                     let _ = tx.send(outcome);
                 })
@@ -183,7 +201,9 @@ impl Client {
         while outcomes.len() < total {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(outcome) => outcomes.push(outcome?),
-                Err(mpsc::RecvTimeoutError::Timeout) => progress(start.elapsed()),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    progress(start.elapsed(), meter.load(Ordering::Relaxed))
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(FabricError::Config(
                         "a stream thread ended without a result".into(),
@@ -227,6 +247,7 @@ impl Client {
             size: spec.size,
             streams: 1,
             duration_ms,
+            omit_ms: 0,
             iterations,
             reverse: false,
             bidir: false,

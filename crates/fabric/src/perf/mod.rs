@@ -69,6 +69,12 @@ pub fn validate(request: &TestRequest) -> Result<(), String> {
     if Duration::from_millis(request.duration_ms) > MAX_DURATION {
         return Err(format!("duration {} ms exceeds 24 h", request.duration_ms));
     }
+    if Duration::from_millis(request.omit_ms) > MAX_DURATION {
+        return Err(format!("warm-up {} ms exceeds 24 h", request.omit_ms));
+    }
+    if request.kind == TestKind::Lat && request.omit_ms > 0 {
+        return Err("a latency test has no warm-up to omit".into());
+    }
     if request.kind == TestKind::Bw && request.duration_ms == 0 {
         return Err("a bandwidth test needs a duration".into());
     }
@@ -118,6 +124,7 @@ mod tests {
             size,
             streams,
             duration_ms: 1000,
+            omit_ms: 0,
             iterations: 0,
             reverse,
             bidir,

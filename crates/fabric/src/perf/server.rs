@@ -3,7 +3,7 @@
 //! and is routed there, so concurrent clients never mix streams. A bad client is
 //! answered with an Error frame where possible, logged, and forgotten.
 
-use super::stream::{self, SendPlan, StreamOutcome};
+use super::stream::{self, ReceivePlan, SendPlan, StreamOutcome};
 use super::{validate, FINISH_GRACE, HANDSHAKE_TIMEOUT, TOOL};
 use crate::channel::Channel;
 use crate::control::{
@@ -442,7 +442,9 @@ fn run_test(channel: &mut Channel, request: &TestRequest, routes: &Routes) -> Re
     channel.send(&Message::Start, HANDSHAKE_TIMEOUT)?;
     let start = Instant::now();
     let peer = channel.peer().to_string();
-    let duration = Duration::from_millis(request.duration_ms);
+    // The whole test: the omitted warm-up, then the measured time.
+    let omit = Duration::from_millis(request.omit_ms);
+    let duration = Duration::from_millis(request.duration_ms) + omit;
 
     let (stats, stream_cpu, echoed) = match request.kind {
         TestKind::Lat => {
@@ -465,6 +467,7 @@ fn run_test(channel: &mut Channel, request: &TestRequest, routes: &Routes) -> Re
                 duration,
                 zerocopy: request.zerocopy,
             };
+            let receive_plan = ReceivePlan { duration, omit };
             let handles: Vec<_> = streams
                 .into_iter()
                 .enumerate()
@@ -484,18 +487,23 @@ fn run_test(channel: &mut Channel, request: &TestRequest, routes: &Routes) -> Re
                     let what = format!("stream {index} with {peer}");
                     std::thread::Builder::new()
                         .name(format!("stream {index}"))
-                        .spawn(move || match direction {
-                            Direction::ServerToClient => {
-                                stream::send_for(stream, index, direction, plan, start, &what)
+                        .spawn(move || {
+                            // Interval reports are the client's; nobody reads this one.
+                            let meter = AtomicU64::new(0);
+                            match direction {
+                                Direction::ServerToClient => stream::send_for(
+                                    stream, index, direction, plan, start, &meter, &what,
+                                ),
+                                Direction::ClientToServer => stream::receive(
+                                    stream,
+                                    index,
+                                    direction,
+                                    start,
+                                    receive_plan,
+                                    &meter,
+                                    &what,
+                                ),
                             }
-                            Direction::ClientToServer => stream::receive(
-                                stream,
-                                index,
-                                direction,
-                                start,
-                                plan.duration,
-                                &what,
-                            ),
                         })
                         .map_err(|e| FabricError::io("starting a stream thread", e))
                 })

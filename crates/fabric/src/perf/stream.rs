@@ -9,6 +9,7 @@ use measure::LatencyRecorder;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a stream may stall (no byte in or out) before the peer counts as dead.
@@ -87,8 +88,18 @@ fn set_timeouts(stream: &TcpStream, what: &str) -> Result<()> {
 #[derive(Debug, Clone, Copy)]
 pub struct SendPlan {
     pub size: usize,
+    /// Whole sending time, the omitted warm-up included.
     pub duration: Duration,
     pub zerocopy: bool,
+}
+
+/// What a receiving stream measures.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceivePlan {
+    /// Whole test time, the omitted warm-up included.
+    pub duration: Duration,
+    /// Bytes before this long after the test's start are not counted (iperf3's -O).
+    pub omit: Duration,
 }
 
 /// Sends `size`-byte messages for `duration`, then closes its half and waits for the
@@ -99,6 +110,7 @@ pub fn send_for(
     direction: Direction,
     plan: SendPlan,
     start: Instant,
+    meter: &AtomicU64,
     what: &str,
 ) -> Result<StreamOutcome> {
     let SendPlan {
@@ -147,6 +159,7 @@ pub fn send_for(
             Ok(0) => return Err(stream_error(what, ErrorKind::WriteZero.into())),
             Ok(n) => {
                 bytes += n as u64;
+                meter.fetch_add(n as u64, Ordering::Relaxed);
                 offset = (offset + n) % buffer.len();
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -213,15 +226,21 @@ pub fn send_for(
 
 /// Reads until the sender closes, or until `duration` after the first byte plus the drain
 /// grace (the sender cuts a stream that cannot drain, and so does this side); counts bytes
-/// and the first/last byte times.
+/// and the first/last byte times, from the end of the omitted warm-up when there is one.
+/// `meter` counts every byte as it arrives, for interval reports.
 pub fn receive(
     stream: TcpStream,
     index: u32,
     direction: Direction,
     start: Instant,
-    duration: Duration,
+    plan: ReceivePlan,
+    meter: &AtomicU64,
     what: &str,
 ) -> Result<StreamOutcome> {
+    let ReceivePlan { duration, omit } = plan;
+    let counted_from = start + omit;
+    // Bytes read before the warm-up ended; they do not count.
+    let mut omitted: Option<u64> = None;
     let cpu = CpuMeter::start(Scope::Thread);
     set_timeouts(&stream, what)?;
     let mut storage = PageBuffer::new(RECV_CHUNK);
@@ -249,10 +268,18 @@ pub fn receive(
             Ok(n) => {
                 last = Instant::now();
                 if first.is_none() {
-                    first = Some(last);
                     hard_end = Some(last + duration + DRAIN_GRACE + DRAIN_GRACE);
                 }
                 bytes += n as u64;
+                meter.fetch_add(n as u64, Ordering::Relaxed);
+                if omitted.is_none() && (omit.is_zero() || last >= counted_from) {
+                    // Counting starts here: with no warm-up at the first byte (its bytes
+                    // count), after one at this read (the bytes up to now do not).
+                    omitted = Some(if omit.is_zero() { 0 } else { bytes });
+                    first = Some(last);
+                } else if first.is_none() {
+                    first = Some(last);
+                }
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             // Cut by the sender at its hard end, or ours reached: the test is over.
@@ -275,11 +302,16 @@ pub fn receive(
     }
     let info = tcp_info(&stream);
     drop(stream);
+    // A stream that ended inside the warm-up has nothing counted.
+    let counted = omitted.map_or(0, |before| bytes - before);
+    if omitted.is_none() {
+        last = first.unwrap_or(start);
+    }
     Ok(StreamOutcome {
         stats: StreamStats {
             index,
             direction,
-            bytes,
+            bytes: counted,
             first_ns: nanos_since(start, first.unwrap_or(start)),
             last_ns: nanos_since(start, last),
             retransmits: None,

@@ -610,11 +610,12 @@ fn measure_perf(
                 streams: 1,
                 size: 1 << 20,
                 duration: options.bw_duration,
+                omit: Duration::ZERO,
                 window: None,
                 congestion: None,
                 zerocopy: false,
             },
-            &mut |_| {},
+            &mut |_, _| {},
         )?;
         *slot = Some(report.throughput_gbps);
     }
