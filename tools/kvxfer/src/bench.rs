@@ -4,6 +4,7 @@
 //! latency and the share of the link.
 
 use crate::{blocks_for, decode_agent, BenchArgs};
+use anyhow::Context;
 use kvcache::decode::DecodeAgent;
 use measure::LatencyRecorder;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +41,29 @@ fn fatal(e: &kvcache::KvError) -> bool {
     )
 }
 
+/// When each request arrives, after the start: a Poisson process of `rate` requests a
+/// second (exponential gaps, as vllm bench serve draws them), or all at once for inf.
+fn arrivals(count: u64, rate: f64, seed: u64) -> Vec<Duration> {
+    if !rate.is_finite() {
+        return vec![Duration::ZERO; count as usize];
+    }
+    let mut state = seed;
+    let mut at = 0.0f64;
+    (0..count)
+        .map(|_| {
+            // splitmix64 -> a uniform in (0, 1] -> an exponential gap.
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            let uniform = ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+            at += -uniform.ln() / rate;
+            Duration::from_secs_f64(at)
+        })
+        .collect()
+}
+
 /// `linkbench bw -R -t 2s` against `peer`: the plain-TCP rate in the KV direction.
 fn measure_link(peer: &str, timeout: Duration) -> anyhow::Result<f64> {
     use fabric::perf::{BwSpec, Client, ClientConfig, Mode};
@@ -68,6 +92,7 @@ fn measure_link(peer: &str, timeout: Duration) -> anyhow::Result<f64> {
 }
 
 pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
+    cli::check_csv_path(args.csv.as_deref())?;
     if let Some(peer) = args.link_peer.clone() {
         args.link_gbps = Some(measure_link(&peer, args.peers.timeout)?);
     }
@@ -100,12 +125,37 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
         "requests",
         !args.quiet && !args.peers.json,
     );
+    // Warm-ups: one worker's connections, the same requests, nothing counted.
+    if args.num_warmups > 0 {
+        let mut links = agent.links();
+        for index in 0..args.num_warmups {
+            let id = format!("{prefix}-warmup-{index}");
+            agent
+                .transfer(&mut links, &id, args.input_len, Duration::ZERO)
+                .map_err(|e| anyhow::anyhow!("warm-up request {index} failed: {e}"))?;
+        }
+        links.close();
+    }
+    let schedule = arrivals(
+        args.num_prompts,
+        args.request_rate.unwrap_or(f64::INFINITY),
+        args.seed,
+    );
     let next = AtomicU64::new(0);
     let tally = Mutex::new(Tally::default());
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            scope.spawn(|| worker(&agent, &args, &prefix, &next, &tally, &bar));
+            scope.spawn(|| {
+                worker(
+                    &agent,
+                    &args,
+                    &prefix,
+                    (&next, &schedule, started),
+                    &tally,
+                    &bar,
+                )
+            });
         }
     });
     let duration = started.elapsed();
@@ -124,11 +174,14 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
     })
 }
 
+/// The next request's index, and when each request arrives after `started`.
+type Queue<'a> = (&'a AtomicU64, &'a [Duration], Instant);
+
 fn worker(
     agent: &Arc<DecodeAgent>,
     args: &BenchArgs,
     prefix: &str,
-    next: &AtomicU64,
+    (next, schedule, started): Queue,
     tally: &Mutex<Tally>,
     bar: &indicatif::ProgressBar,
 ) {
@@ -141,6 +194,12 @@ fn worker(
         let index = next.fetch_add(1, Ordering::Relaxed);
         if index >= args.num_prompts {
             break;
+        }
+        // Not before its arrival: a free worker waits for the next request to come.
+        if let Some(wait) =
+            (started + schedule[index as usize]).checked_duration_since(Instant::now())
+        {
+            std::thread::sleep(wait);
         }
         let id = format!("{prefix}-{index}");
         let result = agent.transfer(&mut links, &id, args.input_len, Duration::ZERO);
@@ -194,6 +253,14 @@ fn report(
     let layout = agent.layout();
     let bytes_per_request = agent.bytes_per_request(args.input_len);
     let share = args.link_gbps.map(|link| gbps / link);
+    let request_throughput = tally.ok as f64 / seconds;
+    let rate = args.request_rate.unwrap_or(f64::INFINITY);
+    // JSON has no infinity: vllm bench writes it as the string "inf".
+    let rate_json = if rate.is_finite() {
+        serde_json::json!(rate)
+    } else {
+        serde_json::json!("inf")
+    };
     // The content check runs on the workers after each transfer: its own rate, per worker.
     let verify_gbyte = (args.peers.verify && !tally.verify.is_zero())
         .then(|| tally.bytes as f64 / tally.verify.as_secs_f64() / 1e9);
@@ -211,7 +278,10 @@ fn report(
             "duration_s": seconds,
             "throughput_gbps": gbps,
             "throughput_gbyte_s": gbyte,
-            "latency_ms": {"mean": latency.mean, "p50": latency.p50, "p99": latency.p99},
+            "request_rate": rate_json,
+            "request_throughput": request_throughput,
+            "num_warmups": args.num_warmups,
+            "latency_ms": {"mean": latency.mean, "p50": latency.p50, "p90": latency.p90, "p99": latency.p99},
             "checksums": !args.peers.no_checksum,
             "verified": args.peers.verify,
             "verify_gbyte_s": verify_gbyte,
@@ -226,7 +296,7 @@ fn report(
             "stopped": tally.stopped,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(());
+        return write_csv(args, tally, seconds, request_throughput, &latency);
     }
     let sources: Vec<String> = agent
         .sources()
@@ -270,7 +340,25 @@ fn report(
         "Concurrency (requested/effective):",
         format!("{} / {workers}", args.concurrency),
     );
+    row(
+        "Request rate (req/s):",
+        if rate.is_finite() {
+            format!("{rate} (Poisson, seed {})", args.seed)
+        } else {
+            "inf".into()
+        },
+    );
+    if args.num_warmups > 0 {
+        row(
+            "Warm-up requests (not counted):",
+            args.num_warmups.to_string(),
+        );
+    }
     row("Duration (s):", format!("{seconds:.2}"));
+    row(
+        "Request throughput (req/s):",
+        format!("{request_throughput:.2}"),
+    );
     row(
         "Bytes per request:",
         measure::format_bytes(bytes_per_request),
@@ -287,6 +375,7 @@ fn report(
     println!("{:-^60}", " Transfer latency ");
     row("Mean (ms):", format!("{:.3}", latency.mean));
     row("Median (ms):", format!("{:.3}", latency.p50));
+    row("P90 (ms):", format!("{:.3}", latency.p90));
     row("P99 (ms):", format!("{:.3}", latency.p99));
     row("Integrity checks:", integrity.into());
     if let Some(rate) = verify_gbyte {
@@ -299,5 +388,74 @@ fn report(
         println!("error: {error}");
     }
     println!("{}", "=".repeat(60));
-    Ok(())
+    write_csv(args, tally, seconds, request_throughput, &latency)
+}
+
+/// `--csv`: the summary as one row, raw numbers, units in the column names.
+fn write_csv(
+    args: &BenchArgs,
+    tally: &Tally,
+    seconds: f64,
+    request_throughput: f64,
+    latency: &measure::LatencySummary,
+) -> anyhow::Result<()> {
+    let Some(path) = &args.csv else {
+        return Ok(());
+    };
+    let mut table = measure::Table::new([
+        "requests",
+        "failed",
+        "concurrency",
+        "request_rate",
+        "duration_s",
+        "bytes",
+        "throughput_gbps",
+        "request_throughput",
+        "latency_mean_ms",
+        "latency_p50_ms",
+        "latency_p90_ms",
+        "latency_p99_ms",
+    ]);
+    table.push([
+        tally.ok.to_string(),
+        tally.failed.to_string(),
+        args.concurrency.to_string(),
+        args.request_rate.unwrap_or(f64::INFINITY).to_string(),
+        seconds.to_string(),
+        tally.bytes.to_string(),
+        measure::gbit_per_s(tally.bytes, seconds).to_string(),
+        request_throughput.to_string(),
+        latency.mean.to_string(),
+        latency.p50.to_string(),
+        latency.p90.to_string(),
+        latency.p99.to_string(),
+    ]);
+    measure::write_csv(path, &table).with_context(|| format!("writing --csv {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::arrivals;
+    use std::time::Duration;
+
+    #[test]
+    fn poisson_arrivals_have_the_asked_rate_and_repeat_with_the_seed() {
+        let times = arrivals(20_000, 50.0, 0);
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "in order");
+        // 20,000 arrivals at 50/s take about 400 s (the mean gap is within 3 %).
+        let total = times.last().unwrap().as_secs_f64();
+        assert!((388.0..412.0).contains(&total), "{total}");
+        // Exponential gaps: about 1 - 1/e of them are shorter than the mean.
+        let gaps: Vec<f64> = times
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs_f64())
+            .collect();
+        let short = gaps.iter().filter(|&&g| g < 0.02).count() as f64 / gaps.len() as f64;
+        assert!((0.60..0.66).contains(&short), "{short}");
+        assert_eq!(times, arrivals(20_000, 50.0, 0));
+        assert_ne!(times, arrivals(20_000, 50.0, 1));
+        assert!(arrivals(5, f64::INFINITY, 0)
+            .iter()
+            .all(|t| *t == Duration::ZERO));
+    }
 }

@@ -191,9 +191,22 @@ struct BenchArgs {
     input_len: u64,
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     num_prompts: u64,
-    /// Requests in flight at once (each a worker with its own connections).
+    /// Requests in flight at once, at most (each a worker with its own connections).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     concurrency: u32,
+    /// Requests per second, arriving as a Poisson process (as vllm bench serve)
+    /// [default: inf, all at once, --concurrency at a time].
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    request_rate: Option<f64>,
+    /// Seed of the arrival times.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Requests moved first and not counted (connections, page faults).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    num_warmups: u64,
+    /// Also write the summary as one CSV row.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<std::path::PathBuf>,
     /// Request ids are PREFIX-0, PREFIX-1, ...: give every decode rank of a TP group the same.
     #[arg(long)]
     id_prefix: Option<String>,
@@ -207,6 +220,18 @@ struct BenchArgs {
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    if text == "inf" {
+        return Ok(f64::INFINITY);
+    }
+    match text.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a rate: give requests per second above 0, or inf"
+        )),
+    }
 }
 
 fn parse_dtype(text: &str) -> Result<Dtype, String> {

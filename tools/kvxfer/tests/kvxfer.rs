@@ -673,3 +673,54 @@ fn readme_conventions_row_matches_the_help() {
         ],
     );
 }
+
+#[test]
+fn bench_paces_poisson_arrivals_skips_warm_ups_and_writes_csv() {
+    let _turn = serial();
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    let prefill = Prefill::start(&pair.a, 18603, &["--num-blocks", "64"]);
+    let dir = std::env::temp_dir().join(format!("kvxfer-csv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("bench.csv");
+    // Seed 0 at 5 requests/s: the sixth arrives 1.6 s after the start.
+    let out = bench(
+        &pair.b,
+        &prefill.addr,
+        &[
+            "--request-rate",
+            "5",
+            "--num-warmups",
+            "2",
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(doc["requests"], 6, "warm-ups are not counted: {doc}");
+    assert_eq!(doc["request_rate"], 5.0);
+    assert_eq!(doc["num_warmups"], 2);
+    let duration = doc["duration_s"].as_f64().unwrap();
+    assert!(duration >= 1.59, "paced by the arrivals: {duration} s");
+    let latency = &doc["latency_ms"];
+    for key in ["mean", "p50", "p90", "p99"] {
+        assert!(latency[key].as_f64().unwrap() > 0.0, "{key}: {doc}");
+    }
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("requests,failed,concurrency,request_rate"));
+    assert!(lines[1].starts_with("6,0,3,5,"), "{text}");
+    // Unpaced, the same six requests take a fraction of that.
+    let out = bench(&pair.b, &prefill.addr, &[]);
+    let doc = json(&out);
+    assert_eq!(doc["request_rate"], "inf");
+    assert!(doc["duration_s"].as_f64().unwrap() < 1.0, "{doc}");
+    let _ = std::fs::remove_dir_all(&dir);
+    // A rate of zero is refused before anything moves.
+    let out = bench(&pair.b, &prefill.addr, &["--request-rate", "0"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--request-rate"), "{}", stderr(&out));
+}
