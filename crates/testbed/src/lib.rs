@@ -220,21 +220,44 @@ impl Pair {
         Ok(Pair { a, b })
     }
 
+    /// A second (third, ...) link between the two namespaces: a rail, as on a node with
+    /// one NIC per GPU. Rail `n` (1..) is `nl{n}` with 10.77.{n}.1/24 in `a` and .2 in
+    /// `b`, its own subnet, so the destination address picks the rail. Returns the
+    /// interface name and the two addresses.
+    pub fn add_rail(&self, n: u8) -> Result<(String, String, String), String> {
+        let iface = format!("nl{n}");
+        ip(&[
+            "link",
+            "add",
+            &iface,
+            "netns",
+            &self.a.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &iface,
+            "netns",
+            &self.b.name,
+        ])?;
+        let (addr_a, addr_b) = (format!("10.77.{n}.1"), format!("10.77.{n}.2"));
+        for (ns, addr) in [(&self.a, &addr_a), (&self.b, &addr_b)] {
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &iface])?;
+            ns.ip(&["link", "set", &iface, "up"])?;
+        }
+        Ok((iface, addr_a, addr_b))
+    }
+
     /// Shapes the egress of `ns`'s end of the link with a token bucket (e.g. "1gbit").
     pub fn shape(ns: &Netns, rate: &str) -> Result<(), String> {
+        Self::shape_dev(ns, Self::IFACE, rate)
+    }
+
+    /// Shapes the egress of `dev` in `ns` (a rail's end, say).
+    pub fn shape_dev(ns: &Netns, dev: &str, rate: &str) -> Result<(), String> {
         ns.tc(&[
-            "qdisc",
-            "replace",
-            "dev",
-            Self::IFACE,
-            "root",
-            "tbf",
-            "rate",
-            rate,
-            "burst",
-            "256kb",
-            "latency",
-            "50ms",
+            "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", "256kb",
+            "latency", "50ms",
         ])
     }
 

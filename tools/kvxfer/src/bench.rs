@@ -85,6 +85,7 @@ fn measure_link(peer: &str, timeout: Duration) -> anyhow::Result<f64> {
         window: None,
         congestion: None,
         zerocopy: false,
+        rails: Vec::new(),
     };
     let report = client.bandwidth(&spec, &mut |_, _| {})?;
     client.close();

@@ -204,6 +204,10 @@ struct BwArgs {
     /// (as iperf3 -O). The test lasts -O plus -t.
     #[arg(short = 'O', long, value_parser = cli::duration_arg, value_name = "DURATION")]
     omit: Option<Duration>,
+    /// Multi-rail: the server's address on each rail (one NIC each); -P streams per
+    /// rail, stream i on rail i mod rails. --peer stays the control connection.
+    #[arg(long, value_delimiter = ',', value_name = "ADDR[,ADDR...]")]
+    rails: Option<Vec<String>>,
 }
 
 #[derive(Args, Debug)]
@@ -361,6 +365,7 @@ fn bw(args: BwArgs) -> anyhow::Result<u8> {
     if omit > perf::MAX_DURATION {
         return Err(cli::usage("-O/--omit must be at most 24h"));
     }
+    let rails = resolve_rails(args.rails.as_deref(), &args.common)?;
     if let Some(interval) = args.interval {
         if interval < Duration::from_millis(100) {
             return Err(cli::usage(
@@ -388,6 +393,15 @@ fn bw(args: BwArgs) -> anyhow::Result<u8> {
     } else {
         Mode::Forward
     };
+    let per_rail = args.streams;
+    let streams = per_rail * rails.len().max(1) as u32;
+    if streams > perf::MAX_STREAMS {
+        return Err(cli::usage(format!(
+            "-P {per_rail} on {} rails is {streams} streams; at most {} in all",
+            rails.len(),
+            perf::MAX_STREAMS
+        )));
+    }
     let mut client = connect(&plan)?;
     let total = (omit + duration) * plan.sizes.len() as u32;
     let live = args.interval.is_some() && !plan.output.json;
@@ -405,13 +419,14 @@ fn bw(args: BwArgs) -> anyhow::Result<u8> {
     for (i, &size) in plan.sizes.iter().enumerate() {
         let spec = BwSpec {
             mode,
-            streams: args.streams,
+            streams,
             size,
             duration,
             omit,
             window: args.window,
             congestion: args.congestion.clone(),
             zerocopy: args.zerocopy,
+            rails: rails.clone(),
         };
         let done_before = (omit + duration) * i as u32;
         let report = client
@@ -424,7 +439,7 @@ fn bw(args: BwArgs) -> anyhow::Result<u8> {
     }
     bar.finish_and_clear();
     client.close();
-    report::bandwidth(&plan.output, plan.sweep, &reports, &intervals)?;
+    report::bandwidth(&plan.output, plan.sweep, &reports, &intervals, &rails)?;
     Ok(cli::exit::OK)
 }
 
@@ -572,6 +587,7 @@ fn rdma_bw(args: BwArgs) -> anyhow::Result<u8> {
             "-t/--time (RDMA counts messages: use -n)",
         ),
         (args.interval.is_some(), "-i/--interval"),
+        (args.rails.is_some(), "--rails"),
         (args.omit.is_some(), "-O/--omit"),
     ];
     if let Some((_, flag)) = tcp_only.iter().find(|(given, _)| *given) {
@@ -680,6 +696,7 @@ fn compare(args: CompareArgs) -> anyhow::Result<u8> {
                 window: None,
                 congestion: None,
                 zerocopy: false,
+                rails: Vec::new(),
             },
             &mut |_, _| {},
         )
@@ -738,6 +755,38 @@ fn compare(args: CompareArgs) -> anyhow::Result<u8> {
     bar.finish_and_clear();
     report::compare(&plan.output, &tcp_bw, &tcp_lat, &rdma)?;
     Ok(cli::exit::OK)
+}
+
+/// `--rails`: each rail's server address (port from --peer's), at least two, no repeats.
+fn resolve_rails(rails: Option<&[String]>, common: &Common) -> anyhow::Result<Vec<SocketAddr>> {
+    let Some(rails) = rails else {
+        return Ok(Vec::new());
+    };
+    if common.iface.is_some() {
+        return Err(cli::usage(
+            "--iface pins every stream to one interface, --rails spreads them over several: give one of the two (each rail's route picks its NIC)",
+        ));
+    }
+    let port = fabric::tcp::resolve_peer(&common.peer, common.port)
+        .map(|a| a.port())
+        .unwrap_or(common.port);
+    let mut resolved: Vec<SocketAddr> = Vec::with_capacity(rails.len());
+    for rail in rails {
+        let addr = fabric::tcp::resolve_peer(rail.trim(), port)
+            .map_err(|e| cli::usage(format!("--rails {rail}: {e}")))?;
+        if resolved.contains(&addr) {
+            return Err(cli::usage(format!(
+                "--rails names {addr} twice: give each rail's address once"
+            )));
+        }
+        resolved.push(addr);
+    }
+    if resolved.len() < 2 {
+        return Err(cli::usage(
+            "--rails needs two or more addresses (one per rail); for one, use --peer alone",
+        ));
+    }
+    Ok(resolved)
 }
 
 fn connect(plan: &Plan) -> anyhow::Result<Client> {

@@ -102,6 +102,48 @@ fn plot(output: &Output, chart: Chart) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One rail's share of a multi-rail test (both directions summed with --bidir).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RailRate {
+    pub address: String,
+    pub streams: u32,
+    pub bytes: u64,
+    /// The rail's bytes over the whole test's time: a rail that stopped early shows low.
+    pub throughput_gbps: f64,
+    /// Seconds its longest stream moved data (first to last byte).
+    pub active_s: f64,
+    /// It stopped moving data well before the test ended (link down, path lost).
+    pub stalled: bool,
+}
+
+/// Stream i ran on rail i % rails (the client's map); sums each rail's streams.
+fn rail_rates(report: &BwReport, rails: &[std::net::SocketAddr]) -> Vec<RailRate> {
+    let mut rates: Vec<RailRate> = rails
+        .iter()
+        .map(|a| RailRate {
+            address: a.ip().to_string(),
+            streams: 0,
+            bytes: 0,
+            throughput_gbps: 0.0,
+            active_s: 0.0,
+            stalled: false,
+        })
+        .collect();
+    for stream in &report.per_stream {
+        if let Some(rail) = rates.get_mut(stream.index as usize % rails.len().max(1)) {
+            rail.streams += 1;
+            rail.bytes += stream.bytes;
+            rail.active_s = rail.active_s.max(stream.seconds);
+        }
+    }
+    let seconds = report.seconds.max(1e-9);
+    for rail in &mut rates {
+        rail.throughput_gbps = measure::gbit_per_s(rail.bytes, seconds);
+        rail.stalled = rail.active_s < 0.8 * seconds;
+    }
+    rates
+}
+
 /// One `-i` interval of this side's bytes (sent, or received with -R).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Interval {
@@ -194,6 +236,7 @@ pub fn bandwidth(
     sweep: bool,
     reports: &[BwReport],
     intervals: &Intervals,
+    rails: &[std::net::SocketAddr],
 ) -> anyhow::Result<()> {
     let Some(first) = reports.first() else {
         return Ok(());
@@ -369,8 +412,28 @@ pub fn bandwidth(
         cpu_text(&report.cpu.local),
         cpu_text(&report.cpu.remote),
     );
+    let per_rail = rail_rates(report, rails);
+    let footer = per_rail.iter().fold(footer, |text, rail| {
+        format!(
+            "{text}\nrail {}: {} Gbit/s over {} stream(s){}",
+            rail.address,
+            measure::format_rate(rail.throughput_gbps),
+            rail.streams,
+            if rail.stalled {
+                format!(
+                    "; STALLED: moved data for {:.2} s of {:.2} (link down? path lost?)",
+                    rail.active_s, report.seconds
+                )
+            } else {
+                String::new()
+            }
+        )
+    });
     let mut document = with_header(serde_json::to_value(report)?, "bw", &output.peer);
     intervals.extend(&mut document);
+    if let (Value::Object(fields), false) = (&mut document, per_rail.is_empty()) {
+        fields.insert("rails".into(), json!(per_rail));
+    }
     emit(output, &table, document, &header, &footer)
 }
 

@@ -1019,3 +1019,113 @@ fn omit_leaves_the_warm_up_out_and_intervals_cover_the_test() {
         );
     }
 }
+
+/// Two rails between the namespaces (nl0 and nl1), each shaped to `rate` both ways.
+fn two_rails(rate: &str) -> Option<(Pair, String)> {
+    build_or_skip(|| {
+        let pair = Pair::new()?;
+        pair.shape_both(rate)?;
+        let (iface, addr_a, _) = pair.add_rail(1)?;
+        Pair::shape_dev(&pair.a, &iface, rate)?;
+        Pair::shape_dev(&pair.b, &iface, rate)?;
+        Ok((pair, addr_a))
+    })
+}
+
+fn rail_rate(document: &Value, address: &str) -> f64 {
+    document["rails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == address)
+        .unwrap_or_else(|| panic!("no rail {address}: {document}"))["throughput_gbps"]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn rails_stripe_streams_over_both_links_and_add_up() {
+    let _turn = traffic();
+    let Some((pair, rail1)) = two_rails("1gbit") else {
+        return;
+    };
+    // Bound to every address: the data connections arrive on either rail.
+    let _server = Served::start(Some(&pair.a), "0.0.0.0", &[], &[]);
+    let rails = format!("{},{rail1}", Pair::ADDR_A);
+    for extra in [&[][..], &["-R"][..], &["-P", "2"][..]] {
+        let mut args = vec!["bw", "--peer", Pair::ADDR_A, "--rails", &rails];
+        args.extend(["-t", "2s", "--json"]);
+        args.extend_from_slice(extra);
+        let document = json_of(&run(Some(&pair.b), &args));
+        assert_bw_shape(&document);
+        // Two 1 Gbit/s rails: the sum is about 2 Gbit/s, each rail about 1.
+        assert_rate(&document, 1.6, 2.1, "two rails");
+        for address in [Pair::ADDR_A, rail1.as_str()] {
+            let rate = rail_rate(&document, address);
+            assert!(
+                (0.8..=1.05).contains(&rate),
+                "{extra:?} rail {address}: {rate}"
+            );
+        }
+        let streams = document["per_stream"].as_array().unwrap().len();
+        assert_eq!(streams, if extra.contains(&"-P") { 4 } else { 2 });
+    }
+}
+
+#[test]
+fn a_rail_taken_down_mid_test_ends_the_test_on_time_and_shows_in_its_figure() {
+    let _turn = traffic();
+    let Some((pair, rail1)) = two_rails("1gbit") else {
+        return;
+    };
+    let _server = Served::start(Some(&pair.a), "0.0.0.0", &[], &[]);
+    let rails = format!("{},{rail1}", Pair::ADDR_A);
+    let started = std::time::Instant::now();
+    let child = client(
+        Some(&pair.b),
+        &[
+            "bw",
+            "--peer",
+            Pair::ADDR_A,
+            "--rails",
+            &rails,
+            "-t",
+            "3s",
+            "--json",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    pair.b.ip(&["link", "set", "nl1", "down"]).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    // The stalled stream is cut at the test's end plus the drain grace: no hang.
+    assert!(took < std::time::Duration::from_secs(12), "took {took:?}");
+    if output.status.success() {
+        let document = json_of(&output);
+        let (up, down) = (
+            rail_rate(&document, Pair::ADDR_A),
+            rail_rate(&document, &rail1),
+        );
+        assert!(up > 0.8, "the rail left up keeps its rate: {up}");
+        assert!(down < up / 2.0, "the downed rail shows: {down} vs {up}");
+        let stalled: Vec<_> = document["rails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["stalled"].as_bool().unwrap())
+            .collect();
+        assert_eq!(stalled, [false, true], "{document}");
+    } else {
+        // Or the test fails, naming the stream that stalled.
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+        assert!(
+            stderr_of(&output).contains("stream"),
+            "{}",
+            stderr_of(&output)
+        );
+    }
+}

@@ -40,6 +40,9 @@ pub struct BwSpec {
     pub window: Option<u64>,
     pub congestion: Option<String>,
     pub zerocopy: bool,
+    /// Multi-rail: the server's address on each rail; data stream i goes to rail
+    /// i % rails.len() (empty: every stream to the control peer).
+    pub rails: Vec<SocketAddr>,
 }
 
 /// A ping-pong latency test.
@@ -71,7 +74,12 @@ impl Client {
     }
 
     /// Sends the request, opens and registers the data connections, waits for Start.
-    fn begin(&mut self, request: &TestRequest, options: &SocketOptions) -> Result<Vec<TcpStream>> {
+    fn begin(
+        &mut self,
+        request: &TestRequest,
+        options: &SocketOptions,
+        rails: &[SocketAddr],
+    ) -> Result<Vec<TcpStream>> {
         validate(request).map_err(FabricError::Config)?;
         self.channel
             .send(&Message::Request(request.clone()), HANDSHAKE_TIMEOUT)?;
@@ -89,8 +97,12 @@ impl Client {
         };
         let mut streams = Vec::with_capacity(count as usize);
         for index in 0..count {
-            let stream = tcp::connect(self.config.peer, self.config.connect_timeout, options)?;
-            let mut data = Channel::new(stream, self.config.peer.to_string());
+            let peer = rails
+                .get(index as usize % rails.len().max(1))
+                .copied()
+                .unwrap_or(self.config.peer);
+            let stream = tcp::connect(peer, self.config.connect_timeout, options)?;
+            let mut data = Channel::new(stream, peer.to_string());
             data.send(
                 &Message::Join(Join {
                     cookie: cookie.clone(),
@@ -149,7 +161,7 @@ impl Client {
             iface: self.config.iface.clone(),
             nodelay: false,
         };
-        let streams = self.begin(&request, &options)?;
+        let streams = self.begin(&request, &options, &spec.rails)?;
         let cpu = CpuMeter::start(Scope::Process);
         let start = Instant::now();
         let plan = SendPlan {
@@ -261,7 +273,7 @@ impl Client {
             nodelay: true,
             ..SocketOptions::default()
         };
-        let streams = self.begin(&request, &options)?;
+        let streams = self.begin(&request, &options, &[])?;
         let stream = streams
             .into_iter()
             .next()

@@ -614,6 +614,7 @@ fn measure_perf(
                 window: None,
                 congestion: None,
                 zerocopy: false,
+                rails: Vec::new(),
             },
             &mut |_, _| {},
         )?;
