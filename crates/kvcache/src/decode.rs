@@ -7,8 +7,9 @@ use crate::compat::compat_hash;
 use crate::plan::{plan, sources, stream_bytes_per_block, Piece, Source};
 use crate::pool::{BlockAllocator, KvPool};
 use crate::prefill::block_checksums;
+use crate::rails;
 use crate::rdma::{self, RdmaOptions};
-use crate::wire::{self, Attach, Complete, KvMessage, Pull, ReadDone, Welcome};
+use crate::wire::{self, Attach, AttachRail, Complete, KvMessage, Pull, ReadDone, Welcome};
 use crate::{pattern, KvError, KvLayout, KvShape, TOOL};
 use fabric::channel::Channel;
 use fabric::rdma::{Endpoint, RemoteRegion};
@@ -30,6 +31,8 @@ pub struct LinkParams<'a> {
     pub timeout: Duration,
     /// Pull with RDMA READ into this pool (which must outlive the link).
     pub rdma: Option<(&'a KvPool, &'a RdmaOptions)>,
+    /// Stripe pulls over every rail the prefill announces (TCP only).
+    pub rails: bool,
 }
 
 /// One decode connection to one prefill rank.
@@ -42,6 +45,10 @@ pub struct PrefillLink {
     pieces: Vec<Piece>,
     /// Connected QP and prefill's registered pool, when pulling over RDMA.
     rdma: Option<(Endpoint, RemoteRegion)>,
+    /// Multi-rail: connections to prefill's other rails (rail 1..), and each rail's
+    /// share of the current plan (reused from pull to pull).
+    rails: Vec<(TcpStream, String)>,
+    rail_pieces: Vec<Vec<Piece>>,
 }
 
 impl PrefillLink {
@@ -98,6 +105,11 @@ impl PrefillLink {
             }
             None => None,
         };
+        let rails = if params.rails && rdma.is_none() && welcome.rails.len() > 1 {
+            connect_rails(&welcome, addr, params)?
+        } else {
+            Vec::new()
+        };
         Ok(PrefillLink {
             channel,
             welcome,
@@ -106,7 +118,14 @@ impl PrefillLink {
             timeout,
             pieces: Vec::new(),
             rdma,
+            rails,
+            rail_pieces: Vec::new(),
         })
+    }
+
+    /// How many rails this link stripes pulls over (1: its own connection only).
+    pub fn rails(&self) -> usize {
+        self.rails.len() + 1
     }
 
     pub fn peer(&self) -> &str {
@@ -191,6 +210,11 @@ impl PrefillLink {
                 head_end: heads.end,
                 checksums,
                 rdma: self.rdma.is_some(),
+                rails: if self.rails.is_empty() {
+                    0
+                } else {
+                    self.rails.len() as u32 + 1
+                },
             }),
             self.timeout,
         )?;
@@ -216,32 +240,69 @@ impl PrefillLink {
         }
         self.plan_pull(remote_blocks, heads, pool, local_blocks)?;
         let peer = self.channel.peer().to_string();
-        let stream = self.channel.stream();
         // The timeout bounds the whole transfer, not each read: a prefill that drips a
         // byte a second cannot hold this side for longer.
         let deadline = Instant::now() + self.timeout;
-        let mut ours = vec![0u32; if checksums { remote_blocks.len() } else { 0 }];
-        // SAFETY: the caller holds local_blocks exclusively; pieces stay inside them, and
-        // a batch is read only after its mutable views are gone.
-        read_pieces(
-            stream,
-            &self.pieces,
-            deadline,
-            |p| unsafe { pool.slice_mut(p.dst, p.len) },
-            |landed| {
-                if checksums {
-                    for piece in landed {
-                        let crc = &mut ours[piece.block as usize];
-                        *crc = crc32c::crc32c_append(*crc, unsafe {
-                            pool.slice(piece.dst, piece.len)
-                        });
+        let blocks = remote_blocks.len();
+        // One rail's share, checksummed batch by batch as it lands.
+        // SAFETY: the caller holds local_blocks exclusively; pieces stay inside them (each
+        // rail its own), and a batch is read only after its mutable views are gone.
+        let receive_rail = |stream: &TcpStream, pieces: &[Piece]| {
+            let mut crcs = vec![0u32; if checksums { blocks } else { 0 }];
+            let received = read_pieces(
+                stream,
+                pieces,
+                deadline,
+                |p| unsafe { pool.slice_mut(p.dst, p.len) },
+                |landed| {
+                    if checksums {
+                        for piece in landed {
+                            let crc = &mut crcs[piece.block as usize];
+                            *crc = crc32c::crc32c_append(*crc, unsafe {
+                                pool.slice(piece.dst, piece.len)
+                            });
+                        }
                     }
+                },
+            );
+            (crcs, received)
+        };
+        let mut outcomes = if self.rails.is_empty() {
+            vec![receive_rail(self.channel.stream(), &self.pieces)]
+        } else {
+            // Striped: rail 0 is this connection, on this thread; the others in parallel.
+            rails::split(&self.pieces, self.rails.len() + 1, &mut self.rail_pieces);
+            let receive_rail = &receive_rail;
+            let (primary, rails, shares) = (self.channel.stream(), &self.rails, &self.rail_pieces);
+            std::thread::scope(|scope| {
+                let others: Vec<_> = rails
+                    .iter()
+                    .zip(&shares[1..])
+                    .map(|((stream, _), share)| scope.spawn(move || receive_rail(stream, share)))
+                    .collect();
+                let mut outcomes = vec![receive_rail(primary, &shares[0])];
+                for handle in others {
+                    outcomes.push(handle.join().unwrap_or_else(|_| {
+                        (
+                            Vec::new(),
+                            Err(std::io::Error::other("a rail thread panicked")),
+                        )
+                    }));
                 }
-            },
-        )
-        .map_err(|e| {
-            let what = format!("receiving request {request_id} from {peer}");
-            match e.kind() {
+                outcomes
+            })
+        };
+        if let Some(rail) = outcomes.iter().position(|(_, received)| received.is_err()) {
+            let Some((_, Err(e))) = outcomes.drain(rail..).next() else {
+                unreachable!("position found an error at {rail}");
+            };
+            let on = match rail {
+                0 if self.rails.is_empty() => String::new(),
+                0 => " on rail 0".to_string(),
+                r => format!(" on rail {r} ({})", self.rails[r - 1].1),
+            };
+            let what = format!("receiving request {request_id} from {peer}{on}");
+            return Err(match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => FabricError::PeerClosed {
                     what,
                     detail: " in the middle of the KV data".into(),
@@ -254,7 +315,14 @@ impl PrefillLink {
                 }
                 _ => FabricError::io(what, e),
             }
-        })?;
+            .into());
+        }
+        let ours = if outcomes.len() == 1 {
+            outcomes.pop().map(|(crcs, _)| crcs).unwrap_or_default()
+        } else {
+            let per_rail: Vec<Vec<u32>> = outcomes.into_iter().map(|(crcs, _)| crcs).collect();
+            rails::merge_checksums(&per_rail, if checksums { blocks } else { 0 })
+        };
         let sent = match self.recv("waiting for checksums from", request_id)? {
             KvMessage::Sent(s) if s.request_id == request_id => s,
             other => return Err(FabricError::unexpected("Sent", &other).into()),
@@ -371,6 +439,54 @@ fn compare_checksums(
     }
 }
 
+/// Opens one connection to each of prefill's other rails and joins it to the session.
+fn connect_rails(
+    welcome: &Welcome,
+    primary: SocketAddr,
+    params: &LinkParams,
+) -> Result<Vec<(TcpStream, String)>, KvError> {
+    if welcome.rails.len() > crate::rails::MAX_RAILS {
+        return Err(KvError::Refused(format!(
+            "prefill {primary} announced {} rails: at most {}",
+            welcome.rails.len(),
+            crate::rails::MAX_RAILS
+        )));
+    }
+    let mut rails = Vec::with_capacity(welcome.rails.len() - 1);
+    for (index, text) in welcome.rails.iter().enumerate().skip(1) {
+        let addr: SocketAddr = text.parse().map_err(|_| {
+            KvError::Refused(format!(
+                "prefill {primary} announced rail {index} as {text:?}, not an address"
+            ))
+        })?;
+        let joined = (|| -> Result<TcpStream, KvError> {
+            let stream = tcp::connect(addr, params.timeout, &SocketOptions::default())?;
+            let mut channel = Channel::new(stream, addr.to_string());
+            handshake::open_client(&mut channel, TOOL, params.token)?;
+            channel.send(
+                &KvMessage::AttachRail(AttachRail {
+                    cookie: welcome.rail_cookie.clone(),
+                    index: index as u32,
+                }),
+                params.timeout,
+            )?;
+            match channel.recv_as::<KvMessage>(params.timeout, "waiting for the rail to join at")? {
+                KvMessage::RailAttached => Ok(channel.into_stream()),
+                KvMessage::Refused(r) => Err(KvError::Refused(r.message)),
+                other => Err(FabricError::unexpected("RailAttached", &other).into()),
+            }
+        })();
+        let stream = joined.map_err(|e| {
+            KvError::Fabric(FabricError::Remote(format!(
+                "rail {index} of prefill {primary} ({addr}): {e}; check that this node reaches {} (a route per rail), or pull without rails",
+                addr.ip()
+            )))
+        })?;
+        rails.push((stream, addr.ip().to_string()));
+    }
+    Ok(rails)
+}
+
 /// Registers our pool, sends our QP address, connects to prefill's.
 fn connect_rdma(
     channel: &mut Channel,
@@ -464,6 +580,8 @@ pub struct DecodeConfig {
     pub verify: bool,
     /// Pull with RDMA READ instead of a TCP stream.
     pub rdma: Option<RdmaOptions>,
+    /// Stripe TCP pulls over every rail a prefill announces.
+    pub rails: bool,
 }
 
 /// What one request cost.
@@ -486,6 +604,7 @@ pub struct DecodeAgent {
     prefill_tp: u32,
     rank_peers: Vec<SocketAddr>,
     sources: Vec<Source>,
+    rails: usize,
 }
 
 impl DecodeAgent {
@@ -500,6 +619,7 @@ impl DecodeAgent {
             rdma::check(options)?;
         }
         let mut ranks: Vec<(u32, u32, SocketAddr)> = Vec::new();
+        let mut announced_rails = 1;
         for &peer in &config.peers {
             let params = LinkParams {
                 shape: &layout.shape,
@@ -509,9 +629,11 @@ impl DecodeAgent {
                 token: config.token.as_deref(),
                 timeout: config.timeout,
                 rdma: None,
+                rails: false,
             };
             let link = PrefillLink::connect(peer, &params)?;
             let w = &link.welcome;
+            announced_rails = announced_rails.max(w.rails.len());
             if w.dp_rank != config.dp_rank {
                 return Err(KvError::Config(format!(
                     "prefill {peer} is DP rank {}, not {}: list the prefill ranks of one DP rank, or pass --dp-rank {}",
@@ -539,8 +661,18 @@ impl DecodeAgent {
             rank_peers: ranks.iter().map(|r| r.2).collect(),
             prefill_tp,
             sources,
+            rails: if config.rails && config.rdma.is_none() {
+                announced_rails
+            } else {
+                1
+            },
             config,
         }))
+    }
+
+    /// Rails each pull is striped over (1: the one connection per prefill rank).
+    pub fn rails(&self) -> usize {
+        self.rails
     }
 
     pub fn layout(&self) -> &KvLayout {
@@ -590,6 +722,7 @@ impl DecodeAgent {
                     .rdma
                     .as_ref()
                     .map(|options| (&self.pool, options)),
+                rails: self.config.rails,
             };
             *slot = Some(PrefillLink::connect(peer, &params)?);
         }

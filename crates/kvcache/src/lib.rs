@@ -6,7 +6,8 @@
 //!   (source bytes to destination bytes, in stream order).
 //! - [`pool`], [`pattern`]: pool memory and block allocation; deterministic contents.
 //! - [`wire`]: kvxfer's messages on fabric's control frames.
-//! - [`prefill`], [`decode`]: the two agents, over TCP or ([`rdma`]) RDMA READ.
+//! - [`prefill`], [`decode`]: the two agents, over TCP or ([`rdma`]) RDMA READ;
+//!   [`rails`]: which rail carries which block when a transfer is striped.
 
 pub mod compat;
 pub mod decode;
@@ -16,6 +17,7 @@ pub mod pattern;
 pub mod plan;
 pub mod pool;
 pub mod prefill;
+pub mod rails;
 pub mod rdma;
 pub mod wire;
 

@@ -7,6 +7,7 @@ use crate::compat::{compat_hash, mismatch};
 use crate::log_budget::{Admit, LogBudget};
 use crate::plan::{plan, stream_bytes_per_block, Piece};
 use crate::pool::{BlockAllocator, KvPool};
+use crate::rails::{self, MAX_RAILS};
 use crate::rdma::{self, RdmaOptions};
 use crate::wire::{self, Granted, KvMessage, Prefilled, Refused, Sending, Sent, Welcome};
 use crate::{pattern, KvError, KvLayout, TOOL};
@@ -39,7 +40,34 @@ pub struct PrefillConfig {
     pub token: Option<Vec<u8>>,
     /// Device and GID for decode ranks that pull over RDMA.
     pub rdma: RdmaOptions,
+    /// Multi-rail: the address this agent listens on for each rail (two or more), which
+    /// decode stripes transfers over; empty for one.
+    pub rails: Vec<SocketAddr>,
     pub log: fn(&str),
+}
+
+/// Forgets a session's rail cookie (and any rail connections not taken) when it ends.
+struct RailCookie<'a> {
+    agent: &'a PrefillAgent,
+    cookie: &'a str,
+}
+
+impl Drop for RailCookie<'_> {
+    fn drop(&mut self) {
+        if self.cookie.is_empty() {
+            return;
+        }
+        if let Ok(mut joins) = self.agent.rail_joins.lock() {
+            joins.sessions.remove(self.cookie);
+        }
+    }
+}
+
+/// Rail connections that joined a session, by the session's cookie; the session takes
+/// them on its first striped pull.
+#[derive(Default)]
+struct RailJoins {
+    sessions: HashMap<String, Vec<Option<TcpStream>>>,
 }
 
 struct Lease {
@@ -81,6 +109,7 @@ pub struct PrefillAgent {
     leases: Mutex<Leases>,
     config: PrefillConfig,
     next_session: AtomicU64,
+    rail_joins: Mutex<RailJoins>,
     /// Bounds the lines that peers' requests cause (refusals, ignored completions).
     peer_lines: Mutex<LogBudget>,
     pub stats: PrefillStats,
@@ -105,6 +134,7 @@ impl PrefillAgent {
             leases: Mutex::new(Leases::default()),
             config,
             next_session: AtomicU64::new(1),
+            rail_joins: Mutex::new(RailJoins::default()),
             peer_lines: Mutex::new(LogBudget::default()),
             stats: PrefillStats::default(),
         }))
@@ -153,6 +183,25 @@ impl PrefillAgent {
     /// thread. A failed accept (out of descriptors, say) is logged, at most once a
     /// second, and retried after a pause: a flood of connections never stops the server.
     pub fn serve(self: &Arc<Self>, listener: TcpListener) -> Result<(), KvError> {
+        self.serve_all(vec![listener])
+    }
+
+    /// Serves every listener (one per rail) until the process ends.
+    pub fn serve_all(self: &Arc<Self>, mut listeners: Vec<TcpListener>) -> Result<(), KvError> {
+        let Some(first) = listeners.pop() else {
+            return Err(KvError::Config("nothing to listen on".into()));
+        };
+        for listener in listeners {
+            let agent = Arc::clone(self);
+            std::thread::Builder::new()
+                .name("kv-accept".into())
+                .spawn(move || agent.accept_loop(listener))
+                .map_err(|e| FabricError::io("starting an accept thread", e))?;
+        }
+        self.accept_loop(first)
+    }
+
+    fn accept_loop(self: &Arc<Self>, listener: TcpListener) -> Result<(), KvError> {
         let mut last_logged: Option<Instant> = None;
         loop {
             let (stream, peer) = match listener.accept() {
@@ -217,6 +266,7 @@ impl PrefillAgent {
             "waiting for Attach from",
         )? {
             KvMessage::Attach(attach) => attach,
+            KvMessage::AttachRail(join) => return self.join_rail(channel, join),
             other => return Err(FabricError::unexpected("Attach", &other).into()),
         };
         let layout = self.layout();
@@ -238,6 +288,32 @@ impl PrefillAgent {
             refuse(&mut channel, None, &problem, timeout);
             return Err(KvError::Refused(problem));
         }
+        // Rails: this connection's address first, then the others; a session that may be
+        // striped gets a cookie its rail connections present.
+        let here = channel.stream().local_addr().ok();
+        let rails: Vec<SocketAddr> = match here {
+            Some(here) if self.config.rails.len() > 1 && self.config.rails.contains(&here) => {
+                std::iter::once(here)
+                    .chain(self.config.rails.iter().copied().filter(|a| *a != here))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let cookie = if rails.is_empty() {
+            String::new()
+        } else {
+            let cookie = fabric::control::nonce()?;
+            self.rail_joins
+                .lock()
+                .map_err(|_| KvError::poisoned())?
+                .sessions
+                .insert(cookie.clone(), Vec::new());
+            cookie
+        };
+        let _joins = RailCookie {
+            agent: self,
+            cookie: &cookie,
+        };
         channel.send(
             &KvMessage::Welcome(Welcome {
                 shape: layout.shape.clone(),
@@ -247,10 +323,15 @@ impl PrefillAgent {
                 dp_rank: self.config.dp_rank,
                 num_blocks: layout.num_blocks,
                 lease_ms: self.config.lease.as_millis() as u64,
+                rails: rails.iter().map(ToString::to_string).collect(),
+                rail_cookie: cookie.clone(),
             }),
             timeout,
         )?;
         let mut pieces = Vec::new();
+        let mut rail_pieces: Vec<Vec<Piece>> = Vec::new();
+        // Rails 1.. of this session, taken from the joins on the first striped pull.
+        let mut rail_streams: Vec<TcpStream> = Vec::new();
         // Registered on the first RdmaConnect; dropped (deregistered) with the session.
         let mut rdma: Option<Endpoint> = None;
         loop {
@@ -282,7 +363,20 @@ impl PrefillAgent {
                     let e = KvError::Refused("an RDMA pull before RdmaConnect".into());
                     self.refuse_request(&mut channel, pull.request_id, e)?
                 }
-                KvMessage::Pull(pull) => self.pull(&mut channel, pull, &mut pieces, session)?,
+                KvMessage::Pull(pull) if pull.rails > 1 && !pull.rdma => {
+                    match self.take_rails(&cookie, pull.rails as usize, &mut rail_streams) {
+                        Ok(()) => {
+                            let rails = &rail_streams[..pull.rails as usize - 1];
+                            let buffers = (&mut pieces, &mut rail_pieces);
+                            self.pull(&mut channel, pull, buffers, session, rails)?
+                        }
+                        Err(e) => self.refuse_request(&mut channel, pull.request_id, e)?,
+                    }
+                }
+                KvMessage::Pull(pull) => {
+                    let buffers = (&mut pieces, &mut rail_pieces);
+                    self.pull(&mut channel, pull, buffers, session, &[])?
+                }
                 KvMessage::RdmaConnect(theirs) if rdma.is_none() => {
                     let registration = self
                         .registration
@@ -511,21 +605,26 @@ impl PrefillAgent {
         }
     }
 
+    /// Serves one pull; `buffers` are the session's reusable plan lists (all pieces, and
+    /// each rail's), `rails` its rail connections 1.. when the pull is striped.
     fn pull(
         &self,
         channel: &mut Channel,
         pull: wire::Pull,
-        pieces: &mut Vec<Piece>,
+        buffers: (&mut Vec<Piece>, &mut Vec<Vec<Piece>>),
         session: u64,
+        rails: &[TcpStream],
     ) -> Result<(), KvError> {
         let expires = match self.begin_pull(&pull, session) {
             Ok(expires) => expires,
             Err(e) => return self.refuse_request(channel, pull.request_id, e),
         };
+        let (pieces, rail_pieces) = buffers;
         let result = if pull.rdma {
             self.grant(channel, &pull, pieces)
         } else {
-            self.stream(channel, &pull, pieces, expires + LEASE_GRACE)
+            let deadline = expires + LEASE_GRACE;
+            self.stream(channel, &pull, (pieces, rail_pieces), deadline, rails)
         };
         self.end_pull(&pull.request_id);
         result
@@ -587,8 +686,9 @@ impl PrefillAgent {
         &self,
         channel: &mut Channel,
         pull: &wire::Pull,
-        pieces: &mut Vec<Piece>,
+        (pieces, rail_pieces): (&mut Vec<Piece>, &mut Vec<Vec<Piece>>),
         deadline: Instant,
+        rails: &[TcpStream],
     ) -> Result<(), KvError> {
         let layout = self.layout();
         let heads = pull.head_start..pull.head_end;
@@ -610,31 +710,86 @@ impl PrefillAgent {
             timeout,
         )?;
         let peer = channel.peer().to_string();
-        let stream = channel.stream();
-        let mut crc32c = vec![0u32; if pull.checksums { pull.blocks.len() } else { 0 }];
+        let (blocks, checksums) = (pull.blocks.len(), pull.checksums);
         // SAFETY: the lease keeps these blocks allocated and unwritten while active_pulls > 0.
         let bytes_of = |p: &Piece| unsafe { self.pool.slice(p.src, p.len) };
-        // Each batch's checksums are taken right after the kernel copied it: the bytes are
-        // still in cache, and the socket drains meanwhile.
-        write_pieces(stream, pieces, deadline, bytes_of, |batch| {
-            if pull.checksums {
-                for piece in batch {
-                    let crc = &mut crc32c[piece.block as usize];
-                    *crc = crc32c::crc32c_append(*crc, bytes_of(piece));
+        // One rail's share: each batch's checksums are taken right after the kernel copied
+        // it, while the bytes are still in cache and the socket drains meanwhile.
+        let send_rail = |stream: &TcpStream, pieces: &[Piece]| {
+            let mut crcs = vec![0u32; if checksums { blocks } else { 0 }];
+            let sent = write_pieces(stream, pieces, deadline, bytes_of, |batch| {
+                if checksums {
+                    for piece in batch {
+                        let crc = &mut crcs[piece.block as usize];
+                        *crc = crc32c::crc32c_append(*crc, bytes_of(piece));
+                    }
                 }
-            }
-        })
-        .map_err(|e| {
-            let what = format!("sending request {} to {peer}", shown(&pull.request_id));
-            if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) {
-                KvError::Refused(format!(
-                    "{what}: the pull outlived the request's lease ({} ms): decode reads too slowly",
-                    self.config.lease.as_millis()
-                ))
-            } else {
-                FabricError::io(what, e).into()
-            }
-        })?;
+            });
+            (crcs, sent)
+        };
+        let mut outcomes = if rails.is_empty() {
+            vec![send_rail(channel.stream(), pieces)]
+        } else {
+            // Striped: rail 0 is this connection, on this thread; the others in parallel.
+            rails::split(pieces, rails.len() + 1, rail_pieces);
+            let send_rail = &send_rail;
+            let primary = channel.stream();
+            let rail_pieces = &*rail_pieces;
+            std::thread::scope(|scope| {
+                let others: Vec<_> = rails
+                    .iter()
+                    .zip(&rail_pieces[1..])
+                    .map(|(stream, share)| scope.spawn(move || send_rail(stream, share)))
+                    .collect();
+                let mut outcomes = vec![send_rail(primary, &rail_pieces[0])];
+                for handle in others {
+                    outcomes.push(handle.join().unwrap_or_else(|_| {
+                        (
+                            Vec::new(),
+                            Err(std::io::Error::other("a rail thread panicked")),
+                        )
+                    }));
+                }
+                outcomes
+            })
+        };
+        if let Some(rail) = outcomes.iter().position(|(_, sent)| sent.is_err()) {
+            let Some((_, Err(e))) = outcomes.drain(rail..).next() else {
+                unreachable!("position found an error at {rail}");
+            };
+            let on = match rail {
+                0 if rails.is_empty() => String::new(),
+                0 => " on rail 0".to_string(),
+                r => format!(
+                    " on rail {r} ({})",
+                    rails[r - 1]
+                        .local_addr()
+                        .map_or_else(|_| "?".into(), |a| a.ip().to_string())
+                ),
+            };
+            let what = format!("sending request {} to {peer}{on}", shown(&pull.request_id));
+            return Err(
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) {
+                    KvError::Refused(format!(
+                        "{what}: the pull outlived the request's lease ({} ms): decode reads too slowly",
+                        self.config.lease.as_millis()
+                    ))
+                } else {
+                    FabricError::io(what, e).into()
+                },
+            );
+        }
+        let crc32c = if !checksums {
+            Vec::new()
+        } else if outcomes.len() == 1 {
+            outcomes.pop().map(|(crcs, _)| crcs).unwrap_or_default()
+        } else {
+            let per_rail: Vec<Vec<u32>> = outcomes.into_iter().map(|(crcs, _)| crcs).collect();
+            rails::merge_checksums(&per_rail, blocks)
+        };
         channel.send(
             &KvMessage::Sent(Sent {
                 request_id: pull.request_id.clone(),
@@ -644,6 +799,83 @@ impl PrefillAgent {
         )?;
         self.stats.pulls.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A rail connection joins the session that holds `join.cookie`; it carries data only.
+    fn join_rail(&self, mut channel: Channel, join: wire::AttachRail) -> Result<(), KvError> {
+        let timeout = self.config.io_timeout;
+        let index = join.index as usize;
+        let placed = (|| {
+            if index == 0 || index >= MAX_RAILS {
+                return Err(format!(
+                    "rail index {index}: rails 1 to {} join a session (0 is its own connection)",
+                    MAX_RAILS - 1
+                ));
+            }
+            let stream = channel
+                .stream()
+                .try_clone()
+                .map_err(|e| format!("cannot keep the rail connection: {e}"))?;
+            let mut joins = self
+                .rail_joins
+                .lock()
+                .map_err(|_| KvError::poisoned().to_string())?;
+            let slots = joins.sessions.get_mut(&join.cookie).ok_or_else(|| {
+                "no session has that rail cookie (it ended, or this prefill restarted): reconnect"
+                    .to_string()
+            })?;
+            if slots.len() <= index {
+                slots.resize_with(index + 1, || None);
+            }
+            if slots[index].is_some() {
+                return Err(format!("rail {index} of that session already joined"));
+            }
+            slots[index] = Some(stream);
+            Ok(())
+        })();
+        match placed {
+            // The session owns the socket now (its own descriptor); this one only acks.
+            Ok(()) => Ok(channel.send(&KvMessage::RailAttached, timeout)?),
+            Err(problem) => {
+                refuse(&mut channel, None, &problem, timeout);
+                Err(KvError::Refused(problem))
+            }
+        }
+    }
+
+    /// Makes sure the session holds rails 1..count, taking them from the joins.
+    fn take_rails(
+        &self,
+        cookie: &str,
+        count: usize,
+        streams: &mut Vec<TcpStream>,
+    ) -> Result<(), KvError> {
+        if count > MAX_RAILS {
+            return Err(KvError::Refused(format!(
+                "a pull striped over {count} rails: at most {MAX_RAILS}"
+            )));
+        }
+        if streams.len() + 1 >= count {
+            return Ok(());
+        }
+        let mut joins = self.rail_joins.lock().map_err(|_| KvError::poisoned())?;
+        let slots = joins.sessions.get_mut(cookie).ok_or_else(|| {
+            KvError::Refused(
+                "a striped pull, but this prefill serves one rail: pull without rails".into(),
+            )
+        })?;
+        while streams.len() + 1 < count {
+            let index = streams.len() + 1;
+            match slots.get_mut(index).and_then(Option::take) {
+                Some(stream) => streams.push(stream),
+                None => {
+                    return Err(KvError::Refused(format!(
+                        "a pull striped over {count} rails, but rail {index} has not joined: attach every rail first"
+                    )))
+                }
+            }
+        }
         Ok(())
     }
 

@@ -32,6 +32,21 @@ pub struct Welcome {
     pub dp_rank: u32,
     pub num_blocks: u32,
     pub lease_ms: u64,
+    /// Multi-rail: prefill's address on each rail, this connection's rail first. Decode
+    /// opens one more connection to each other rail with `AttachRail`.
+    #[serde(default)]
+    pub rails: Vec<String>,
+    /// What those connections present to join this session (random, per session).
+    #[serde(default)]
+    pub rail_cookie: String,
+}
+
+/// First message of a rail connection: "I carry data for the session with this cookie,
+/// as its rail `index`" (1.., the session's own connection being rail 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachRail {
+    pub cookie: String,
+    pub index: u32,
 }
 
 /// "Prefill this prompt": allocate and fill its blocks, hold them under a lease until
@@ -67,6 +82,10 @@ pub struct Pull {
     /// Decode READs the blocks itself over the connected QP; prefill answers `Granted`.
     #[serde(default)]
     pub rdma: bool,
+    /// Stripe the data over this many rails (0 or 1: this connection alone); block i
+    /// travels on rail i mod rails, in plan order within each rail.
+    #[serde(default)]
+    pub rails: u32,
 }
 
 /// An RDMA pull is accepted: the blocks stay leased until `ReadDone`.
@@ -129,6 +148,9 @@ pub enum KvMessage {
     RdmaConnected(RdmaEndpoint),
     Granted(Granted),
     ReadDone(ReadDone),
+    AttachRail(AttachRail),
+    /// The rail connection joined its session.
+    RailAttached,
 }
 
 // Kinds start at 64 so a linkbench frame can never be mistaken for one of these.
@@ -146,6 +168,8 @@ const RDMA_CONNECT: u8 = 74;
 const RDMA_CONNECTED: u8 = 75;
 const GRANTED: u8 = 76;
 const READ_DONE: u8 = 77;
+const ATTACH_RAIL: u8 = 78;
+const RAIL_ATTACHED: u8 = 79;
 
 impl Wire for KvMessage {
     fn kind(&self) -> u8 {
@@ -164,6 +188,8 @@ impl Wire for KvMessage {
             KvMessage::RdmaConnected(_) => RDMA_CONNECTED,
             KvMessage::Granted(_) => GRANTED,
             KvMessage::ReadDone(_) => READ_DONE,
+            KvMessage::AttachRail(_) => ATTACH_RAIL,
+            KvMessage::RailAttached => RAIL_ATTACHED,
         }
     }
 
@@ -183,6 +209,8 @@ impl Wire for KvMessage {
             KvMessage::RdmaConnected(_) => "RdmaConnected",
             KvMessage::Granted(_) => "Granted",
             KvMessage::ReadDone(_) => "ReadDone",
+            KvMessage::AttachRail(_) => "AttachRail",
+            KvMessage::RailAttached => "RailAttached",
         }
     }
 
@@ -203,7 +231,8 @@ impl Wire for KvMessage {
             }
             KvMessage::Granted(m) => serde_json::to_writer(&mut *out, m),
             KvMessage::ReadDone(m) => serde_json::to_writer(&mut *out, m),
-            KvMessage::Bye => Ok(()),
+            KvMessage::AttachRail(m) => serde_json::to_writer(&mut *out, m),
+            KvMessage::Bye | KvMessage::RailAttached => Ok(()),
         };
     }
 
@@ -223,6 +252,8 @@ impl Wire for KvMessage {
             RDMA_CONNECTED => KvMessage::RdmaConnected(parse_payload("RdmaConnected", payload)?),
             GRANTED => KvMessage::Granted(parse_payload("Granted", payload)?),
             READ_DONE => KvMessage::ReadDone(parse_payload("ReadDone", payload)?),
+            ATTACH_RAIL => KvMessage::AttachRail(parse_payload("AttachRail", payload)?),
+            RAIL_ATTACHED => empty_payload("RailAttached", payload, KvMessage::RailAttached)?,
             other => return Err(ProtocolError::UnknownKind(other)),
         })
     }
@@ -265,7 +296,14 @@ mod tests {
                 dp_rank: 0,
                 num_blocks: 9,
                 lease_ms: 5,
+                rails: vec!["10.0.0.1:18600".into(), "10.0.1.1:18600".into()],
+                rail_cookie: "c0".into(),
             }),
+            KvMessage::AttachRail(AttachRail {
+                cookie: "c0".into(),
+                index: 1,
+            }),
+            KvMessage::RailAttached,
             KvMessage::Prefill(Prefill {
                 request_id: "r".into(),
                 tokens: 2000,
@@ -287,6 +325,7 @@ mod tests {
                 head_end: 4,
                 checksums: true,
                 rdma: true,
+                rails: 2,
             }),
             KvMessage::RdmaConnect(endpoint.clone()),
             KvMessage::RdmaConnected(endpoint),

@@ -41,12 +41,21 @@ fn params(shape: &KvShape) -> LinkParams<'_> {
         token: None,
         timeout: T,
         rdma: None,
+        rails: false,
     }
 }
 
 fn start_prefill(tp: u32, rank: u32, dp: u32) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    start_prefill_on(&["127.0.0.1"], tp, rank, dp)[0]
+}
+
+/// A prefill listening on each of `ips` (several: one per rail).
+fn start_prefill_on(ips: &[&str], tp: u32, rank: u32, dp: u32) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = ips
+        .iter()
+        .map(|ip| TcpListener::bind(format!("{ip}:0")).unwrap())
+        .collect();
+    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
     let agent = PrefillAgent::new(
         KvLayout::new(shape(), tp, rank, 32).unwrap(),
         PrefillConfig {
@@ -55,12 +64,17 @@ fn start_prefill(tp: u32, rank: u32, dp: u32) -> SocketAddr {
             io_timeout: T,
             token: None,
             rdma: RdmaOptions::default(),
+            rails: if addrs.len() > 1 {
+                addrs.clone()
+            } else {
+                Vec::new()
+            },
             log: quiet,
         },
     )
     .unwrap();
-    std::thread::spawn(move || agent.serve(listener));
-    addr
+    std::thread::spawn(move || agent.serve_all(listeners));
+    addrs
 }
 
 fn prefill_request(id: &str, dp: u32, tp_rank: u32) -> wire::Prefill {
@@ -160,6 +174,8 @@ fn lying_prefill(lie: &'static str) -> (SocketAddr, mpsc::Receiver<KvMessage>) {
                     dp_rank: 0,
                     num_blocks: 32,
                     lease_ms: 1000,
+                    rails: Vec::new(),
+                    rail_cookie: String::new(),
                 }),
                 T,
             )
@@ -232,6 +248,7 @@ fn decode_agent_checking(
             timeout: T,
             checksums,
             verify,
+            rails: false,
             rdma: None,
         },
     )
@@ -369,6 +386,7 @@ fn start_prefill_with(
             io_timeout: T,
             token: token.map(<[u8]>::to_vec),
             rdma: RdmaOptions::default(),
+            rails: Vec::new(),
             log: quiet,
         },
     )
@@ -484,6 +502,7 @@ fn a_flood_of_unknown_completions_does_not_flood_the_log() {
             io_timeout: T,
             token: None,
             rdma: RdmaOptions::default(),
+            rails: Vec::new(),
             log: count_flood_line,
         },
     )
@@ -512,4 +531,53 @@ fn a_flood_of_unknown_completions_does_not_flood_the_log() {
         2000,
         "every line written or counted"
     );
+}
+
+#[test]
+fn a_pull_striped_over_two_rails_lands_byte_exact_and_strangers_cannot_join_a_session() {
+    // Two loopback addresses stand for two NICs.
+    let addrs = start_prefill_on(&["127.0.0.1", "127.0.0.2"], 1, 0, 0);
+    let tiny = shape();
+    let mut with_rails = params(&tiny);
+    with_rails.rails = true;
+    let mut link = PrefillLink::connect(addrs[0], &with_rails).unwrap();
+    assert_eq!(link.rails(), 2);
+    assert_eq!(link.welcome.rails.len(), 2);
+    let blocks = link.prefill(&prefill_request("striped", 0, 0)).unwrap();
+    let pool = kvcache::pool::KvPool::new(KvLayout::new(shape(), 1, 0, 8).unwrap()).unwrap();
+    let local = [5, 1, 6];
+    let bytes = link
+        .pull("striped", &blocks, 0..4, &pool, &local, true)
+        .unwrap();
+    assert_eq!(bytes, 3 * pool.layout().block_bytes_all_layers());
+    // The bytes landed where the plan puts them: the pattern prefill wrote, block by block.
+    kvcache::pattern::check(&pool, &local, kvcache::pattern::request_seed("striped")).unwrap();
+
+    // A stranger presenting a made-up cookie is refused and joins nothing.
+    let stream = std::net::TcpStream::connect(addrs[1]).unwrap();
+    let mut stranger = Channel::new(stream, addrs[1].to_string());
+    handshake::open_client(&mut stranger, kvcache::TOOL, None).unwrap();
+    stranger
+        .send(
+            &KvMessage::AttachRail(wire::AttachRail {
+                cookie: "00112233445566778899aabbccddeeff".into(),
+                index: 1,
+            }),
+            T,
+        )
+        .unwrap();
+    match stranger.recv_as::<KvMessage>(T, "answer").unwrap() {
+        KvMessage::Refused(r) => assert!(
+            r.message.contains("no session has that rail cookie"),
+            "{r:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // A one-rail link to the same prefill asks for no striping, and is served.
+    let mut plain = PrefillLink::connect(addrs[1], &params(&shape())).unwrap();
+    assert_eq!(plain.rails(), 1);
+    let blocks = plain.prefill(&prefill_request("plain", 0, 0)).unwrap();
+    plain
+        .pull("plain", &blocks, 0..4, &pool, &[0, 2, 3], true)
+        .unwrap();
 }

@@ -287,6 +287,7 @@ fn report(
             "verified": args.peers.verify,
             "verify_gbyte_s": verify_gbyte,
             "transport": transport_name(args.peers.transport),
+            "rails": agent.rails(),
             "concurrency": {"requested": args.concurrency, "effective": workers},
             "link_gbps": args.link_gbps,
             "link_share": share,
@@ -332,6 +333,16 @@ fn report(
         ),
     );
     row("Transport:", transport_name(args.peers.transport).into());
+    if agent.rails() > 1 {
+        row(
+            "Rails:",
+            format!(
+                "{} per prefill rank, block i on rail i mod {}",
+                agent.rails(),
+                agent.rails()
+            ),
+        );
+    }
     row("Successful requests:", tally.ok.to_string());
     row("Failed requests:", tally.failed.to_string());
     if let Some(why) = &tally.stopped {

@@ -106,11 +106,12 @@ struct PrefillArgs {
     #[command(flatten)]
     rdma: RdmaArgs,
     /// Address (and port) to listen on [default: the --iface address, else all addresses;
-    /// port 18600].
-    #[arg(long, value_name = "ADDR[:PORT]")]
+    /// port 18600]. Several, comma-separated: one per rail (NIC); decode stripes each
+    /// transfer over all of them.
+    #[arg(long, value_name = "ADDR[:PORT][,...]")]
     listen: Option<String>,
-    /// Serve on this interface's address.
-    #[arg(long, value_name = "IFACE")]
+    /// Serve on this interface's address; several, comma-separated: one per rail.
+    #[arg(long, value_name = "IFACE[,IFACE...]")]
     iface: Option<String>,
     /// Blocks in the pool [default: 2 GiB worth].
     #[arg(long)]
@@ -150,6 +151,10 @@ struct PeerArgs {
     /// matches the sender's).
     #[arg(long)]
     no_checksum: bool,
+    /// Use only the --peer connection, even when prefill serves several rails
+    /// (by default each pull is striped over every rail prefill announces).
+    #[arg(long)]
+    no_rails: bool,
     /// Deadline for each whole operation (a prefill, a pull, a wait for free blocks), not per read.
     #[arg(long, default_value = "10s", value_parser = cli::duration_arg, value_name = "DURATION")]
     timeout: Duration,
@@ -347,7 +352,7 @@ fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
     let default_blocks =
         ((2u64 << 30) / probe.block_bytes_all_layers()).clamp(1, u32::MAX as u64) as u32;
     let layout = layout(&args.pool, args.num_blocks.unwrap_or(default_blocks))?;
-    let addr = listen_address(args.listen.as_deref(), args.iface.as_deref())?;
+    let addrs = listen_addresses(args.listen.as_deref(), args.iface.as_deref())?;
     let token = token()?;
     let auth = if token.is_some() {
         "NODELINK_TOKEN required"
@@ -369,8 +374,17 @@ fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
         layout.shape.order.name(),
         layout.shape.block_size,
     );
-    // Commit (and for RDMA register) the pool before binding: a decode that connects as
-    // soon as it reads "ready" is served at once.
+    // Bind first (a bad address fails before the pool is committed), then commit (and
+    // for RDMA register) the pool before accepting: a decode that connects as soon as it
+    // reads "ready" is served at once.
+    let listeners = addrs
+        .iter()
+        .map(|&addr| fabric::tcp::listen(addr, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bound = listeners
+        .iter()
+        .map(|l| l.local_addr().context("reading the listening address"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let agent = PrefillAgent::new(
         layout,
         PrefillConfig {
@@ -379,13 +393,20 @@ fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
             io_timeout: args.timeout,
             token,
             rdma: args.rdma.options(),
+            rails: if bound.len() > 1 {
+                bound.clone()
+            } else {
+                Vec::new()
+            },
             log: if args.quiet { quiet_log } else { log_line },
         },
     )?;
-    let listener = fabric::tcp::listen(addr, None)?;
-    let bound = listener
-        .local_addr()
-        .context("reading the listening address")?;
+    let shown: Vec<String> = bound.iter().map(ToString::to_string).collect();
+    let bound = if shown.len() > 1 {
+        format!("{} ({} rails)", shown.join(", "), shown.len())
+    } else {
+        shown.join(", ")
+    };
     let rdma = match agent.rdma_status() {
         Ok(()) => "RDMA and TCP".to_string(),
         Err(why) => format!("TCP only: {why}"),
@@ -395,11 +416,54 @@ fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
         args.pool.dp_rank,
         agent.commit_time().as_secs_f64(),
     );
-    if addr.ip().is_unspecified() {
+    if addrs.iter().any(|a| a.ip().is_unspecified()) {
         eprintln!("kvxfer prefill: serving on all addresses: pass --iface or --listen to restrict");
     }
-    agent.serve(listener)?;
+    agent.serve_all(listeners)?;
     Ok(cli::exit::OK)
+}
+
+/// Every address to listen on: one per rail when `--listen` or `--iface` lists several.
+fn listen_addresses(listen: Option<&str>, iface: Option<&str>) -> anyhow::Result<Vec<SocketAddr>> {
+    let listens: Vec<&str> = listen.map_or(Vec::new(), |l| l.split(',').map(str::trim).collect());
+    let ifaces: Vec<&str> = iface.map_or(Vec::new(), |i| i.split(',').map(str::trim).collect());
+    if listens.len() > 1 || ifaces.len() > 1 {
+        if !listens.is_empty() && !ifaces.is_empty() {
+            return Err(cli::usage(
+                "rails: give --listen ADDR,ADDR or --iface IFACE,IFACE, not both",
+            ));
+        }
+        let addrs = if listens.is_empty() {
+            ifaces
+                .iter()
+                .map(|i| listen_address(None, Some(i)))
+                .collect::<anyhow::Result<Vec<_>>>()?
+        } else {
+            listens
+                .iter()
+                .map(|l| listen_address(Some(l), None))
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
+        if let Some(bad) = addrs.iter().find(|a| a.ip().is_unspecified()) {
+            return Err(cli::usage(format!(
+                "rail address {bad}: each rail listens on its own NIC's address, not on all addresses"
+            )));
+        }
+        for (i, a) in addrs.iter().enumerate() {
+            if addrs[..i].contains(a) {
+                return Err(cli::usage(format!("rail address {a} given twice")));
+            }
+        }
+        if addrs.len() > kvcache::rails::MAX_RAILS {
+            return Err(cli::usage(format!(
+                "{} rails: at most {}",
+                addrs.len(),
+                kvcache::rails::MAX_RAILS
+            )));
+        }
+        return Ok(addrs);
+    }
+    Ok(vec![listen_address(listen, iface)?])
 }
 
 /// `--listen`, else the `--iface` address, else all addresses; port 18600 unless given.
@@ -459,6 +523,7 @@ fn decode_agent(peers: &PeerArgs, num_blocks: u32) -> anyhow::Result<std::sync::
             timeout: peers.timeout,
             checksums: !peers.no_checksum,
             verify: peers.verify,
+            rails: !peers.no_rails,
             rdma: (peers.transport == Transport::Rdma).then(|| peers.rdma.options()),
         },
     )?)

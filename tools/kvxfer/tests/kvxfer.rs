@@ -31,9 +31,15 @@ struct Prefill {
 impl Prefill {
     fn start(ns: &Netns, port: u16, extra: &[&str]) -> Prefill {
         let addr = format!("{}:{port}", Pair::ADDR_A);
+        Self::start_listening(ns, &addr, port, extra)
+    }
+
+    /// `--listen LISTEN` (several addresses: one per rail); `addr` is the first.
+    fn start_listening(ns: &Netns, listen: &str, port: u16, extra: &[&str]) -> Prefill {
+        let addr = listen.split(',').next().unwrap_or(listen).to_string();
         let mut child = ns
             .command(BIN)
-            .args(["prefill", "--listen", &addr])
+            .args(["prefill", "--listen", listen])
             .args(extra)
             .env_remove("NODELINK_TOKEN")
             .stdout(Stdio::null())
@@ -723,4 +729,111 @@ fn bench_paces_poisson_arrivals_skips_warm_ups_and_writes_csv() {
     let out = bench(&pair.b, &prefill.addr, &["--request-rate", "0"]);
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
     assert!(stderr(&out).contains("--request-rate"), "{}", stderr(&out));
+}
+
+/// A pair of namespaces joined by two rails (nl0 10.77.0.x, nl1 10.77.1.x), each shaped
+/// to `rate` both ways, with a prefill listening on both.
+fn two_rails(rate: &str, port: u16) -> Option<(Pair, Prefill)> {
+    let pair = build_or_skip(|| {
+        let pair = Pair::new()?;
+        pair.shape_both(rate)?;
+        let (iface, _, _) = pair.add_rail(1)?;
+        Pair::shape_dev(&pair.a, &iface, rate)?;
+        Pair::shape_dev(&pair.b, &iface, rate)?;
+        Ok(pair)
+    })?;
+    let listen = format!("{}:{port},10.77.1.1:{port}", Pair::ADDR_A);
+    let prefill = Prefill::start_listening(&pair.a, &listen, port, &["--num-blocks", "300"]);
+    Some((pair, prefill))
+}
+
+#[test]
+fn rails_stripe_each_request_byte_exact_and_add_up() {
+    let _turn = serial();
+    let Some((pair, prefill)) = two_rails("1gbit", 18604) else {
+        return;
+    };
+    let common = [
+        "--peer",
+        &prefill.addr,
+        "--input-len",
+        "1000",
+        "--num-prompts",
+        "6",
+        "--concurrency",
+        "1",
+    ];
+    // Every byte checked: a block on the wrong rail or out of order fails the request.
+    let out = kvxfer(
+        &pair.b,
+        &[&["bench"][..], &common, &["--verify", "--json", "-q"]].concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(
+        (doc["requests"].as_u64(), doc["failed"].as_u64()),
+        (Some(6), Some(0))
+    );
+    assert_eq!(doc["rails"], 2, "{doc}");
+    // Two 1 Gbit/s rails: one request moves at about 2 Gbit/s (first pull to last byte).
+    let gbps = |doc: &Value| {
+        doc["bytes_per_request"].as_f64().unwrap() * 8.0
+            / (doc["latency_ms"]["p50"].as_f64().unwrap() / 1e3)
+            / 1e9
+    };
+    let striped = gbps(&doc);
+    assert!(
+        (1.6..=2.1).contains(&striped),
+        "two rails: {striped} Gbit/s"
+    );
+    // One rail only: about 1 Gbit/s.
+    let out = kvxfer(
+        &pair.b,
+        &[&["bench"][..], &common, &["--no-rails", "--json", "-q"]].concat(),
+    );
+    let doc = json(&out);
+    assert_eq!(doc["rails"], 1);
+    let single = gbps(&doc);
+    assert!((0.8..=1.05).contains(&single), "one rail: {single} Gbit/s");
+}
+
+#[test]
+fn a_rail_going_down_fails_the_request_naming_the_rail_and_nothing_hangs() {
+    let _turn = serial();
+    let Some((pair, prefill)) = two_rails("1gbit", 18605) else {
+        return;
+    };
+    let started = Instant::now();
+    let bench = spawn_bench(
+        &pair.b,
+        &[
+            "--peer",
+            &prefill.addr,
+            "--input-len",
+            "500",
+            "--num-prompts",
+            "200",
+            "--concurrency",
+            "1",
+            "--timeout",
+            "3s",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    pair.b.ip(&["link", "set", "nl1", "down"]).unwrap();
+    let out = bench.wait_with_output().unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    let doc = json(&out);
+    assert!(
+        doc["requests"].as_u64().unwrap() >= 1,
+        "some moved first: {doc}"
+    );
+    assert!(doc["failed"].as_u64().unwrap() >= 1, "{doc}");
+    assert_eq!(out.status.code(), Some(1), "some failed: {doc}");
+    let errors = doc["errors"].to_string() + &doc["stopped"].to_string();
+    assert!(
+        errors.contains("on rail 1 (10.77.1.1)"),
+        "names the rail: {errors}"
+    );
 }
