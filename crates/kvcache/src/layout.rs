@@ -83,6 +83,33 @@ pub struct KvShape {
 }
 
 impl KvShape {
+    /// The largest block [`KvShape::raw`] can describe.
+    pub const RAW_MAX: u64 = 256 << 20;
+
+    /// A model-free pool of `block_bytes`-byte blocks (a power of two, 2 B ..
+    /// [`KvShape::RAW_MAX`]), for block-size sweeps as nixlbench runs them: one layer,
+    /// one fp8 head, so each block is two contiguous halves (K and V).
+    pub fn raw(block_bytes: u64) -> Result<KvShape, KvError> {
+        if !block_bytes.is_power_of_two() || !(2..=Self::RAW_MAX).contains(&block_bytes) {
+            return Err(KvError::Config(format!(
+                "raw block of {block_bytes} bytes: give a power of two from 2 B to {} MiB",
+                Self::RAW_MAX >> 20
+            )));
+        }
+        let head_dim = (block_bytes / 2).min(65536);
+        let shape = KvShape {
+            model: format!("raw-{block_bytes}"),
+            layers: 1,
+            kv_heads: 1,
+            head_dim: head_dim as u32,
+            dtype: Dtype::Fp8,
+            block_size: (block_bytes / 2 / head_dim) as u32,
+            order: Order::Nhd,
+        };
+        shape.validate()?;
+        Ok(shape)
+    }
+
     pub fn from_model(
         model: &model::ModelShape,
         dtype: Option<Dtype>,
@@ -365,5 +392,16 @@ pub(crate) mod tests {
         assert!(layout.check_block(3).is_ok());
         let e = layout.check_block(4).unwrap_err().to_string();
         assert!(e.contains("out of range") && e.contains("4 blocks"), "{e}");
+    }
+
+    #[test]
+    fn raw_blocks_are_exactly_the_asked_size() {
+        for bytes in [2u64, 1 << 10, 64 << 10, 1 << 20, 64 << 20, KvShape::RAW_MAX] {
+            let layout = KvLayout::new(KvShape::raw(bytes).unwrap(), 1, 0, 4).unwrap();
+            assert_eq!(layout.block_bytes_all_layers(), bytes, "{bytes}");
+        }
+        for bad in [0u64, 3, 1000, KvShape::RAW_MAX * 2] {
+            assert!(KvShape::raw(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -11,7 +11,7 @@ mod units;
 pub use bars::{write_bar_chart, BarChart};
 pub use heatmap::{write_heatmap, Heatmap};
 pub use latency::{LatencyRecorder, LatencySummary};
-pub use plot::{is_chart_path, write_chart, Chart, PlotError, Series};
+pub use plot::{is_chart_path, write_chart, Axis, Chart, PlotError, Series};
 pub use render::{write_csv, Table};
 pub use units::{
     format_bytes, format_duration, format_rate, gbit_per_s, gbyte_per_s, parse_duration,

@@ -32,12 +32,24 @@ pub struct Chart {
     /// Message sizes: a log2 axis labelled in bytes (2, 64, 1K, 1M).
     pub x_log2_bytes: bool,
     pub series: Vec<Series>,
+    /// Lines drawn against a second y axis on the right (another unit: latency beside
+    /// bandwidth, say).
+    pub secondary: Option<Axis>,
+}
+
+/// A right-hand y axis and its lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Axis {
+    pub label: String,
+    pub series: Vec<Series>,
 }
 
 const WIDTH: f64 = 800.0;
 const HEIGHT: f64 = 480.0;
 const LEFT: f64 = 80.0;
 const RIGHT: f64 = 30.0;
+/// Room for the second axis's labels, when there is one.
+const RIGHT_AXIS: f64 = 60.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
 pub(crate) const COLORS: [&str; 6] = [
@@ -93,11 +105,25 @@ pub(crate) fn number_label(value: f64) -> String {
     }
 }
 
+/// The top of a y axis (a whole number of nice steps above every point) and its step.
+fn y_scale<'a>(series: impl Iterator<Item = &'a Series>) -> (f64, f64) {
+    let y_top = series
+        .flat_map(|s| s.points.iter())
+        .map(|p| p.1)
+        .filter(|y| y.is_finite())
+        .fold(0.0, f64::max);
+    let step = nice_step(if y_top > 0.0 { y_top } else { 1.0 });
+    (((y_top / step).ceil().max(1.0)) * step, step)
+}
+
 impl Chart {
     pub fn to_svg(&self) -> String {
-        let points = self.series.iter().flat_map(|s| s.points.iter());
+        let points = self
+            .series
+            .iter()
+            .chain(self.secondary.iter().flat_map(|a| a.series.iter()))
+            .flat_map(|s| s.points.iter());
         let xs: Vec<f64> = points
-            .clone()
             .map(|p| {
                 if self.x_log2_bytes {
                     p.0.max(1.0).log2()
@@ -116,13 +142,13 @@ impl Chart {
         if x_max <= x_min || x_max.is_nan() {
             x_max = x_min + 1.0;
         }
-        let y_top = points
-            .map(|p| p.1)
-            .filter(|y| y.is_finite())
-            .fold(0.0, f64::max);
-        let step = nice_step(if y_top > 0.0 { y_top } else { 1.0 });
-        let y_max = ((y_top / step).ceil().max(1.0)) * step;
-        let plot_w = WIDTH - LEFT - RIGHT;
+        let (y_max, step) = y_scale(self.series.iter());
+        let right = if self.secondary.is_some() {
+            RIGHT_AXIS
+        } else {
+            RIGHT
+        };
+        let plot_w = WIDTH - LEFT - right;
         let plot_h = HEIGHT - TOP - BOTTOM;
         let sx = |x: f64| LEFT + (x - x_min) / (x_max - x_min) * plot_w;
         let sy = |y: f64| TOP + plot_h - (y / y_max) * plot_h;
@@ -198,8 +224,17 @@ impl Chart {
             TOP + plot_h / 2.0,
             escape(&self.y_label)
         );
-        for (i, series) in self.series.iter().enumerate() {
+        let lines =
+            self.series
+                .iter()
+                .map(|s| (s, y_max, false))
+                .chain(self.secondary.iter().flat_map(|axis| {
+                    let (top, _) = y_scale(axis.series.iter());
+                    axis.series.iter().map(move |s| (s, top, true))
+                }));
+        for (i, (series, top, on_right)) in lines.enumerate() {
             let color = COLORS[i % COLORS.len()];
+            let sy = |y: f64| TOP + plot_h - (y / top) * plot_h;
             let path: Vec<String> = series
                 .points
                 .iter()
@@ -213,9 +248,14 @@ impl Chart {
                     format!("{:.1},{:.1}", sx(x), sy(y))
                 })
                 .collect();
+            let dash = if on_right {
+                r#" stroke-dasharray="6 3""#
+            } else {
+                ""
+            };
             let _ = writeln!(
                 svg,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{}"/>"#,
                 path.join(" ")
             );
             for point in &path {
@@ -224,14 +264,45 @@ impl Chart {
                 }
             }
             let ly = TOP + 16.0 + 18.0 * i as f64;
+            let name = if on_right {
+                format!("{} (right axis)", series.name)
+            } else {
+                series.name.clone()
+            };
             let _ = writeln!(
                 svg,
-                r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+                r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}">{}</text>"#,
                 LEFT + 12.0,
                 LEFT + 32.0,
                 LEFT + 38.0,
                 ly + 4.0,
-                escape(&series.name)
+                escape(&name)
+            );
+        }
+        if let Some(axis) = &self.secondary {
+            // The right axis: its own ticks, no grid (the left axis has one).
+            let (top, step) = y_scale(axis.series.iter());
+            let x_axis = LEFT + plot_w;
+            let mut y = 0.0;
+            while y <= top + step / 2.0 {
+                let py = TOP + plot_h - (y / top) * plot_h;
+                let _ = writeln!(
+                    svg,
+                    r##"<line x1="{x_axis:.1}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#333"/><text x="{:.1}" y="{:.1}">{}</text>"##,
+                    x_axis + 4.0,
+                    x_axis + 6.0,
+                    py + 4.0,
+                    number_label(y)
+                );
+                y += step;
+            }
+            let mid = TOP + plot_h / 2.0;
+            let _ = writeln!(
+                svg,
+                r#"<text x="{:.1}" y="{mid:.1}" text-anchor="middle" transform="rotate(90 {:.1} {mid:.1})">{}</text>"#,
+                WIDTH - 12.0,
+                WIDTH - 12.0,
+                escape(&axis.label)
             );
         }
         svg.push_str("</svg>\n");
@@ -273,6 +344,7 @@ mod tests {
             x_label: "message size (bytes)".into(),
             y_label: "Gbit/s".into(),
             x_log2_bytes: true,
+            secondary: None,
             series: vec![Series {
                 name: "receiver".into(),
                 points: (1..=23).map(|p| (2f64.powi(p), p as f64 * 0.5)).collect(),
@@ -288,6 +360,30 @@ mod tests {
         assert!(svg.contains("&lt;veth&gt;"));
         assert!(svg.contains(">8M<") && svg.contains(">2K<") && svg.contains(">2<"));
         assert!(svg.contains("Gbit/s"));
+    }
+
+    #[test]
+    fn a_second_axis_scales_its_lines_on_its_own() {
+        let mut both = chart();
+        both.secondary = Some(Axis {
+            label: "latency (us)".into(),
+            series: vec![Series {
+                name: "mean".into(),
+                points: (1..=23)
+                    .map(|p| (2f64.powi(p), p as f64 * 1000.0))
+                    .collect(),
+            }],
+        });
+        let svg = both.to_svg();
+        assert_eq!(svg.matches("<circle").count(), 46);
+        assert!(svg.contains("latency (us)") && svg.contains("mean (right axis)"));
+        assert!(
+            svg.contains("stroke-dasharray"),
+            "the right axis's lines are dashed"
+        );
+        // Its ticks reach its own top (25,000), not the left axis's (12).
+        assert!(svg.contains(">25000<"), "{svg}");
+        assert!(!chart().to_svg().contains("stroke-dasharray"));
     }
 
     #[test]

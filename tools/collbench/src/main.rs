@@ -306,6 +306,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
             x_label: "message size (bytes)".into(),
             y_label: "bus bandwidth (GB/s, 1e9 B/s)".into(),
             x_log2_bytes: true,
+            secondary: None,
             series: vec![
                 series("out-of-place", |r| r.busbw_gbs),
                 series("in-place", |r| r.in_place.busbw_gbs),

@@ -15,18 +15,18 @@ use std::time::{Duration, Instant};
 const DEFAULT_POOL_BYTES: u64 = 2 << 30;
 
 #[derive(Default)]
-struct Tally {
-    latency: LatencyRecorder,
-    bytes: u64,
+pub(crate) struct Tally {
+    pub latency: LatencyRecorder,
+    pub bytes: u64,
     /// Time spent in the content checks (--verify), after each timed transfer.
-    verify: Duration,
-    ok: u64,
-    failed: u64,
+    pub verify: Duration,
+    pub ok: u64,
+    pub failed: u64,
     /// First few distinct failure sentences, for the report.
-    errors: Vec<String>,
+    pub errors: Vec<String>,
     /// Why the bench stopped early (a prefill that is gone): the prompts not tried are
     /// counted as failed, not retried one by one against a dead peer.
-    stopped: Option<String>,
+    pub stopped: Option<String>,
 }
 
 /// Errors that end the whole bench: the prefill itself is gone or unreachable, so every
@@ -94,6 +94,19 @@ fn measure_link(peer: &str, timeout: Duration) -> anyhow::Result<f64> {
 
 pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
     cli::check_csv_path(args.csv.as_deref())?;
+    if args.sweep_block.is_some() {
+        return crate::sweep::bench(args);
+    }
+    if args.plot.is_some() {
+        return Err(cli::usage(
+            "--plot draws a block-size sweep: add --sweep-block MIN..MAX",
+        ));
+    }
+    if args.batch.is_some() {
+        return Err(cli::usage(
+            "--batch sets blocks per request in a sweep: add --sweep-block, or give --input-len",
+        ));
+    }
     if let Some(peer) = args.link_peer.clone() {
         args.link_gbps = Some(measure_link(&peer, args.peers.timeout)?);
     }
@@ -126,13 +139,35 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
         "requests",
         !args.quiet && !args.peers.json,
     );
+    let (tally, duration) = drive(&agent, &args, args.input_len, workers, &prefix, &bar)?;
+    bar.finish_and_clear();
+    report(&args, &agent, &tally, duration, workers)?;
+    Ok(if tally.failed == 0 {
+        cli::exit::OK
+    } else if tally.ok > 0 {
+        cli::exit::WARN
+    } else {
+        cli::exit::FAIL
+    })
+}
+
+/// Runs the warm-ups, then `args.num_prompts` requests of `tokens` tokens on `workers`
+/// workers (paced by --request-rate); returns the tally and the timed duration.
+pub(crate) fn drive(
+    agent: &Arc<DecodeAgent>,
+    args: &BenchArgs,
+    tokens: u64,
+    workers: u32,
+    prefix: &str,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<(Tally, Duration)> {
     // Warm-ups: one worker's connections, the same requests, nothing counted.
     if args.num_warmups > 0 {
         let mut links = agent.links();
         for index in 0..args.num_warmups {
             let id = format!("{prefix}-warmup-{index}");
             agent
-                .transfer(&mut links, &id, args.input_len, Duration::ZERO)
+                .transfer(&mut links, &id, tokens, Duration::ZERO)
                 .map_err(|e| anyhow::anyhow!("warm-up request {index} failed: {e}"))?;
         }
         links.close();
@@ -149,30 +184,22 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
         for _ in 0..workers {
             scope.spawn(|| {
                 worker(
-                    &agent,
-                    &args,
-                    &prefix,
+                    agent,
+                    (args, tokens),
+                    prefix,
                     (&next, &schedule, started),
                     &tally,
-                    &bar,
+                    bar,
                 )
             });
         }
     });
     let duration = started.elapsed();
-    bar.finish_and_clear();
     let mut tally = tally.into_inner().unwrap_or_default();
     if tally.stopped.is_some() {
         tally.failed = args.num_prompts - tally.ok;
     }
-    report(&args, &agent, &tally, duration, workers)?;
-    Ok(if tally.failed == 0 {
-        cli::exit::OK
-    } else if tally.ok > 0 {
-        cli::exit::WARN
-    } else {
-        cli::exit::FAIL
-    })
+    Ok((tally, duration))
 }
 
 /// The next request's index, and when each request arrives after `started`.
@@ -180,7 +207,7 @@ type Queue<'a> = (&'a AtomicU64, &'a [Duration], Instant);
 
 fn worker(
     agent: &Arc<DecodeAgent>,
-    args: &BenchArgs,
+    (args, tokens): (&BenchArgs, u64),
     prefix: &str,
     (next, schedule, started): Queue,
     tally: &Mutex<Tally>,
@@ -203,7 +230,7 @@ fn worker(
             std::thread::sleep(wait);
         }
         let id = format!("{prefix}-{index}");
-        let result = agent.transfer(&mut links, &id, args.input_len, Duration::ZERO);
+        let result = agent.transfer(&mut links, &id, tokens, Duration::ZERO);
         let Ok(mut tally) = tally.lock() else { break };
         if let Err(e) = &result {
             if fatal(e) && tally.stopped.is_none() {

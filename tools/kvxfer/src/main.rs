@@ -6,6 +6,7 @@
 //! Exit codes: 0 done, 1 some requests failed (bench), 2 failed, 64 bad invocation.
 
 mod bench;
+mod sweep;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -125,6 +126,13 @@ struct PrefillArgs {
     /// No per-connection log lines.
     #[arg(short, long)]
     quiet: bool,
+    /// Serve raw pools for `kvxfer bench --sweep-block`: one per power-of-two block size
+    /// in MIN..MAX, size i on the port + i (model flags do not apply).
+    #[arg(long, value_name = "MIN..MAX", value_parser = parse_sweep)]
+    sweep_block: Option<Sweep>,
+    /// With --sweep-block: bytes of each size's pool (at least 4 blocks).
+    #[arg(long, default_value = "64M", value_parser = cli::size_arg, value_name = "BYTES")]
+    sweep_pool: u64,
 }
 
 /// Flags shared by the two decode-side commands.
@@ -209,9 +217,20 @@ struct BenchArgs {
     /// Requests moved first and not counted (connections, page faults).
     #[arg(long, default_value_t = 0, value_name = "N")]
     num_warmups: u64,
-    /// Also write the summary as one CSV row.
+    /// Also write the summary as one CSV row (with --sweep-block: one row per size).
     #[arg(long, value_name = "FILE")]
     csv: Option<std::path::PathBuf>,
+    /// nixlbench-style: sweep the block size over powers of two (e.g. 1K..64M) against
+    /// a `kvxfer prefill --sweep-block` with the same range (size i on --peer's port + i).
+    #[arg(long, value_name = "MIN..MAX", value_parser = parse_sweep)]
+    sweep_block: Option<Sweep>,
+    /// With --sweep-block: blocks per request [default: 16, a 256-token request at vLLM's
+    /// block size; 1 measures one block per round trip].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8192), value_name = "N")]
+    batch: Option<u32>,
+    /// With --sweep-block: draw bandwidth and latency against the block size (SVG).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
     /// Request ids are PREFIX-0, PREFIX-1, ...: give every decode rank of a TP group the same.
     #[arg(long)]
     id_prefix: Option<String>,
@@ -225,6 +244,39 @@ struct BenchArgs {
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
+}
+
+/// Most sizes one sweep may hold.
+const MAX_SWEEP: usize = 24;
+
+/// The block sizes of a sweep (a newtype: clap would read a bare Vec as many values).
+#[derive(Debug, Clone)]
+pub(crate) struct Sweep(pub Vec<u64>);
+
+/// `MIN..MAX` (e.g. `1K..64M`): every power of two from MIN to MAX.
+fn parse_sweep(text: &str) -> Result<Sweep, String> {
+    let (lo, hi) = text
+        .split_once("..")
+        .ok_or_else(|| format!("{text:?}: give a range MIN..MAX, e.g. 1K..64M"))?;
+    let (lo, hi) = (cli::size_arg(lo.trim())?, cli::size_arg(hi.trim())?);
+    for end in [lo, hi] {
+        if !end.is_power_of_two() || !(1024..=KvShape::RAW_MAX).contains(&end) {
+            return Err(format!(
+                "{end} bytes: sweep ends are powers of two from 1K to {}M",
+                KvShape::RAW_MAX >> 20
+            ));
+        }
+    }
+    if lo > hi {
+        return Err(format!("{text:?}: MIN is above MAX"));
+    }
+    let sizes: Vec<u64> = (lo.trailing_zeros()..=hi.trailing_zeros())
+        .map(|bit| 1u64 << bit)
+        .collect();
+    if sizes.len() > MAX_SWEEP {
+        return Err(format!("{} sizes: at most {MAX_SWEEP}", sizes.len()));
+    }
+    Ok(Sweep(sizes))
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -245,6 +297,7 @@ fn parse_dtype(text: &str) -> Result<Dtype, String> {
 
 fn main() -> std::process::ExitCode {
     cli::main("kvxfer", |cli: Cli| match cli.command {
+        Command::Prefill(args) if args.sweep_block.is_some() => sweep::prefill(args),
         Command::Prefill(args) => prefill(args),
         Command::Decode(args) => decode(args).map_err(rdma_hint),
         Command::Bench(args) => bench::run(args).map_err(rdma_hint),
@@ -322,15 +375,15 @@ fn layout(pool: &PoolArgs, num_blocks: u32) -> anyhow::Result<KvLayout> {
         .map_err(|e| cli::usage(e.to_string()))
 }
 
-fn token() -> anyhow::Result<Option<Vec<u8>>> {
+pub(crate) fn token() -> anyhow::Result<Option<Vec<u8>>> {
     fabric::handshake::token_from_env().map_err(|e| cli::usage(e.to_string()))
 }
 
-fn log_line(line: &str) {
+pub(crate) fn log_line(line: &str) {
     eprintln!("kvxfer prefill: {line}");
 }
 
-fn quiet_log(_: &str) {}
+pub(crate) fn quiet_log(_: &str) {}
 
 fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
     if args.lease.is_zero() {
@@ -424,7 +477,10 @@ fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
 }
 
 /// Every address to listen on: one per rail when `--listen` or `--iface` lists several.
-fn listen_addresses(listen: Option<&str>, iface: Option<&str>) -> anyhow::Result<Vec<SocketAddr>> {
+pub(crate) fn listen_addresses(
+    listen: Option<&str>,
+    iface: Option<&str>,
+) -> anyhow::Result<Vec<SocketAddr>> {
     let listens: Vec<&str> = listen.map_or(Vec::new(), |l| l.split(',').map(str::trim).collect());
     let ifaces: Vec<&str> = iface.map_or(Vec::new(), |i| i.split(',').map(str::trim).collect());
     if listens.len() > 1 || ifaces.len() > 1 {
@@ -506,14 +562,28 @@ fn listen_address(listen: Option<&str>, iface: Option<&str>) -> anyhow::Result<S
 /// Resolves `--peer` and attaches to every prefill rank.
 fn decode_agent(peers: &PeerArgs, num_blocks: u32) -> anyhow::Result<std::sync::Arc<DecodeAgent>> {
     let layout = layout(&peers.pool, peers.num_blocks.unwrap_or(num_blocks))?;
-    let addrs = peers
+    let addrs = peer_addresses(peers)?;
+    decode_agent_on(layout, addrs, peers)
+}
+
+/// `--peer`'s addresses, in the order given.
+pub(crate) fn peer_addresses(peers: &PeerArgs) -> anyhow::Result<Vec<SocketAddr>> {
+    peers
         .peer
         .split(',')
         .map(|p| {
             fabric::tcp::resolve_peer(p.trim(), kvcache::DEFAULT_PORT)
                 .map_err(|e| cli::usage(format!("--peer {p}: {e}")))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect()
+}
+
+/// A decode agent with this pool `layout`, attached to `addrs`.
+pub(crate) fn decode_agent_on(
+    layout: KvLayout,
+    addrs: Vec<SocketAddr>,
+    peers: &PeerArgs,
+) -> anyhow::Result<std::sync::Arc<DecodeAgent>> {
     Ok(DecodeAgent::new(
         layout,
         DecodeConfig {

@@ -837,3 +837,102 @@ fn a_rail_going_down_fails_the_request_naming_the_rail_and_nothing_hangs() {
         "names the rail: {errors}"
     );
 }
+
+#[test]
+fn a_block_size_sweep_has_a_verified_row_per_size_with_csv_and_chart() {
+    let _turn = serial();
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    let prefill = Prefill::start(
+        &pair.a,
+        18610,
+        &["--sweep-block", "1K..64K", "--sweep-pool", "2M"],
+    );
+    let dir = std::env::temp_dir().join(format!("kvxfer-sweep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (csv, svg) = (dir.join("sweep.csv"), dir.join("sweep.svg"));
+    let out = kvxfer(
+        &pair.b,
+        &[
+            "bench",
+            "--peer",
+            &prefill.addr,
+            "--sweep-block",
+            "1K..64K",
+            "--num-prompts",
+            "12",
+            "--concurrency",
+            "3",
+            "--batch",
+            "4",
+            "--verify",
+            "--json",
+            "-q",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--plot",
+            svg.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = json(&out);
+    let rows = doc["sweep"].as_array().unwrap();
+    let sizes: Vec<u64> = rows
+        .iter()
+        .map(|r| r["block_bytes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [1024, 2048, 4096, 8192, 16384, 32768, 65536]);
+    for row in rows {
+        assert_eq!(
+            (row["requests"].as_u64(), row["failed"].as_u64()),
+            (Some(12), Some(0)),
+            "{row}"
+        );
+        assert_eq!(row["batch"], 4);
+        assert!(row["bandwidth_gbyte_s"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["blocks_per_s"].as_f64().unwrap() > 0.0, "{row}");
+        let (mean, p99) = (
+            row["latency_us"]["mean"].as_f64().unwrap(),
+            row["latency_us"]["p99"].as_f64().unwrap(),
+        );
+        assert!(mean > 0.0 && p99 >= mean * 0.5, "{row}");
+    }
+    assert_eq!(doc["verified"], true);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 8, "{text}");
+    assert!(text.starts_with("block_bytes,batch,"));
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert_eq!(
+        chart.matches("<polyline").count(),
+        3,
+        "bandwidth, mean and p99 latency"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Another range than the prefill's: size i meets a pool of another size, refused.
+    let out = kvxfer(
+        &pair.b,
+        &[
+            "bench",
+            "--peer",
+            &prefill.addr,
+            "--sweep-block",
+            "2K..4K",
+            "--json",
+            "-q",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("block size 2 KiB"),
+        "{}",
+        stderr(&out)
+    );
+    // A range that is not powers of two is refused before anything moves.
+    let out = kvxfer(
+        &pair.b,
+        &["bench", "--peer", &prefill.addr, "--sweep-block", "1K..3K"],
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+}

@@ -324,6 +324,7 @@ pub fn bandwidth(
                 x_label: "message size (bytes)".into(),
                 y_label: "throughput at the receiver (Gbit/s)".into(),
                 x_log2_bytes: true,
+                secondary: None,
                 series: vec![Series {
                     name: "Gbit/s".into(),
                     points: reports
@@ -513,6 +514,7 @@ pub fn latency(output: &Output, sweep: bool, reports: &[LatReport]) -> anyhow::R
                 x_label: "message size (bytes)".into(),
                 y_label: "one-way latency = RTT/2 (us)".into(),
                 x_log2_bytes: true,
+                secondary: None,
                 series: vec![
                     Series {
                         name: "p50".into(),
@@ -624,6 +626,7 @@ pub fn rdma_bandwidth(
                 x_label: "message size (bytes)".into(),
                 y_label: "average bandwidth (Gbit/s)".into(),
                 x_log2_bytes: true,
+                secondary: None,
                 series: vec![Series {
                     name: "Gbit/s".into(),
                     points: reports
