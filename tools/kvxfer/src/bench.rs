@@ -3,7 +3,7 @@
 //! are done; the report gives successes, failures, throughput, per-request transfer
 //! latency and the share of the link.
 
-use crate::{blocks_for, decode_agent, BenchArgs};
+use crate::{blocks_for, BenchArgs};
 use anyhow::Context;
 use kvcache::decode::DecodeAgent;
 use measure::LatencyRecorder;
@@ -27,6 +27,23 @@ pub(crate) struct Tally {
     /// Why the bench stopped early (a prefill that is gone): the prompts not tried are
     /// counted as failed, not retried one by one against a dead peer.
     pub stopped: Option<String>,
+}
+
+impl Tally {
+    /// Adds another decode agent's tally to this one.
+    fn absorb(&mut self, other: Tally) {
+        self.latency.merge(&other.latency);
+        self.bytes += other.bytes;
+        self.verify += other.verify;
+        self.ok += other.ok;
+        self.failed += other.failed;
+        for error in other.errors {
+            if self.errors.len() < 5 && !self.errors.contains(&error) {
+                self.errors.push(error);
+            }
+        }
+        self.stopped = self.stopped.take().or(other.stopped);
+    }
 }
 
 /// Errors that end the whole bench: the prefill itself is gone or unreachable, so every
@@ -112,11 +129,32 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
     }
     let block_size = args.peers.pool.block_size;
     let per_request = blocks_for(args.input_len, block_size)?;
-    // Probe the block size of this rank's layout to size the default pool.
+    let groups = scheme_groups(&args)?;
+    // Probe the block size of this rank's layout to size the default pool; several
+    // decode agents share the default budget.
     let block_bytes = crate::layout(&args.peers.pool, 1)?.block_bytes_all_layers();
-    let fits = (DEFAULT_POOL_BYTES / block_bytes / per_request.max(1) as u64).max(1);
+    let budget = DEFAULT_POOL_BYTES / groups.len() as u64;
+    let fits = (budget / block_bytes / per_request.max(1) as u64).max(1);
     let default_blocks = per_request as u64 * fits.min(args.concurrency as u64);
-    let agent = decode_agent(&args.peers, default_blocks.min(u32::MAX as u64) as u32)?;
+    let mut agents = Vec::with_capacity(groups.len());
+    for group in &groups {
+        let layout = crate::layout(
+            &args.peers.pool,
+            args.peers
+                .num_blocks
+                .unwrap_or(default_blocks.min(u32::MAX as u64) as u32),
+        )?;
+        let agent = crate::decode_agent_on(layout, group.clone(), &args.peers)?;
+        if args.scheme == Some(crate::Scheme::OneToMany) && agent.prefill_tp() > 1 {
+            return Err(cli::usage(format!(
+                "--scheme one-to-many pulls from independent prefills, but {} is one of {} TP ranks: list the ranks of one group with --scheme tp",
+                group[0],
+                agent.prefill_tp()
+            )));
+        }
+        agents.push(agent);
+    }
+    let agent = &agents[0];
     let pool_requests = agent.layout().num_blocks / per_request;
     if pool_requests == 0 {
         return Err(cli::usage(format!(
@@ -139,9 +177,68 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
         "requests",
         !args.quiet && !args.peers.json,
     );
-    let (tally, duration) = drive(&agent, &args, args.input_len, workers, &prefix, &bar)?;
+    // Every agent at once, the prompts split between them.
+    let count = agents.len() as u64;
+    let outcomes: Vec<anyhow::Result<(Tally, Duration)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = agents
+            .iter()
+            .enumerate()
+            .map(|(i, agent)| {
+                let prompts =
+                    args.num_prompts / count + u64::from((i as u64) < args.num_prompts % count);
+                let prefix = if count > 1 {
+                    format!("{prefix}-d{i}")
+                } else {
+                    prefix.clone()
+                };
+                let (args, bar) = (&args, &bar);
+                scope.spawn(move || {
+                    drive(
+                        agent,
+                        (args, prompts),
+                        args.input_len,
+                        workers,
+                        &prefix,
+                        bar,
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a decode agent's thread panicked")))
+            })
+            .collect()
+    });
     bar.finish_and_clear();
-    report(&args, &agent, &tally, duration, workers)?;
+    let mut tally = Tally::default();
+    let mut duration = Duration::ZERO;
+    let mut per_decoder = Vec::with_capacity(outcomes.len());
+    for (outcome, group) in outcomes.into_iter().zip(&groups) {
+        let (part, took) = outcome?;
+        duration = duration.max(took);
+        per_decoder.push(serde_json::json!({
+            "peers": group.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "requests": part.ok,
+            "failed": part.failed,
+            "throughput_gbps": measure::gbit_per_s(part.bytes, took.as_secs_f64().max(1e-9)),
+        }));
+        tally.absorb(part);
+    }
+    let scheme = SchemeReport {
+        name: scheme_name(&args, &groups),
+        decoders: per_decoder,
+    };
+    report(
+        &args,
+        agent,
+        &tally,
+        duration,
+        workers * count as u32,
+        &scheme,
+    )?;
     Ok(if tally.failed == 0 {
         cli::exit::OK
     } else if tally.ok > 0 {
@@ -151,11 +248,61 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
     })
 }
 
+/// Which decode agents a scheme runs, each with the prefill addresses it attaches to.
+fn scheme_groups(args: &BenchArgs) -> anyhow::Result<Vec<Vec<std::net::SocketAddr>>> {
+    use crate::Scheme;
+    let peers = crate::peer_addresses(&args.peers)?;
+    let scheme = args.scheme.unwrap_or(if peers.len() > 1 {
+        Scheme::Tp
+    } else {
+        Scheme::Pairwise
+    });
+    if args.decoders.is_some() && scheme != Scheme::ManyToOne {
+        return Err(cli::usage(
+            "--decoders sets how many decode agents share one prefill: add --scheme many-to-one",
+        ));
+    }
+    Ok(match scheme {
+        Scheme::Pairwise if peers.len() > 1 => {
+            return Err(cli::usage(
+                "--scheme pairwise pulls from one prefill: give one --peer (several are --scheme tp or one-to-many)",
+            ))
+        }
+        Scheme::Tp | Scheme::OneToMany if peers.len() < 2 => {
+            return Err(cli::usage(format!(
+                "--scheme {} pulls from several prefill ranks: list them in --peer A,B",
+                if scheme == Scheme::Tp { "tp" } else { "one-to-many" }
+            )))
+        }
+        Scheme::Pairwise | Scheme::Tp => vec![peers],
+        Scheme::ManyToOne => vec![peers; args.decoders.unwrap_or(4) as usize],
+        Scheme::OneToMany => peers.into_iter().map(|p| vec![p]).collect(),
+    })
+}
+
+fn scheme_name(args: &BenchArgs, groups: &[Vec<std::net::SocketAddr>]) -> &'static str {
+    use crate::Scheme;
+    match args.scheme {
+        Some(Scheme::ManyToOne) => "many-to-one",
+        Some(Scheme::OneToMany) => "one-to-many",
+        Some(Scheme::Tp) => "tp",
+        Some(Scheme::Pairwise) => "pairwise",
+        None if groups[0].len() > 1 => "tp",
+        None => "pairwise",
+    }
+}
+
+/// The scheme a run used and each decode agent's share.
+struct SchemeReport {
+    name: &'static str,
+    decoders: Vec<serde_json::Value>,
+}
+
 /// Runs the warm-ups, then `args.num_prompts` requests of `tokens` tokens on `workers`
 /// workers (paced by --request-rate); returns the tally and the timed duration.
 pub(crate) fn drive(
     agent: &Arc<DecodeAgent>,
-    args: &BenchArgs,
+    (args, prompts): (&BenchArgs, u64),
     tokens: u64,
     workers: u32,
     prefix: &str,
@@ -173,7 +320,7 @@ pub(crate) fn drive(
         links.close();
     }
     let schedule = arrivals(
-        args.num_prompts,
+        prompts,
         args.request_rate.unwrap_or(f64::INFINITY),
         args.seed,
     );
@@ -185,7 +332,7 @@ pub(crate) fn drive(
             scope.spawn(|| {
                 worker(
                     agent,
-                    (args, tokens),
+                    tokens,
                     prefix,
                     (&next, &schedule, started),
                     &tally,
@@ -197,7 +344,7 @@ pub(crate) fn drive(
     let duration = started.elapsed();
     let mut tally = tally.into_inner().unwrap_or_default();
     if tally.stopped.is_some() {
-        tally.failed = args.num_prompts - tally.ok;
+        tally.failed = prompts - tally.ok;
     }
     Ok((tally, duration))
 }
@@ -207,7 +354,7 @@ type Queue<'a> = (&'a AtomicU64, &'a [Duration], Instant);
 
 fn worker(
     agent: &Arc<DecodeAgent>,
-    (args, tokens): (&BenchArgs, u64),
+    tokens: u64,
     prefix: &str,
     (next, schedule, started): Queue,
     tally: &Mutex<Tally>,
@@ -220,7 +367,7 @@ fn worker(
             break;
         }
         let index = next.fetch_add(1, Ordering::Relaxed);
-        if index >= args.num_prompts {
+        if index as usize >= schedule.len() {
             break;
         }
         // Not before its arrival: a free worker waits for the next request to come.
@@ -273,6 +420,7 @@ fn report(
     tally: &Tally,
     duration: Duration,
     workers: u32,
+    scheme: &SchemeReport,
 ) -> anyhow::Result<()> {
     let seconds = duration.as_secs_f64().max(1e-9);
     let gbps = measure::gbit_per_s(tally.bytes, seconds);
@@ -315,6 +463,8 @@ fn report(
             "verify_gbyte_s": verify_gbyte,
             "transport": transport_name(args.peers.transport),
             "rails": agent.rails(),
+            "scheme": scheme.name,
+            "decoders": scheme.decoders,
             "concurrency": {"requested": args.concurrency, "effective": workers},
             "link_gbps": args.link_gbps,
             "link_share": share,
@@ -360,6 +510,18 @@ fn report(
         ),
     );
     row("Transport:", transport_name(args.peers.transport).into());
+    row(
+        "Scheme:",
+        if scheme.decoders.len() > 1 {
+            format!(
+                "{} ({} decode agents at once)",
+                scheme.name,
+                scheme.decoders.len()
+            )
+        } else {
+            scheme.name.into()
+        },
+    );
     if agent.rails() > 1 {
         row(
             "Rails:",

@@ -228,6 +228,12 @@ struct BenchArgs {
     /// block size; 1 measures one block per round trip].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8192), value_name = "N")]
     batch: Option<u32>,
+    /// Traffic pattern [default: pairwise for one --peer, tp for several].
+    #[arg(long, value_enum)]
+    scheme: Option<Scheme>,
+    /// With --scheme many-to-one: decode agents (each its own pool and connections).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=64), value_name = "N")]
+    decoders: Option<u32>,
     /// With --sweep-block: draw bandwidth and latency against the block size (SVG).
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<std::path::PathBuf>,
@@ -244,6 +250,19 @@ struct BenchArgs {
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
+}
+
+/// Traffic patterns a P/D deployment sees, as nixlbench names them.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// One decode pulls from one prefill.
+    Pairwise,
+    /// --decoders decode agents pull from the same prefill at once.
+    ManyToOne,
+    /// One decode pulls from several independent prefills (one per --peer) at once.
+    OneToMany,
+    /// One decode pulls each request's heads from the TP ranks of one prefill group.
+    Tp,
 }
 
 /// Most sizes one sweep may hold.

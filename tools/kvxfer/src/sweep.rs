@@ -161,7 +161,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<u8> {
         })?;
         let (tally, duration) = drive(
             &agent,
-            &args,
+            (&args, args.num_prompts),
             tokens,
             workers,
             &format!("{prefix}-{size}"),

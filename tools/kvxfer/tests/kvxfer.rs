@@ -222,6 +222,7 @@ fn tp2_prefill_to_tp1_decode_lands_every_head_in_place() {
         "{doc}"
     );
     assert_eq!(doc["prefill_tp"], 2);
+    assert_eq!(doc["scheme"], "tp", "several TP ranks: the tp scheme");
     // Decode TP 1 holds all 8 heads: 7 blocks x 2 MiB per request.
     assert_eq!(doc["bytes_per_request"], 7 * 2 * 1024 * 1024);
     // Listing only one of the two ranks is refused before anything moves.
@@ -935,4 +936,72 @@ fn a_block_size_sweep_has_a_verified_row_per_size_with_csv_and_chart() {
         &["bench", "--peer", &prefill.addr, "--sweep-block", "1K..3K"],
     );
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+}
+
+#[test]
+fn schemes_many_to_one_and_one_to_many_run_their_decode_agents_at_once() {
+    let _turn = serial();
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    let first = Prefill::start(&pair.a, 18620, &["--num-blocks", "64"]);
+    let second = Prefill::start(&pair.a, 18621, &["--num-blocks", "64"]);
+    let both = format!("{},{}", first.addr, second.addr);
+    let requests = |doc: &Value| -> Vec<u64> {
+        doc["decoders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["requests"].as_u64().unwrap())
+            .collect()
+    };
+    // Three decode agents share one prefill: 6 prompts, 2 each.
+    let out = bench(
+        &pair.b,
+        &first.addr,
+        &["--scheme", "many-to-one", "--decoders", "3"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(doc["scheme"], "many-to-one");
+    assert_eq!(requests(&doc), [2, 2, 2], "{doc}");
+    assert_eq!(
+        (doc["requests"].as_u64(), doc["failed"].as_u64()),
+        (Some(6), Some(0))
+    );
+    // One decode, two independent prefills: one agent each, every request verified.
+    let out = bench(&pair.b, &both, &["--scheme", "one-to-many"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(doc["scheme"], "one-to-many");
+    assert_eq!(requests(&doc), [3, 3], "{doc}");
+    let peers: Vec<String> = doc["decoders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["peers"][0].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(peers, [first.addr.clone(), second.addr.clone()]);
+    // Misuse is one sentence each, before anything moves.
+    for (extra, peers, needle) in [
+        (
+            &["--scheme", "pairwise"][..],
+            both.as_str(),
+            "give one --peer",
+        ),
+        (
+            &["--scheme", "one-to-many"][..],
+            first.addr.as_str(),
+            "--peer A,B",
+        ),
+        (
+            &["--decoders", "2"][..],
+            first.addr.as_str(),
+            "--scheme many-to-one",
+        ),
+    ] {
+        let out = bench(&pair.b, peers, extra);
+        assert_eq!(out.status.code(), Some(64), "{extra:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{extra:?}: {}", stderr(&out));
+    }
 }
