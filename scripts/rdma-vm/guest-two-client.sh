@@ -47,6 +47,25 @@ pt_lat = [float(l.split()[4]) for l in open("/tmp/pt_lat.log") if l.split()[:1] 
 print(f"two kernels: WRITE bw linkbench {bw:.4f} / ib_write_bw {pt_bw:.4f} Gb/s = {bw / pt_bw:.3f}; "
       f"lat linkbench {lat:.2f} / ib_write_lat {pt_lat:.2f} us = {lat / pt_lat:.3f}")
 PY
+echo "== netcheck --peer (two kernels): pair checks, RDMA WRITE, active MTU"
+touch $share/netcheck-go
+for _ in $(seq 120); do [ -f $share/netcheck-ready ] && break; sleep 1; done
+# The exit code reflects this VM's own warnings too; the pair checks are what matter here.
+timeout 600 /root/netcheck --iface "$dev" --peer 10.11.0.1 --quick --json >/tmp/netcheck.json 2>/tmp/netcheck.err
+echo "netcheck exit $?"
+python3 - <<'PY' || fail "netcheck pair RDMA"
+import json
+d = json.load(open("/tmp/netcheck.json"))
+checks = {c["id"]: c for c in d["pair"]["checks"]}
+for cid in ("pair.bandwidth", "pair.mtu", "pair.transport"):
+    c = checks[cid]
+    print(f"{cid}: {c['status']}: {c['summary']}")
+bw = checks["pair.bandwidth"]
+assert bw["status"] != "fail" and "RDMA WRITE" in bw["summary"], bw
+ev = checks["pair.mtu"]["evidence"]
+assert ev.get("a_rdma_active_mtu") and ev.get("b_rdma_active_mtu"), ev
+assert checks["pair.mtu"]["status"] != "fail", checks["pair.mtu"]
+PY
 touch $share/done
 if [ $failures = 0 ]; then echo "TWO-VM-TEST: PASS"; exit 0; fi
 echo "TWO-VM-TEST: FAIL ($failures failures)"; exit 1

@@ -20,5 +20,12 @@ if [ -n "$gid" ]; then
   timeout 300 ib_write_bw -d rxe0 -x "$gid" -s 65536 -n 1000 --report_gbits
   timeout 300 ib_write_lat -d rxe0 -x "$gid" -s 2 -n 1000
 fi
+# netcheck's pair mode: this node answers one --peer, RDMA WRITE included.
+for _ in $(seq 600); do [ -f $share/netcheck-go ] && break; sleep 1; done
+if [ -f $share/netcheck-go ]; then
+  /root/netcheck --iface "$dev" --listen --timeout 600s --quick --json >/tmp/netcheck-listen.json 2>/tmp/netcheck-listen.err &
+  sleep 2
+  touch $share/netcheck-ready
+fi
 for _ in $(seq 600); do [ -f $share/done ] && break; sleep 1; done
 echo "server guest: done"

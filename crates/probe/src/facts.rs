@@ -119,6 +119,9 @@ pub struct RdmaPort {
     pub rate: Option<String>,
     pub link_layer: Option<String>,
     pub gids: Vec<RdmaGid>,
+    /// Active MTU in bytes, from the verbs (sysfs does not have it); None when the
+    /// device could not be opened, or from a fixture tree.
+    pub active_mtu: Option<u32>,
 }
 
 impl RdmaPort {
@@ -179,6 +182,22 @@ pub enum RdmaVerbs {
     Unavailable {
         reason: String,
     },
+}
+
+/// Fills each ACTIVE port's MTU from the verbs (the port a device opens on).
+fn with_active_mtus(mut devices: Vec<RdmaDevice>) -> Vec<RdmaDevice> {
+    for device in &mut devices {
+        if !device.ports.iter().any(RdmaPort::is_active) {
+            continue;
+        }
+        if let Ok(opened) = fabric::rdma::Device::open(Some(&device.name)) {
+            let number = u32::from(opened.port.number);
+            if let Some(port) = device.ports.iter_mut().find(|p| p.number == number) {
+                port.active_mtu = Some(opened.port.active_mtu);
+            }
+        }
+    }
+    devices
 }
 
 impl RdmaVerbs {
@@ -349,7 +368,11 @@ pub fn gather(options: &GatherOptions) -> Facts {
         in_container: sysfs::under(root, "/.dockerenv").exists()
             || sysfs::under(root, "/run/.containerenv").exists(),
         shm: read_shm(root),
-        rdma: sysfs::read_rdma_devices(root),
+        rdma: if root == std::path::Path::new("/") {
+            with_active_mtus(sysfs::read_rdma_devices(root))
+        } else {
+            sysfs::read_rdma_devices(root)
+        },
         rdma_verbs: if root == std::path::Path::new("/") {
             RdmaVerbs::probe()
         } else {

@@ -150,6 +150,7 @@ fn read_rdma_port(dir: &Path, number: u32) -> RdmaPort {
         rate: read_trimmed(&dir.join("rate")),
         link_layer: read_trimmed(&dir.join("link_layer")),
         gids,
+        active_mtu: None,
     }
 }
 

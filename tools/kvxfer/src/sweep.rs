@@ -13,6 +13,9 @@ use std::net::SocketAddr;
 
 /// A sweep point's decode pool, at most: workers are cut so the pool fits.
 const MAX_POOL_BYTES: u64 = 2 << 30;
+/// A request's bytes, at most: --batch shrinks for large blocks (16 x 1 MiB, 1 x 16 MiB),
+/// so requests fit the prefill's default 64 MiB pool four at a time.
+const MAX_REQUEST_BYTES: u64 = 16 << 20;
 
 pub fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
     let sizes = args.sweep_block.clone().map(|s| s.0).unwrap_or_default();
@@ -146,6 +149,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<u8> {
     let mut errors = Vec::new();
     for (i, &size) in sizes.iter().enumerate() {
         let shape = KvShape::raw(size)?;
+        // Large blocks: fewer per request, so one request fits the prefill's pool.
+        let batch = batch.min((MAX_REQUEST_BYTES / size).max(1) as u32);
         let tokens = batch as u64 * shape.block_size as u64;
         let request_bytes = batch as u64 * size;
         let workers = args

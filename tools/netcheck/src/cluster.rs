@@ -64,8 +64,28 @@ pub fn run(
     };
     let local = local_verdict(checks);
     if boot.rank != 0 {
+        // A node that cannot reach rank 0 often has the cause in its own checks (its
+        // interface down, no address): say so with the error.
+        let own: Vec<String> = local
+            .problems
+            .iter()
+            .filter(|p| p.starts_with("FAIL"))
+            .cloned()
+            .collect();
         let (code, summary) = cluster::run_node(facts, local, &options).map_err(|e| {
-            anyhow::anyhow!("cluster checks (rank {} of {}): {e}", boot.rank, boot.world)
+            let own = if own.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; this node's own checks fail, likely why: {}",
+                    own.join("; ")
+                )
+            };
+            anyhow::anyhow!(
+                "cluster checks (rank {} of {}): {e}{own}",
+                boot.rank,
+                boot.world
+            )
         })?;
         if args.json {
             println!(

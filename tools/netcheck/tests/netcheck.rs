@@ -523,6 +523,52 @@ fn a_cluster_of_four_names_the_slow_node_and_every_node_gets_the_verdict() {
     eprintln!("4-node cluster run with a second pass: {took:?}");
 }
 
+/// One node's interface is down: that node's own report fails iface.up, rank 0 names it
+/// as the node that never joined, the two others still test each other, and every node
+/// exits with a failure.
+#[test]
+fn an_interface_down_on_one_node_is_named_by_that_node_and_by_rank_0() {
+    let Some(star) = build_or_skip(|| testbed::Star::new(3)) else {
+        return;
+    };
+    star.nodes[2]
+        .ip(&["link", "set", testbed::Star::IFACE, "down"])
+        .unwrap();
+    let started = std::time::Instant::now();
+    let children = cluster_spawn(&star, &[0, 1, 2], 3, &["--timeout", "4s"]);
+    let outputs: Vec<(usize, Output)> = children
+        .into_iter()
+        .map(|(rank, child)| (rank, child.wait_with_output().unwrap()))
+        .collect();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let output = |rank: usize| &outputs.iter().find(|(r, _)| *r == rank).unwrap().1;
+    let report = json_of(output(0));
+    let down = &report["nodes"][2];
+    assert!(
+        down["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("never joined"),
+        "{down}"
+    );
+    assert!(
+        report["bandwidth_gbps"][0][1].as_f64().is_some(),
+        "{report}"
+    );
+    // The node itself says why: its interface is down.
+    let own = String::from_utf8_lossy(&output(2).stdout).into_owned()
+        + &String::from_utf8_lossy(&output(2).stderr);
+    assert!(own.contains("iface.up"), "{own}");
+    assert!(own.contains("down"), "{own}");
+    for rank in 0..3 {
+        assert_eq!(output(rank).status.code(), Some(2), "rank {rank}");
+    }
+}
+
 #[test]
 fn a_node_that_never_starts_is_named_and_the_others_finish() {
     let Some(star) = build_or_skip(|| testbed::Star::new(3)) else {

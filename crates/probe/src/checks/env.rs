@@ -353,6 +353,7 @@ mod tests {
                 rate: Some("100 Gb/sec (4X EDR)".into()),
                 link_layer: Some("InfiniBand".into()),
                 gids: vec![],
+                active_mtu: Some(4096),
             }],
         });
         f

@@ -211,7 +211,7 @@ pub fn run_rank0(
         }
     }
 
-    let expectations = verdicts(&options.expect, &nodes, &bw, &lat);
+    let expectations = verdicts(&options.expect, &nodes, (&bw, &lat), &pairs);
     let mut findings = findings(&nodes, &pairs, &found, &slow_nodes, expect_gbps);
     for v in expectations.iter().filter(|v| !v.ok) {
         findings.push(Finding {
@@ -677,10 +677,23 @@ fn findings(
 fn verdicts(
     expect: &expect::Expect,
     nodes: &[NodeEntry],
-    bw: &Matrix,
-    lat: &Matrix,
+    (bw, lat): (&Matrix, &Matrix),
+    pairs: &[PairRun],
 ) -> Vec<expect::Verdict> {
     let mut out = Vec::new();
+    // RDMA WRITE runs A -> B in each pair session where both nodes have RDMA.
+    if let Some(min) = expect.link.rdma_min_gbps {
+        for run in pairs {
+            if let Some(rate) = run.measured.as_ref().and_then(|m| m.rdma_write_gbps) {
+                out.push(expect::Verdict {
+                    what: format!("rdma {} -> {} Gbit/s", run.a, run.b),
+                    measured: rate,
+                    expected: format!(">= {min}"),
+                    ok: rate >= min,
+                });
+            }
+        }
+    }
     for (i, row) in bw.iter().enumerate() {
         for (j, cell) in row.iter().enumerate() {
             if let (Some(rate), Some(min)) = (cell, expect.link.tcp_min_gbps) {

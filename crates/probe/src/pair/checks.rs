@@ -178,7 +178,29 @@ fn nat(a: &NodeSummary, b: &NodeSummary, m: &Measured) -> Check {
 }
 
 fn mtu(a: &NodeSummary, b: &NodeSummary, m: &Measured) -> Check {
-    let evidence = json!({ "a_mtu": a.mtu, "b_mtu": b.mtu, "df_probes": m.df, "udp_ok": m.udp_ok });
+    let rdma_mtu = |n: &NodeSummary| {
+        n.rdma
+            .iter()
+            .find_map(|r| r.active_mtu.map(|mtu| (r.device.clone(), mtu)))
+    };
+    let evidence = json!({
+        "a_mtu": a.mtu, "b_mtu": b.mtu, "df_probes": m.df, "udp_ok": m.udp_ok,
+        "a_rdma_active_mtu": rdma_mtu(a), "b_rdma_active_mtu": rdma_mtu(b),
+    });
+    if let (Some((da, ma)), Some((db, mb))) = (rdma_mtu(a), rdma_mtu(b)) {
+        if ma != mb {
+            return Check::new(
+                "pair.mtu",
+                Status::Fail,
+                format!(
+                    "RDMA active MTU {ma} on {} ({da}) but {mb} on {} ({db}): queue pairs fall back to the smaller, and a peer that assumes its own posts messages the other side reports as length errors (IBV_WC_LOC_LEN_ERR) or hangs",
+                    a.hostname, b.hostname
+                ),
+                evidence,
+            )
+            .fix("make both ports' active MTU equal: RoCE follows the netdev's MTU (ip link set IFACE mtu ...), InfiniBand the subnet manager's partition MTU (opensm partitions.conf mtu=)");
+        }
+    }
     if let (Some(ma), Some(mb)) = (a.mtu, b.mtu) {
         if ma != mb {
             let (big, small) = if ma > mb { (a, mb) } else { (b, ma) };
@@ -459,13 +481,37 @@ fn transport(a: &NodeSummary, b: &NodeSummary) -> Check {
 }
 
 fn bandwidth(a: &NodeSummary, b: &NodeSummary, m: &Measured) -> Check {
-    let evidence = json!({ "a_to_b_gbps": m.bw_a_to_b_gbps, "b_to_a_gbps": m.bw_b_to_a_gbps, "error": m.perf_error });
+    let evidence = json!({
+        "a_to_b_gbps": m.bw_a_to_b_gbps, "b_to_a_gbps": m.bw_b_to_a_gbps, "error": m.perf_error,
+        "rdma_write_a_to_b_gbps": m.rdma_write_gbps, "rdma_error": m.rdma_error,
+    });
+    if let Some(e) = &m.rdma_error {
+        return Check::new(
+            "pair.bandwidth",
+            Status::Fail,
+            format!(
+                "both nodes have an ACTIVE RDMA port, but an RDMA WRITE from {} to {} failed: {e}; NCCL's IB transport will fail or hang the same way",
+                a.hostname, b.hostname
+            ),
+            evidence,
+        )
+        .fix("run `linkbench serve` on one node and `linkbench bw --transport rdma --peer` on the other; check the GID index (NCCL_IB_GID_INDEX), that both ports are on the same fabric, and memlock limits");
+    }
+    let rdma = m
+        .rdma_write_gbps
+        .map(|g| {
+            format!(
+                "; RDMA WRITE {g:.3} Gbit/s from {} to {} (64 KiB messages)",
+                a.hostname, b.hostname
+            )
+        })
+        .unwrap_or_default();
     match (m.bw_a_to_b_gbps, m.bw_b_to_a_gbps) {
         (Some(ab), Some(ba)) => Check::new(
             "pair.bandwidth",
             Status::Info,
             format!(
-                "TCP {ab:.3} Gbit/s from {} to {}, {ba:.3} Gbit/s back (one stream, linkbench's engine)",
+                "TCP {ab:.3} Gbit/s from {} to {}, {ba:.3} Gbit/s back (one stream, linkbench's engine){rdma}",
                 a.hostname, b.hostname
             ),
             evidence,
@@ -654,6 +700,8 @@ mod tests {
             bw_b_to_a_gbps: Some(9.3),
             latency_p50_us: Some(20.0),
             perf_error: None,
+            rdma_write_gbps: None,
+            rdma_error: None,
             clock_offset_ms: Some(0.2),
             clock_rtt_ms: Some(0.1),
             a_name_on_b: Some(Ok(vec!["10.0.0.1".parse().unwrap()])),
@@ -777,6 +825,7 @@ mod tests {
             device: "mlx5_0".into(),
             port: 1,
             link_layer: "Ethernet".into(),
+            active_mtu: None,
         }];
         let (s, summary, _) = status(&pair_checks(&a, &b, &m), "pair.transport");
         assert_eq!(s, Status::Fail);
@@ -802,5 +851,51 @@ mod tests {
             status(&pair_checks(&a, &b, &m), "pair.transport").0,
             Status::Pass
         );
+    }
+
+    #[test]
+    fn an_rdma_write_is_reported_and_its_failure_between_rdma_nodes_fails() {
+        let (a, b, mut m) = clean();
+        m.rdma_write_gbps = Some(97.5);
+        let (s, summary, _) = status(&pair_checks(&a, &b, &m), "pair.bandwidth");
+        assert_eq!(s, Status::Info);
+        assert!(
+            summary.contains("RDMA WRITE 97.500 Gbit/s from a to b"),
+            "{summary}"
+        );
+        m.rdma_write_gbps = None;
+        m.rdma_error = Some("no answer from the peer's QP".into());
+        let (s, summary, fix) = status(&pair_checks(&a, &b, &m), "pair.bandwidth");
+        assert_eq!(s, Status::Fail);
+        assert!(
+            summary.contains("an RDMA WRITE from a to b failed"),
+            "{summary}"
+        );
+        assert!(fix.contains("NCCL_IB_GID_INDEX"), "{fix}");
+    }
+
+    #[test]
+    fn rdma_active_mtus_that_differ_fail_the_mtu_check_naming_both() {
+        let (mut a, mut b, m) = clean();
+        let port = |device: &str, mtu: u32| RdmaSummary {
+            device: device.into(),
+            port: 1,
+            link_layer: "InfiniBand".into(),
+            active_mtu: Some(mtu),
+        };
+        a.rdma = vec![port("mlx5_0", 4096)];
+        b.rdma = vec![port("mlx5_1", 2048)];
+        let (s, summary, fix) = status(&pair_checks(&a, &b, &m), "pair.mtu");
+        assert_eq!(s, Status::Fail);
+        assert!(
+            summary.contains("RDMA active MTU 4096 on a (mlx5_0) but 2048 on b (mlx5_1)"),
+            "{summary}"
+        );
+        assert!(fix.contains("partition MTU"), "{fix}");
+        b.rdma = vec![port("mlx5_1", 4096)];
+        assert_eq!(status(&pair_checks(&a, &b, &m), "pair.mtu").0, Status::Pass);
+        // Unknown on one side (verbs could not open it): nothing to compare.
+        b.rdma[0].active_mtu = None;
+        assert_eq!(status(&pair_checks(&a, &b, &m), "pair.mtu").0, Status::Pass);
     }
 }

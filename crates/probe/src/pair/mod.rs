@@ -51,6 +51,9 @@ pub struct RdmaSummary {
     pub device: String,
     pub port: u32,
     pub link_layer: String,
+    /// Bytes; None when the verbs could not say.
+    #[serde(default)]
+    pub active_mtu: Option<u32>,
 }
 
 impl NodeSummary {
@@ -100,6 +103,7 @@ impl NodeSummary {
                         device: d.name.clone(),
                         port: p.number,
                         link_layer: p.link_layer.clone().unwrap_or_else(|| "unknown".into()),
+                        active_mtu: p.active_mtu,
                     })
             })
             .collect();
@@ -222,6 +226,12 @@ pub struct Measured {
     pub latency_p50_us: Option<f64>,
     /// Why bandwidth or latency could not be measured.
     pub perf_error: Option<String>,
+    /// RDMA WRITE from A to B, where both have an ACTIVE RDMA port.
+    #[serde(default)]
+    pub rdma_write_gbps: Option<f64>,
+    /// Why that RDMA WRITE failed (both have RDMA, so NCCL's IB transport would too).
+    #[serde(default)]
+    pub rdma_error: Option<String>,
     /// B's clock minus A's, from the control round trip.
     pub clock_offset_ms: Option<f64>,
     pub clock_rtt_ms: Option<f64>,

@@ -426,7 +426,11 @@ fn start_perf_server(addr: IpAddr, options: &PairOptions) -> Result<u16, PairErr
             once: false,
             max_connections: 8,
             log: Arc::new(move |line: &str| log(&format!("bandwidth engine: {line}"))),
-            rdma: fabric::perf::RdmaOptions::default(),
+            // RDMA tests pick the RoCE v2 GID on this address (the --iface one).
+            rdma: fabric::perf::RdmaOptions {
+                address: Some(addr),
+                ..fabric::perf::RdmaOptions::default()
+            },
         },
     )?;
     let port = server.local_addr()?.port();
@@ -568,7 +572,8 @@ pub fn connect(
         PairMessage::PerfPort(p) => p,
         other => return Err(unexpected("PerfPort", &other)),
     };
-    if let Err(e) = measure_perf(SocketAddr::new(there, port), options, &mut m) {
+    let rdma = (!ours.rdma.is_empty() && !theirs.rdma.is_empty()).then_some(here);
+    if let Err(e) = measure_perf(SocketAddr::new(there, port), options, &mut m, rdma) {
         m.perf_error = Some(e.to_string());
     }
 
@@ -586,10 +591,13 @@ pub fn connect(
     })
 }
 
+/// TCP bandwidth each way and latency; then, where both nodes have RDMA (`rdma`: this
+/// node's address, to pick the RoCE GID on it), an RDMA WRITE from here to the peer.
 fn measure_perf(
     peer: SocketAddr,
     options: &PairOptions,
     m: &mut Measured,
+    rdma: Option<IpAddr>,
 ) -> Result<(), FabricError> {
     use fabric::perf::{BwSpec, Client, ClientConfig, LatSpec, Mode, Until};
     let mut client = Client::connect(ClientConfig {
@@ -629,6 +637,33 @@ fn measure_perf(
         &mut |_, _| {},
     )?;
     m.latency_p50_us = Some(lat.latency_us.p50);
+    if let Some(address) = rdma {
+        // As ib_write_bw would: 64 KiB messages, 128 in flight, one QP.
+        let test = fabric::rdma::RdmaTest {
+            kind: fabric::control::TestKind::Bw,
+            op: fabric::rdma::RdmaOp::Write,
+            size: 64 << 10,
+            qps: 1,
+            tx_depth: 128,
+            iterations: if options.bw_duration < Duration::from_secs(1) {
+                1000
+            } else {
+                5000
+            },
+            validate: false,
+            inline: 0,
+            seed: 0,
+        };
+        let rdma_options = fabric::perf::RdmaOptions {
+            device: None,
+            gid_index: None,
+            address: Some(address),
+        };
+        match client.rdma_bandwidth(&test, &rdma_options) {
+            Ok(report) => m.rdma_write_gbps = Some(report.throughput_gbps),
+            Err(e) => m.rdma_error = Some(e.to_string()),
+        }
+    }
     client.close();
     Ok(())
 }
