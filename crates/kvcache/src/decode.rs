@@ -272,25 +272,13 @@ impl PrefillLink {
         } else {
             // Striped: rail 0 is this connection, on this thread; the others in parallel.
             rails::split(&self.pieces, self.rails.len() + 1, &mut self.rail_pieces);
-            let receive_rail = &receive_rail;
-            let (primary, rails, shares) = (self.channel.stream(), &self.rails, &self.rail_pieces);
-            std::thread::scope(|scope| {
-                let others: Vec<_> = rails
-                    .iter()
-                    .zip(&shares[1..])
-                    .map(|((stream, _), share)| scope.spawn(move || receive_rail(stream, share)))
-                    .collect();
-                let mut outcomes = vec![receive_rail(primary, &shares[0])];
-                for handle in others {
-                    outcomes.push(handle.join().unwrap_or_else(|_| {
-                        (
-                            Vec::new(),
-                            Err(std::io::Error::other("a rail thread panicked")),
-                        )
-                    }));
-                }
-                outcomes
-            })
+            let others = self.rails.iter().map(|(stream, _)| stream);
+            rails::on_every_rail(
+                self.channel.stream(),
+                others,
+                &self.rail_pieces,
+                &receive_rail,
+            )
         };
         if let Some(rail) = outcomes.iter().position(|(_, received)| received.is_err()) {
             let Some((_, Err(e))) = outcomes.drain(rail..).next() else {

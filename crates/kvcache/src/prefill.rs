@@ -732,26 +732,7 @@ impl PrefillAgent {
         } else {
             // Striped: rail 0 is this connection, on this thread; the others in parallel.
             rails::split(pieces, rails.len() + 1, rail_pieces);
-            let send_rail = &send_rail;
-            let primary = channel.stream();
-            let rail_pieces = &*rail_pieces;
-            std::thread::scope(|scope| {
-                let others: Vec<_> = rails
-                    .iter()
-                    .zip(&rail_pieces[1..])
-                    .map(|(stream, share)| scope.spawn(move || send_rail(stream, share)))
-                    .collect();
-                let mut outcomes = vec![send_rail(primary, &rail_pieces[0])];
-                for handle in others {
-                    outcomes.push(handle.join().unwrap_or_else(|_| {
-                        (
-                            Vec::new(),
-                            Err(std::io::Error::other("a rail thread panicked")),
-                        )
-                    }));
-                }
-                outcomes
-            })
+            rails::on_every_rail(channel.stream(), rails.iter(), rail_pieces, &send_rail)
         };
         if let Some(rail) = outcomes.iter().position(|(_, sent)| sent.is_err()) {
             let Some((_, Err(e))) = outcomes.drain(rail..).next() else {

@@ -4,6 +4,36 @@
 //! and the rails get equal shares when blocks are equal.
 
 use crate::plan::Piece;
+use std::net::TcpStream;
+
+/// What one rail's share of a transfer gave: its blocks' checksums, and how it ended.
+pub(crate) type RailOutcome = (Vec<u32>, std::io::Result<()>);
+
+/// Runs `work` on every rail's share at once: rail 0 (`primary`) on this thread, the
+/// others (`rails`, rail 1..) on scoped threads; outcomes in rail order.
+pub(crate) fn on_every_rail<'a>(
+    primary: &TcpStream,
+    rails: impl Iterator<Item = &'a TcpStream>,
+    shares: &[Vec<Piece>],
+    work: &(dyn Fn(&TcpStream, &[Piece]) -> RailOutcome + Sync),
+) -> Vec<RailOutcome> {
+    std::thread::scope(|scope| {
+        let others: Vec<_> = rails
+            .zip(&shares[1..])
+            .map(|(stream, share)| scope.spawn(move || work(stream, share)))
+            .collect();
+        let mut outcomes = vec![work(primary, &shares[0])];
+        for handle in others {
+            outcomes.push(handle.join().unwrap_or_else(|_| {
+                (
+                    Vec::new(),
+                    Err(std::io::Error::other("a rail thread panicked")),
+                )
+            }));
+        }
+        outcomes
+    })
+}
 
 /// Most rails one session may stripe over.
 pub const MAX_RAILS: usize = 16;

@@ -398,11 +398,28 @@ pub(crate) fn token() -> anyhow::Result<Option<Vec<u8>>> {
     fabric::handshake::token_from_env().map_err(|e| cli::usage(e.to_string()))
 }
 
-pub(crate) fn log_line(line: &str) {
+/// The prefill agent's settings from the flags; `rails`: every rail's address, if several.
+pub(crate) fn prefill_config(
+    args: &PrefillArgs,
+    token: Option<Vec<u8>>,
+    rails: Vec<SocketAddr>,
+) -> PrefillConfig {
+    PrefillConfig {
+        dp_rank: args.pool.dp_rank,
+        lease: args.lease,
+        io_timeout: args.timeout,
+        token,
+        rdma: args.rdma.options(),
+        rails,
+        log: if args.quiet { quiet_log } else { log_line },
+    }
+}
+
+fn log_line(line: &str) {
     eprintln!("kvxfer prefill: {line}");
 }
 
-pub(crate) fn quiet_log(_: &str) {}
+fn quiet_log(_: &str) {}
 
 fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
     if args.lease.is_zero() {
@@ -459,19 +476,15 @@ fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let agent = PrefillAgent::new(
         layout,
-        PrefillConfig {
-            dp_rank: args.pool.dp_rank,
-            lease: args.lease,
-            io_timeout: args.timeout,
+        prefill_config(
+            &args,
             token,
-            rdma: args.rdma.options(),
-            rails: if bound.len() > 1 {
+            if bound.len() > 1 {
                 bound.clone()
             } else {
                 Vec::new()
             },
-            log: if args.quiet { quiet_log } else { log_line },
-        },
+        ),
     )?;
     let shown: Vec<String> = bound.iter().map(ToString::to_string).collect();
     let bound = if shown.len() > 1 {

@@ -6,7 +6,7 @@
 use crate::bench::drive;
 use crate::{BenchArgs, PrefillArgs};
 use anyhow::Context;
-use kvcache::prefill::{PrefillAgent, PrefillConfig};
+use kvcache::prefill::PrefillAgent;
 use kvcache::{KvLayout, KvShape};
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -50,19 +50,7 @@ pub fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
         committed += layout.pool_bytes();
         let agent = PrefillAgent::new(
             layout,
-            PrefillConfig {
-                dp_rank: args.pool.dp_rank,
-                lease: args.lease,
-                io_timeout: args.timeout,
-                token: token.clone(),
-                rdma: args.rdma.options(),
-                rails: Vec::new(),
-                log: if args.quiet {
-                    crate::quiet_log
-                } else {
-                    crate::log_line
-                },
-            },
+            crate::prefill_config(&args, token.clone(), Vec::new()),
         )?;
         let addr = SocketAddr::new(base.ip(), base.port() + i as u16);
         served.push((agent, fabric::tcp::listen(addr, None)?));
