@@ -22,6 +22,9 @@ pub(crate) struct Tally {
     pub verify: Duration,
     pub ok: u64,
     pub failed: u64,
+    /// Of the failures, those whose data arrived but failed a check (a block's CRC32C,
+    /// or with --verify its content): never counted complete.
+    pub integrity_failures: u64,
     /// First few distinct failure sentences, for the report.
     pub errors: Vec<String>,
     /// Why the bench stopped early (a prefill that is gone): the prompts not tried are
@@ -30,6 +33,18 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
+    /// Counts one failed request, and keeps its sentence if it is new.
+    fn fail(&mut self, e: &kvcache::KvError) {
+        self.failed += 1;
+        if matches!(e, kvcache::KvError::Integrity(_)) {
+            self.integrity_failures += 1;
+        }
+        let sentence = e.to_string();
+        if self.errors.len() < 5 && !self.errors.contains(&sentence) {
+            self.errors.push(sentence);
+        }
+    }
+
     /// Adds another decode agent's tally to this one.
     fn absorb(&mut self, other: Tally) {
         self.latency.merge(&other.latency);
@@ -37,6 +52,7 @@ impl Tally {
         self.verify += other.verify;
         self.ok += other.ok;
         self.failed += other.failed;
+        self.integrity_failures += other.integrity_failures;
         for error in other.errors {
             if self.errors.len() < 5 && !self.errors.contains(&error) {
                 self.errors.push(error);
@@ -391,13 +407,7 @@ fn worker(
                 tally.verify += done.verify;
                 local.record(done.transfer);
             }
-            Err(e) => {
-                tally.failed += 1;
-                let sentence = e.to_string();
-                if tally.errors.len() < 5 && !tally.errors.contains(&sentence) {
-                    tally.errors.push(sentence);
-                }
-            }
+            Err(e) => tally.fail(&e),
         }
         bar.inc(1);
     }
@@ -449,6 +459,7 @@ fn report(
         let doc = serde_json::json!({
             "requests": tally.ok,
             "failed": tally.failed,
+            "integrity_failures": tally.integrity_failures,
             "num_prompts": args.num_prompts,
             "bytes_per_request": bytes_per_request,
             "duration_s": seconds,
@@ -534,6 +545,15 @@ fn report(
     }
     row("Successful requests:", tally.ok.to_string());
     row("Failed requests:", tally.failed.to_string());
+    if tally.integrity_failures > 0 {
+        row(
+            "  of which failed a check:",
+            format!(
+                "{} (checksum or content; never counted complete)",
+                tally.integrity_failures
+            ),
+        );
+    }
     if let Some(why) = &tally.stopped {
         row("Stopped early:", why.clone());
     }
@@ -636,7 +656,21 @@ fn write_csv(
 
 #[cfg(test)]
 mod tests {
-    use super::arrivals;
+    use super::{arrivals, Tally};
+    use kvcache::KvError;
+
+    #[test]
+    fn failed_checks_are_counted_apart_from_other_failures() {
+        let mut tally = Tally::default();
+        tally.fail(&KvError::Integrity("block 3 arrived corrupted".into()));
+        tally.fail(&KvError::Refused("pool full".into()));
+        tally.fail(&KvError::Integrity("block 3 arrived corrupted".into()));
+        assert_eq!((tally.failed, tally.integrity_failures), (3, 2));
+        assert_eq!(tally.errors.len(), 2, "each sentence once");
+        let mut total = Tally::default();
+        total.absorb(tally);
+        assert_eq!(total.integrity_failures, 2);
+    }
     use std::time::Duration;
 
     #[test]
