@@ -43,6 +43,10 @@ pub struct PrefillConfig {
     /// Multi-rail: the address this agent listens on for each rail (two or more), which
     /// decode stripes transfers over; empty for one.
     pub rails: Vec<SocketAddr>,
+    /// Most blocks one connection may hold in requests it prefilled and has not yet
+    /// completed [None: half the pool]. Its first such request is always taken, however
+    /// large, so a single-request decode is never refused by its own quota.
+    pub session_quota: Option<u32>,
     pub log: fn(&str),
 }
 
@@ -503,6 +507,20 @@ impl PrefillAgent {
             self.sweep(&mut leases, Instant::now());
             if let Some(lease) = leases.live.get_mut(id) {
                 return attach(lease, id, &request, session);
+            }
+            // One connection cannot hold the whole pool with requests it never completes.
+            let held: u64 = leases
+                .live
+                .values()
+                .filter(|l| l.owners.first() == Some(&session))
+                .map(|l| l.blocks.len() as u64)
+                .sum();
+            let pool = self.layout().num_blocks;
+            let quota = self.config.session_quota.unwrap_or(pool / 2).max(1) as u64;
+            if held > 0 && held + count > quota {
+                return Err(KvError::Refused(format!(
+                    "request {id} needs {count} blocks, but this connection already holds {held} in requests it has not completed, and one connection may hold {quota} of the pool's {pool}: complete the earlier requests first, or ask for a larger per-connection quota on the prefill"
+                )));
             }
         }
         let blocks = self

@@ -69,6 +69,7 @@ fn start_prefill_on(ips: &[&str], tp: u32, rank: u32, dp: u32) -> Vec<SocketAddr
             } else {
                 Vec::new()
             },
+            session_quota: None,
             log: quiet,
         },
     )
@@ -387,6 +388,7 @@ fn start_prefill_with(
             token: token.map(<[u8]>::to_vec),
             rdma: RdmaOptions::default(),
             rails: Vec::new(),
+            session_quota: None,
             log: quiet,
         },
     )
@@ -503,6 +505,7 @@ fn a_flood_of_unknown_completions_does_not_flood_the_log() {
             token: None,
             rdma: RdmaOptions::default(),
             rails: Vec::new(),
+            session_quota: None,
             log: count_flood_line,
         },
     )
@@ -580,4 +583,50 @@ fn a_pull_striped_over_two_rails_lands_byte_exact_and_strangers_cannot_join_a_se
     plain
         .pull("plain", &blocks, 0..4, &pool, &[0, 2, 3], true)
         .unwrap();
+}
+
+/// Hole: one connection could prefill request after request, never complete them, and
+/// hold the whole pool until the leases expired. Now it holds at most its quota (half
+/// the pool by default), its first request always taken; others are still served.
+#[test]
+fn one_connection_cannot_hold_more_than_its_quota_of_the_pool() {
+    let addr = start_prefill(1, 0, 0); // 32 blocks: a quota of 16
+    let mut hog = PrefillLink::connect(addr, &params(&shape())).unwrap();
+    // 10 tokens at block size 4: 3 blocks each; five fit (15), the sixth would make 18.
+    for i in 0..5 {
+        hog.prefill(&prefill_request(&format!("hog-{i}"), 0, 0))
+            .unwrap();
+    }
+    let e = hog
+        .prefill(&prefill_request("hog-5", 0, 0))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("already holds 15") && e.contains("may hold 16 of the pool's 32"),
+        "{e}"
+    );
+    // Another connection is served from what is left.
+    let mut other = PrefillLink::connect(addr, &params(&shape())).unwrap();
+    assert_eq!(
+        other.prefill(&prefill_request("fair", 0, 0)).unwrap().len(),
+        3
+    );
+    // The hog completes one of its requests: now it may prefill again.
+    hog.complete("hog-0", true).unwrap();
+    assert_eq!(
+        hog.prefill(&prefill_request("hog-6", 0, 0)).unwrap().len(),
+        3
+    );
+    // A first request larger than the quota is still taken (a long prompt, one decode);
+    // a second one on the same connection is not.
+    let fresh = start_prefill(1, 0, 0);
+    let mut long = PrefillLink::connect(fresh, &params(&shape())).unwrap();
+    let mut request = prefill_request("long", 0, 0);
+    request.tokens = 80;
+    assert_eq!(long.prefill(&request).unwrap().len(), 20);
+    let e = long
+        .prefill(&prefill_request("more", 0, 0))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already holds 20"), "{e}");
 }

@@ -126,6 +126,10 @@ struct PrefillArgs {
     /// No per-connection log lines.
     #[arg(short, long)]
     quiet: bool,
+    /// Most blocks one decode connection may hold in requests it has not completed
+    /// [default: half the pool; a connection's first request is always taken].
+    #[arg(long, value_name = "BLOCKS", value_parser = clap::value_parser!(u32).range(1..))]
+    session_quota: Option<u32>,
     /// Serve raw pools for `kvxfer bench --sweep-block`: one per power-of-two block size
     /// in MIN..MAX, size i on the port + i (model flags do not apply).
     #[arg(long, value_name = "MIN..MAX", value_parser = parse_sweep)]
@@ -411,6 +415,7 @@ pub(crate) fn prefill_config(
         token,
         rdma: args.rdma.options(),
         rails,
+        session_quota: args.session_quota,
         log: if args.quiet { quiet_log } else { log_line },
     }
 }
