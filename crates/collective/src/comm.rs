@@ -163,6 +163,15 @@ impl Communicator {
         Ok(())
     }
 
+    /// Another handle on the connection to `rank`, for messages the caller moves itself
+    /// (a pipeline's handovers, sent from a proxy thread as NCCL's are). While it is in
+    /// use, no schedule may exchange data with `rank`. The socket's timeouts apply.
+    pub fn stream_to(&self, rank: usize) -> Result<TcpStream, CollError> {
+        peer(&self.peers, rank)?
+            .try_clone()
+            .map_err(CollError::io("cloning a peer connection"))
+    }
+
     pub fn barrier(&mut self) -> Result<(), CollError> {
         self.barrier_until(Instant::now() + self.timeout)
     }
@@ -247,7 +256,10 @@ impl Communicator {
             op,
             timeout,
         };
-        if schedule.send_bytes <= INLINE_BYTES {
+        // Nothing to overlap when a rank only sends or only receives (a pipeline handover,
+        // a broadcast leaf): one thread, no sender thread to start.
+        let one_sided = schedule.sends.is_empty() || schedule.recvs.is_empty();
+        if schedule.send_bytes <= INLINE_BYTES || one_sided {
             return run_interleaved(schedule, &run, scratch);
         }
         let progress = Progress {

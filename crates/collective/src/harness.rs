@@ -89,6 +89,45 @@ pub fn plan_with(
     (ctx, builder.build())
 }
 
+/// [`plan`] for a collective among `group` (job ranks, in ring order) only, e.g. one TP
+/// group inside a pipeline-parallel job; `comm.rank` must be in `group`. Ranks outside it
+/// run nothing. The schedule addresses job ranks.
+pub fn plan_group(
+    op: &dyn Collective,
+    comm: &Communicator,
+    group: &[usize],
+    count: usize,
+    dtype: DType,
+) -> Result<Schedule, CollError> {
+    let index = group.iter().position(|&r| r == comm.rank).ok_or_else(|| {
+        CollError::Invalid(format!("rank {} is not in the group {group:?}", comm.rank))
+    })?;
+    if let Some(&outside) = group.iter().find(|&&r| r >= comm.world) {
+        return Err(CollError::Invalid(format!(
+            "rank {outside} of group {group:?} is not a rank of this {}-rank job",
+            comm.world
+        )));
+    }
+    let ctx = Ctx {
+        rank: index,
+        world: group.len(),
+        root: 0,
+        elem: dtype.size(),
+        shape: op.shape(count, index, group.len()),
+        out_of_place: false,
+    };
+    let mut builder = Builder::new(dtype.size());
+    op.schedule(&ctx, &mut builder);
+    let mut schedule = builder.build();
+    for send in &mut schedule.sends {
+        send.peer = group[send.peer];
+    }
+    for recv in &mut schedule.recvs {
+        recv.peer = group[recv.peer];
+    }
+    Ok(schedule)
+}
+
 pub(crate) fn words_for(bytes: usize) -> Vec<u64> {
     vec![0u64; bytes.div_ceil(8)]
 }

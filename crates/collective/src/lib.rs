@@ -14,7 +14,9 @@ mod schedule;
 pub use comm::Communicator;
 pub use dtype::{reduce_into, DType, RedOp};
 pub use error::CollError;
-pub use harness::{avg_busbw, plan, run, sum_over_ranks, sweep, Row, RunConfig, Timing};
+pub use harness::{
+    avg_busbw, plan, plan_group, run, sum_over_ranks, sweep, Row, RunConfig, Timing,
+};
 pub use rendezvous::{Bootstrap, BootstrapFlags};
 pub use schedule::{chunk, Action, Builder, Schedule};
 

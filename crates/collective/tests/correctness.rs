@@ -96,3 +96,36 @@ fn the_check_catches_a_wrong_result() {
     .unwrap();
     assert!(wrong.iter().all(|&w| w == 32), "{wrong:?}");
 }
+
+#[test]
+fn an_all_reduce_over_a_group_sums_only_that_group() {
+    // Two TP groups of two in a four-rank job (a TP2 x PP2 layout): each group sums its own
+    // ranks' values and never talks to the other group.
+    let op = ops::by_name("all_reduce").unwrap();
+    let sums = run_local(4, Duration::from_secs(20), |comm| {
+        let group: Vec<usize> = if comm.rank < 2 {
+            vec![0, 1]
+        } else {
+            vec![2, 3]
+        };
+        let schedule = collective::plan_group(op, comm, &group, 4, DType::F32)?;
+        // u64 words: the engine wants an 8-byte-aligned buffer.
+        let mut words = [0u64; 2];
+        let values: &mut [f32] = bytemuck::cast_slice_mut(&mut words);
+        values.fill((comm.rank + 1) as f32);
+        comm.execute(
+            &schedule,
+            bytemuck::cast_slice_mut(&mut words),
+            DType::F32,
+            RedOp::Sum,
+        )?;
+        Ok(bytemuck::cast_slice::<u64, f32>(&words)[0])
+    })
+    .unwrap();
+    assert_eq!(sums, vec![3.0, 3.0, 7.0, 7.0]);
+    let outside = run_local(2, Duration::from_secs(10), |comm| {
+        Ok(collective::plan_group(op, comm, &[5, 6], 4, DType::F32).is_err())
+    })
+    .unwrap();
+    assert_eq!(outside, vec![true, true]);
+}

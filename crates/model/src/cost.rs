@@ -53,7 +53,8 @@ pub struct Breakdown {
     /// Fixed per-forward-pass cost, once per stage a token passes.
     pub overhead: f64,
     /// Cross-node control per step: the driver's broadcast of the scheduler output to
-    /// the remote workers and the sampled tokens coming back (one inter-node round trip).
+    /// the remote workers (on the critical path only where TP spans nodes) and the
+    /// sampled tokens coming back.
     pub control: f64,
 }
 
@@ -219,6 +220,67 @@ pub fn estimate(
     Ok(e)
 }
 
+/// One decode round of a pipeline run as vLLM's batch queue runs it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Round {
+    pub round_us: f64,
+    /// Time one stage works per round (micro-batches x stage time).
+    pub busy_us: f64,
+    /// Time a stage idles per round beyond the handovers and the control.
+    pub bubble_us: f64,
+}
+
+/// `micro_batches` micro-batches, each passing `pp` stages of `stage_us`, with
+/// `handover_us` summed over the stage boundaries and `control_us` on its critical path.
+/// A micro-batch's next step waits for its own pass, so the round is the longer of that
+/// pass and the work one stage does per round.
+pub fn pipeline_round(
+    stage_us: f64,
+    micro_batches: f64,
+    pp: f64,
+    handover_us: f64,
+    control_us: f64,
+) -> Round {
+    let busy_us = micro_batches * stage_us;
+    let pass_us = pp * stage_us + handover_us + control_us;
+    if busy_us >= pass_us {
+        return Round {
+            round_us: busy_us,
+            busy_us,
+            bubble_us: 0.0,
+        };
+    }
+    Round {
+        round_us: pass_us,
+        busy_us,
+        // Each stage idles while the other stages work on its micro-batches' passes.
+        bubble_us: (pp - micro_batches).max(0.0) * stage_us,
+    }
+}
+
+/// Scheduler output per micro-batch: about 1 KiB plus 64 B per request.
+pub fn control_bytes(requests: f64) -> f64 {
+    1024.0 + 64.0 * requests
+}
+
+/// The driver's per-step control on a micro-batch's critical path: the scheduler output
+/// out (`out_us`) and the sampled token ids back (`back_us`). Remote TP workers wait for
+/// the output before they start; later PP stages receive it while the first stage
+/// computes (`first_stage_us`), so only what outlasts that counts there.
+pub fn control_on_path(
+    out_us: f64,
+    back_us: f64,
+    first_stage_us: f64,
+    tp_spans_nodes: bool,
+) -> f64 {
+    let out = if tp_spans_nodes {
+        out_us
+    } else {
+        (out_us - first_stage_us).max(0.0)
+    };
+    out + back_us
+}
+
 fn price(costs: &Costs, w: &Workload, per_replica: f64) -> Estimate {
     let plan = costs.plan;
     let pp = plan.pp as f64;
@@ -229,22 +291,27 @@ fn price(costs: &Costs, w: &Workload, per_replica: f64) -> Estimate {
     let context = w.input_len as f64 + w.output_len as f64 / 2.0;
     let s = costs.stage(m, context, true);
     let o = costs.a.step_overhead_us;
-    // A replica over several nodes pays, per step, the driver's broadcast of the
-    // scheduler output (about 1 KiB plus 64 B per request) and the sampled token ids
-    // coming back: an inter-node round trip the single-node plan does not have.
+    let stage_us = s.compute_us + s.tp_us + o;
+    // A replica over several nodes pays, per micro-batch, the driver's broadcast of the
+    // scheduler output and the sampled token ids coming back over the inter-node link.
     let (across, _) = plan.pp_boundaries();
     let control_us = if plan.tp_spans_nodes() || across > 0 {
-        costs.inter.send_us(1024.0 + 64.0 * b) + costs.inter.send_us(8.0 * b)
+        control_on_path(
+            costs.inter.send_us(control_bytes(m)),
+            costs.inter.send_us(8.0 * m),
+            stage_us,
+            plan.tp_spans_nodes(),
+        )
     } else {
         0.0
     };
-    let busy = k * (s.compute_us + s.tp_us + o);
-    let round = busy.max(pp * (s.compute_us + s.tp_us + o) + s.pp_us) + control_us;
+    let r = pipeline_round(stage_us, k, pp, s.pp_us, control_us);
+    let round = r.round_us;
     let mut breakdown = Breakdown {
         compute: k * s.compute_us / 1e3,
         tp_comm: k * s.tp_us / 1e3,
         pp_comm: s.pp_us / 1e3,
-        bubble: (round - control_us - busy - s.pp_us).max(0.0) / 1e3,
+        bubble: r.bubble_us / 1e3,
         kv_transfer: 0.0,
         overhead: k * o / 1e3,
         control: control_us / 1e3,
@@ -478,6 +545,21 @@ mod tests {
     }
 
     #[test]
+    fn control_and_pipeline_rounds_follow_the_batch_queue() {
+        // TP across nodes waits for the scheduler output: the whole round trip counts.
+        assert_eq!(control_on_path(30.0, 10.0, 500.0, true), 40.0);
+        // Later PP stages get it while stage 1 computes; only what outlasts that counts.
+        assert_eq!(control_on_path(30.0, 10.0, 500.0, false), 10.0);
+        assert_eq!(control_on_path(530.0, 10.0, 500.0, false), 40.0);
+        // PP2, one micro-batch: the round is the pass; the other stage idles one stage.
+        let r = pipeline_round(100.0, 1.0, 2.0, 20.0, 10.0);
+        assert_eq!((r.round_us, r.busy_us, r.bubble_us), (230.0, 100.0, 100.0));
+        // Two micro-batches fill both stages.
+        let r = pipeline_round(100.0, 2.0, 2.0, 20.0, 10.0);
+        assert_eq!((r.round_us, r.bubble_us), (230.0, 0.0));
+    }
+
+    #[test]
     fn pp_adds_sends_and_a_bubble_when_micro_batches_run_short() {
         // PP2 over 2 nodes of 1 GPU, concurrency 1: one micro-batch, so each stage waits
         // for the other: bubble = (pp - k) x stage time; one send of hidden states and
@@ -492,9 +574,10 @@ mod tests {
             e.breakdown_ms
         );
         assert!((e.breakdown_ms.bubble - e.breakdown_ms.compute).abs() < 1e-12);
-        // The driver's control round trip: 1,088 B out and 8 B back, 10 us each.
+        // The driver's control: the 1,088 B scheduler output reaches stage 2 while stage 1
+        // computes, so only the 8 B of tokens back count (10 us + 8 ns).
         assert!(
-            (e.breakdown_ms.control - 0.021096).abs() < 1e-9,
+            (e.breakdown_ms.control - 0.010008).abs() < 1e-9,
             "{:?}",
             e.breakdown_ms
         );

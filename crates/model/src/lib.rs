@@ -9,7 +9,10 @@ mod link;
 mod plan;
 pub mod runs;
 
-pub use cost::{estimate, verdict, Assumptions, Breakdown, Estimate, Workload};
+pub use cost::{
+    control_bytes, control_on_path, estimate, pipeline_round, verdict, Assumptions, Breakdown,
+    Estimate, Round, Workload,
+};
 pub use gpu::{find_gpu, load_gpus, GpuSpec};
 pub use link::{LinkModel, Measured, INTER_PROFILES, INTRA_PROFILES};
 pub use plan::Plan;

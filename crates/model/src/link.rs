@@ -242,6 +242,42 @@ impl LinkModel {
                 }),
             });
         }
+        // linkbench lat -a: a one-way time (round trip / 2) per message size, which prices
+        // single sends exactly as a sendrecv sweep does, without the other direction's
+        // traffic on the link.
+        if let Some(sweep) = doc.get("sweep").and_then(Value::as_array) {
+            let mut points: Vec<(f64, f64)> = sweep
+                .iter()
+                .filter_map(|r| {
+                    let bytes = r.get("msg_size")?.as_f64()?;
+                    let us = r.get("latency_us")?.get("p50")?.as_f64()?;
+                    (us > 0.0).then_some((bytes, us))
+                })
+                .collect();
+            if !points.is_empty() {
+                points.sort_by(|x, y| x.0.total_cmp(&y.0));
+                let (a, b) = fit_line(&points).ok_or_else(|| {
+                    bad("a linkbench lat sweep needs at least two sizes with times")
+                })?;
+                return Ok(LinkModel {
+                    name: name.to_string(),
+                    alpha_us: a,
+                    gbs: 1.0 / (b * 1e3),
+                    source: format!(
+                        "measured: linkbench lat -a, {} sizes (one way = round trip / 2, p50)",
+                        points.len()
+                    ),
+                    measured: Some(Measured {
+                        op: "sendrecv".into(),
+                        world: 2,
+                        points,
+                    }),
+                });
+            }
+        }
+        if doc.get("throughput_gbps").is_none() && doc.get("latency_us").is_some() {
+            return Err(bad("a one-size linkbench lat file has a latency but no rate; run linkbench lat -a (a size sweep gives both) or linkbench compare"));
+        }
         // linkbench compare: its TCP half carries both a bandwidth and an idle latency.
         let doc = match doc
             .get("tcp")
@@ -333,6 +369,27 @@ mod tests {
             "{}",
             link.source
         );
+    }
+
+    #[test]
+    fn a_linkbench_lat_sweep_alone_prices_sends_by_size() {
+        // One way = round trip / 2 per size, from a 1 GB/s, 20 us link: the fit gives the
+        // link back and each measured size is priced as measured.
+        let truth = LinkModel::new("truth", 1.0, 20.0);
+        let sweep: Vec<Value> = [8.0, 1024.0, 65536.0, 1048576.0]
+            .iter()
+            .map(|&b| serde_json::json!({"msg_size": b, "latency_us": {"p50": truth.send_us(b), "mean": 1e6}}))
+            .collect();
+        let doc = serde_json::json!({"one_way": "round trip / 2", "sweep": sweep});
+        let link = LinkModel::from_json("lat.json", &doc.to_string()).unwrap();
+        assert!((link.alpha_us - 20.0).abs() < 1e-6, "{link:?}");
+        assert!((link.gbs - 1.0).abs() < 1e-9, "{link:?}");
+        assert!((link.send_us(65536.0) - truth.send_us(65536.0)).abs() < 1e-9);
+        assert!(link.source.contains("linkbench lat"), "{}", link.source);
+        // One size has no rate: refused with what to run instead.
+        let one = serde_json::json!({"msg_size": 2, "latency_us": {"p50": 4.0}});
+        let error = LinkModel::from_json("one.json", &one.to_string()).unwrap_err();
+        assert!(error.to_string().contains("lat -a"), "{error}");
     }
 
     #[test]

@@ -83,7 +83,8 @@ pub struct Args {
     #[arg(long, default_value = "30s", value_parser = cli::duration_arg)]
     timeout: Duration,
     /// Time a synthetic decode step: per layer, --compute-us of busy compute then two
-    /// all-reduces of --batch x --hidden bf16 (-n steps, -w warm-up steps).
+    /// all-reduces of --batch x --hidden bf16 (-n steps, -w warm-up steps); with --pp, a
+    /// pipeline of stages with hidden-state handovers and a driver on rank 0.
     #[arg(long)]
     synthetic_step: bool,
     /// --synthetic-step: layers per step.
@@ -98,12 +99,17 @@ pub struct Args {
     /// Model whose TP/PP messages to run (configs/models/*.toml).
     #[arg(long)]
     model: Option<String>,
-    /// Tensor-parallel group size (the job's world must equal it).
+    /// Tensor-parallel group size (the job's world must equal it; with --synthetic-step,
+    /// ranks per stage).
     #[arg(long)]
     tp: Option<usize>,
-    /// Pipeline stages (the job's world must equal it when --tp is not given).
+    /// Pipeline stages (the job's world must equal it when --tp is not given; with
+    /// --synthetic-step, world = tp x pp).
     #[arg(long)]
     pp: Option<usize>,
+    /// --synthetic-step: micro-batches in flight, 1 to --pp [default: --pp, as vLLM].
+    #[arg(long, value_name = "K")]
+    micro_batches: Option<usize>,
     /// decode (tokens = batch) or prefill (tokens = batch x --input-len).
     #[arg(long, default_value = "decode")]
     phase: String,

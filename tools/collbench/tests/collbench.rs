@@ -406,6 +406,77 @@ fn synthetic_step_reports_the_mean_step_time() {
     assert_eq!(bad.status.code(), Some(64));
 }
 
+#[test]
+fn synthetic_step_runs_a_pipeline_of_stages_with_micro_batches() {
+    // TP 2 x PP 2 over 4 ranks, batch 8 in 2 micro-batches of 4: each stage runs 2 of the 4
+    // layers per micro-batch, so a round (both micro-batches through both stages) is at
+    // least 2 x 2 x 100 us of compute on each stage.
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--synthetic-step",
+            "--layers",
+            "4",
+            "--hidden",
+            "256",
+            "--batch",
+            "8",
+            "--compute-us",
+            "100",
+            "-n",
+            "5",
+            "-w",
+            "1",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        Command::new(BIN).args(&args).output().unwrap()
+    };
+    let output = run(&["--ranks", "4", "--tp", "2", "--pp", "2"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let document = json_of(&output);
+    assert_eq!(document["tp"], 2);
+    assert_eq!(document["pp"], 2);
+    assert_eq!(document["micro_batches"], 2, "vLLM's default: pp in flight");
+    let row = &document["rows"][0];
+    assert_eq!(row["micro_batch"], 4);
+    assert_eq!(row["allreduce_bytes"], 4 * 256 * 2);
+    assert_eq!(row["handover_bytes"], 2 * 4 * 256 * 2, "hidden + residual");
+    assert_eq!(row["control_bytes"], 1024 + 64 * 4);
+    assert_eq!(row["token_bytes"], 8 * 4);
+    assert!(document["step_ms"].as_f64().unwrap() >= 0.4, "{document}");
+    // PP alone, one micro-batch: the stages take turns.
+    let output = run(&["--ranks", "2", "--pp", "2", "--micro-batches", "1"]);
+    assert!(output.status.success());
+    let document = json_of(&output);
+    assert_eq!(
+        (document["tp"].as_u64(), document["micro_batches"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(document["step_ms"].as_f64().unwrap() >= 0.4, "{document}");
+    // Layouts that cannot be built are refused with the reason.
+    for (bad, says) in [
+        (vec!["--ranks", "3", "--pp", "2"], "multiple of 2 ranks"),
+        (
+            vec!["--ranks", "4", "--tp", "3", "--pp", "2"],
+            "needs 6 ranks",
+        ),
+        (
+            vec!["--ranks", "2", "--pp", "2", "--micro-batches", "3"],
+            "1 to --pp",
+        ),
+        (vec!["--ranks", "3", "--pp", "3"], "equal stages"),
+    ] {
+        let output = run(&bad);
+        assert_eq!(output.status.code(), Some(64), "{bad:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{bad:?}: {stderr}");
+    }
+}
+
 /// Hole: `--ranks 2 -b 999T -e 999T` was OOM-killed at 24 GB and `-b 2G` could abort on
 /// an allocation failure; a sweep that cannot fit is refused before anything is allocated,
 /// naming the largest size that fits. So are `-f 0`, `-f 1` and `-i 0`.

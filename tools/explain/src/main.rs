@@ -68,7 +68,8 @@ pub struct Args {
     /// Draw the per-token breakdown of every plan as stacked bars (FILE.svg).
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
-    /// Predict collbench --synthetic-step: L x (compute + 2 all-reduces) over --link.
+    /// Predict collbench --synthetic-step: L x (compute + 2 all-reduces) over --link, and
+    /// with --pp the pipeline over --pp-link.
     #[arg(long)]
     predict_step: bool,
     /// --predict-step: layers per step.
@@ -83,12 +84,21 @@ pub struct Args {
     /// --predict-step: busy compute per layer, microseconds.
     #[arg(long, default_value_t = 200.0)]
     compute_us: f64,
-    /// --predict-step: ranks in the TP group.
+    /// --predict-step: ranks in the TP group (ranks per stage with --pp).
     #[arg(long, default_value_t = 2)]
     world: u64,
-    /// --predict-step: the collbench all_reduce --json measured on the same links.
+    /// --predict-step: the collbench all_reduce --json measured on the TP group's links.
     #[arg(long, value_name = "FILE.json")]
     link: Option<PathBuf>,
+    /// --predict-step: pipeline stages.
+    #[arg(long, default_value_t = 1)]
+    pp: u64,
+    /// --predict-step: micro-batches in flight, 1 to --pp [default: --pp].
+    #[arg(long, value_name = "K")]
+    micro_batches: Option<u64>,
+    /// --predict-step: the collbench sendrecv --json measured between stages (with --pp).
+    #[arg(long, value_name = "FILE.json")]
+    pp_link: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {

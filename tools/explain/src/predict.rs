@@ -1,63 +1,142 @@
 //! `--predict-step`: the step time collbench `--synthetic-step` should measure, priced from
-//! the same alpha-beta link fit `explain` uses for plans. This is how the cost model is
-//! validated against real all-reduces (scripts/bench/explain-validate).
+//! the same link fits and the same pipeline arithmetic (`model::cost::pipeline_round`,
+//! `control_on_path`) `explain` uses for plans. This is how the cost model is validated
+//! against real all-reduces and stage handovers (scripts/bench/explain-validate).
 
 use crate::Args;
 use anyhow::Context;
 use model::LinkModel;
+use model::{control_bytes, control_on_path, pipeline_round};
+use std::path::Path;
+
+fn read_link(path: &Path) -> anyhow::Result<LinkModel> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))
+        .map_err(|e| cli::usage(cli::sentence(&e)))?;
+    LinkModel::from_json(&path.display().to_string(), &text).map_err(|e| cli::usage(e.to_string()))
+}
+
+fn link_json(link: &Option<LinkModel>) -> serde_json::Value {
+    link.as_ref().map_or(serde_json::Value::Null, |l| {
+        serde_json::json!({"name": l.name, "alpha_us": l.alpha_us, "gbs": l.gbs, "source": l.source})
+    })
+}
 
 pub fn run(args: &Args) -> anyhow::Result<u8> {
-    let path = args
-        .link
-        .as_ref()
-        .ok_or_else(|| cli::usage("--predict-step needs --link FILE.json (collbench all_reduce --json measured on the same links)"))?;
-    if args.layers == 0 || args.hidden == 0 || args.batch == 0 || args.world == 0 {
+    if args.layers == 0 || args.hidden == 0 || args.batch == 0 || args.world == 0 || args.pp == 0 {
         return Err(cli::usage(
-            "--layers, --hidden, --batch and --world must be at least 1",
+            "--layers, --hidden, --batch, --world and --pp must be at least 1",
         ));
     }
     if args.compute_us.is_nan() || args.compute_us < 0.0 {
         return Err(cli::usage("--compute-us must be 0 or more"));
     }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))
-        .map_err(|e| cli::usage(cli::sentence(&e)))?;
-    let link = LinkModel::from_json(&path.display().to_string(), &text)
-        .map_err(|e| cli::usage(e.to_string()))?;
-    let bytes = (args.batch * args.hidden * 2) as f64;
-    let all_reduce_us = link.all_reduce_us(bytes, args.world);
-    let step_ms = args.layers as f64 * (args.compute_us + 2.0 * all_reduce_us) / 1e3;
+    let pp = args.pp;
+    let k = args.micro_batches.unwrap_or(pp);
+    if k == 0 || k > pp {
+        return Err(cli::usage(format!(
+            "--micro-batches {k}: 1 to --pp ({pp}) micro-batches are in flight"
+        )));
+    }
+    if !args.batch.is_multiple_of(k) || !args.layers.is_multiple_of(pp) {
+        return Err(cli::usage(format!(
+            "--batch {} must split into --micro-batches {k} and --layers {} into --pp {pp} equal parts",
+            args.batch, args.layers
+        )));
+    }
+    let tp_link = match (&args.link, args.world) {
+        (Some(path), _) => Some(read_link(path)?),
+        (None, 1) => None,
+        (None, _) => return Err(cli::usage(
+            "--predict-step needs --link FILE.json (collbench all_reduce --json measured on the TP group's links)",
+        )),
+    };
+    let pp_link = match (&args.pp_link, pp) {
+        (Some(path), _) => Some(read_link(path)?),
+        (None, 1) => None,
+        (None, _) => {
+            return Err(cli::usage(
+                "--pp needs --pp-link FILE.json (collbench sendrecv --json measured between the stages)",
+            ))
+        }
+    };
+    let tokens = (args.batch / k) as f64;
+    let stage_layers = (args.layers / pp) as f64;
+    let bytes = tokens * args.hidden as f64 * 2.0;
+    let all_reduce_us = tp_link
+        .as_ref()
+        .map_or(0.0, |l| l.all_reduce_us(bytes, args.world));
+    let stage_us = stage_layers * (args.compute_us + 2.0 * all_reduce_us);
+    let (handover_us, control_us) = match &pp_link {
+        Some(l) => (
+            (pp - 1) as f64 * l.send_us(2.0 * bytes),
+            control_on_path(
+                l.send_us(control_bytes(tokens)),
+                l.send_us(8.0 * tokens),
+                stage_us,
+                false,
+            ),
+        ),
+        None => (0.0, 0.0),
+    };
+    let round = pipeline_round(stage_us, k as f64, pp as f64, handover_us, control_us);
+    let step_ms = round.round_us / 1e3;
+    let compute_ms = k as f64 * stage_layers * args.compute_us / 1e3;
+    let tp_ms = k as f64 * stage_layers * 2.0 * all_reduce_us / 1e3;
     if args.json {
         let document = serde_json::json!({
             "predicted_step_ms": step_ms,
+            "breakdown_ms": {
+                "compute": compute_ms, "tp_comm": tp_ms, "pp_comm": handover_us / 1e3,
+                "bubble": round.bubble_us / 1e3, "control": control_us / 1e3,
+            },
             "all_reduce_us": all_reduce_us,
             "all_reduce_bytes": bytes,
+            "handover_bytes": 2.0 * bytes,
             "layers": args.layers, "hidden": args.hidden, "batch": args.batch,
-            "compute_us": args.compute_us, "world": args.world,
-            "link": {"name": link.name, "alpha_us": link.alpha_us, "gbs": link.gbs, "source": link.source},
+            "compute_us": args.compute_us, "world": args.world, "pp": pp, "micro_batches": k,
+            "link": link_json(&tp_link),
+            "pp_link": link_json(&pp_link),
         });
         println!("{}", serde_json::to_string_pretty(&document)?);
-    } else {
-        let mut table = measure::Table::new(["quantity", "value"]);
-        table.push(["link".to_string(), link.source.clone()]);
-        table.push(["alpha per hop (us)".into(), format!("{:.2}", link.alpha_us)]);
-        table.push(["rate (GB/s)".into(), format!("{:.4}", link.gbs)]);
-        table.push([
-            "all-reduce size (B)".into(),
-            format!("{bytes:.0} ({} x {} x 2)", args.batch, args.hidden),
-        ]);
-        table.push([
-            "all-reduce (us)".into(),
-            format!("{all_reduce_us:.1} over {} ranks", args.world),
-        ]);
-        table.push([
-            "predicted step (ms)".into(),
-            format!(
-                "{step_ms:.3} = {} x ({} + 2 x {all_reduce_us:.1}) us",
-                args.layers, args.compute_us
-            ),
-        ]);
-        println!("{}", table.render());
+        return Ok(cli::exit::OK);
     }
+    let mut table = measure::Table::new(["quantity", "value"]);
+    for (what, link) in [("TP link", &tp_link), ("stage link", &pp_link)] {
+        if let Some(l) = link {
+            table.push([what.to_string(), l.source.clone()]);
+            table.push([
+                format!("{what}: alpha, rate"),
+                format!("{:.2} us per hop, {:.4} GB/s", l.alpha_us, l.gbs),
+            ]);
+        }
+    }
+    table.push([
+        "all-reduce (us)".into(),
+        format!(
+            "{all_reduce_us:.1} for {bytes:.0} B ({tokens} x {} x 2) over {} ranks",
+            args.hidden, args.world
+        ),
+    ]);
+    table.push([
+        "stage (us)".into(),
+        format!(
+            "{stage_us:.1} = {stage_layers} x ({} + 2 x {all_reduce_us:.1})",
+            args.compute_us
+        ),
+    ]);
+    if pp > 1 {
+        table.push([
+            "handovers (us)".into(),
+            format!("{handover_us:.1} over {} boundaries", pp - 1),
+        ]);
+        table.push(["control (us)".into(), format!("{control_us:.1}")]);
+        table.push(["bubble (us)".into(), format!("{:.1}", round.bubble_us)]);
+    }
+    table.push([
+        "predicted step (ms)".into(),
+        format!("{step_ms:.3} ({k} micro-batch(es), {pp} stage(s))"),
+    ]);
+    println!("{}", table.render());
     Ok(cli::exit::OK)
 }

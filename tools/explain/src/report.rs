@@ -167,6 +167,7 @@ pub fn run(args: &Args, r: &Resolved) -> anyhow::Result<u8> {
             },
             "links": {"intra_node": link(&r.intra), "inter_node": link(&r.inter)},
             "assumptions": r.assumptions,
+            "modelled_as": MODELLED_AS,
             "runs": r.runs.iter().chain(&r.runs_vs).collect::<Vec<_>>(),
             "calibration": r.calibration,
             "attribution": attribution.as_ref().map(|(a, _, _)| a),
@@ -292,8 +293,12 @@ pub fn run(args: &Args, r: &Resolved) -> anyhow::Result<u8> {
         r.assumptions.step_overhead_us,
         r.assumptions.memory_utilization * 100.0
     );
+    println!("# {MODELLED_AS}");
     Ok(cli::exit::OK)
 }
+
+/// How the model runs a plan across nodes, stated with every report.
+pub const MODELLED_AS: &str = "modelled as vLLM runs it: each PP boundary hands over the hidden states and the residual (2 x tokens x hidden x dtype); at most PP micro-batches in flight, the batch split among them; per micro-batch the driver sends the scheduler output (1 KiB + 64 B per request; on the critical path only where TP spans nodes, later PP stages get it while the first computes) and gets the sampled tokens back (8 B per request) over the inter-node link; a collbench sendrecv or all_reduce sweep as --inter-node prices each message size from the measured rows, not from the bandwidth line";
 
 fn table<'a>(rows: impl Iterator<Item = (String, &'a Estimate)>) -> String {
     let mut t = measure::Table::new([

@@ -195,6 +195,88 @@ fn predict_step_prices_the_step_from_a_collbench_sweep() {
     assert_eq!(missing.status.code(), Some(64));
 }
 
+#[test]
+fn predict_step_prices_a_pipeline_from_a_linkbench_lat_sweep() {
+    // Stage link from `linkbench lat -a`: 20 us + 1 us per KB one way. PP 2, TP 1, batch 8
+    // in 2 micro-batches of 4 tokens, 8 layers x 200 us: each stage is 4 x 200 = 800 us per
+    // micro-batch; the handover is 2 x 4 x 4096 x 2 = 65,536 B (85.536 us); the scheduler
+    // output (1,280 B) reaches stage 2 while stage 1 computes, the 32 B of tokens come back
+    // in 20.032 us. Round = 2 x 800 + 85.536 + 20.032 = 1,705.568 us, no bubble.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lat.json");
+    let sweep: Vec<Value> = [2.0, 1024.0, 65536.0, 1048576.0]
+        .iter()
+        .map(
+            |&b: &f64| serde_json::json!({"msg_size": b, "latency_us": {"p50": 20.0 + b / 1000.0}}),
+        )
+        .collect();
+    std::fs::write(&file, serde_json::json!({"sweep": sweep}).to_string()).unwrap();
+    let pipeline = |micro_batches: &str| {
+        let output = explain(&[
+            "--predict-step",
+            "--layers",
+            "8",
+            "--hidden",
+            "4096",
+            "--batch",
+            "8",
+            "--compute-us",
+            "200",
+            "--world",
+            "1",
+            "--pp",
+            "2",
+            "--micro-batches",
+            micro_batches,
+            "--pp-link",
+            file.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        json_of(&output)
+    };
+    let two = pipeline("2");
+    let step = two["predicted_step_ms"].as_f64().unwrap();
+    assert!((step - 1.705568).abs() < 1e-9, "{two}");
+    assert_eq!(two["breakdown_ms"]["bubble"], 0.0);
+    // One micro-batch of 8 (a stage still takes 800 us: compute per layer is fixed): each
+    // stage idles one stage time. Handover 131,072 B (151.072 us), tokens 64 B
+    // (20.064 us): 2 x 800 + 151.072 + 20.064 = 1,771.136 us.
+    let one = pipeline("1");
+    assert!(
+        (one["predicted_step_ms"].as_f64().unwrap() - 1.771136).abs() < 1e-9,
+        "{one}"
+    );
+    assert!((one["breakdown_ms"]["bubble"].as_f64().unwrap() - 0.8).abs() < 1e-9);
+    let breakdown: f64 = one["breakdown_ms"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert!((breakdown - 1.771136).abs() < 1e-9, "{one}");
+    // A pipeline without its stage link, or more micro-batches than stages, is refused.
+    let missing = explain(&["--predict-step", "--world", "1", "--pp", "2"]);
+    assert_eq!(missing.status.code(), Some(64));
+    assert!(
+        stderr(&missing).contains("--pp-link"),
+        "{}",
+        stderr(&missing)
+    );
+    let many = explain(&[
+        "--predict-step",
+        "--world",
+        "1",
+        "--pp",
+        "2",
+        "--micro-batches",
+        "3",
+        "--pp-link",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(many.status.code(), Some(64));
+}
+
 /// Contradictions and empty values are refused, never silently resolved.
 #[test]
 fn contradictions_and_empty_plans_are_refused() {
