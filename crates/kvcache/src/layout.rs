@@ -178,6 +178,12 @@ impl KvShape {
                 "TP rank {rank} is outside TP size {tp}: ranks run from 0 to TP-1"
             )));
         }
+        // A peer announces its TP size; the TP-ratio mapping walks every rank of it.
+        if tp > MAX_TP {
+            return Err(KvError::Config(format!(
+                "TP size {tp} is above {MAX_TP}: no deployment has that many ranks in one TP group"
+            )));
+        }
         if self.kv_heads >= tp {
             if !self.kv_heads.is_multiple_of(tp) {
                 return Err(KvError::Config(format!(
@@ -199,6 +205,9 @@ impl KvShape {
         }
     }
 }
+
+/// The largest TP group either side may announce.
+pub const MAX_TP: u32 = 1024;
 
 /// One rank's pool: the shape, which heads it holds, and how many blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,6 +32,12 @@ pub fn sources(
         let holders: Vec<u32> = (0..prefill_tp)
             .filter(|&rank| shards[rank as usize].contains(&head))
             .collect();
+        // Empty only for a prefill TP of 0, which a peer may announce (found by fuzzing).
+        if holders.is_empty() {
+            return Err(KvError::Config(format!(
+                "no prefill rank of TP {prefill_tp} holds KV head {head}: the prefill's TP size must be at least 1"
+            )));
+        }
         let rank = holders[decode_rank as usize % holders.len()];
         match out.last_mut() {
             Some(last) if last.prefill_rank == rank && last.heads.end == head => {
@@ -296,6 +302,18 @@ mod tests {
         transfer(1, Order::Nhd, 4, Order::Hnd);
         transfer(16, Order::Nhd, 2, Order::Nhd);
         transfer(2, Order::Nhd, 16, Order::Nhd);
+    }
+
+    #[test]
+    fn a_prefill_tp_of_zero_is_refused_not_a_panic() {
+        // A Welcome may carry tp 0; sources() divided by the number of holders (fuzzing).
+        let s = shape(Order::Nhd);
+        assert!(sources(&s, 0, 1, 0).is_err());
+        // A huge TP size (a multiple of the heads, so it shards) is refused before the
+        // mapping walks every one of its ranks.
+        let huge = s.kv_heads * (u32::MAX / s.kv_heads);
+        assert!(sources(&s, huge, 1, 0).is_err());
+        assert!(sources(&s, 2, huge, 0).is_err());
     }
 
     #[test]

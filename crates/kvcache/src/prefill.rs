@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The largest decode TP group an Attach may claim.
-const MAX_DECODE_TP: u32 = 1024;
+const MAX_DECODE_TP: u32 = crate::layout::MAX_TP;
 /// How long past its lease a pull that is still streaming may run before it is cut.
 const LEASE_GRACE: Duration = Duration::from_secs(1);
 

@@ -18,6 +18,7 @@ pub struct Plan {
 impl Plan {
     /// Parses a plan; without `@NxG`, nodes are as many `gpus_per_node` nodes as it needs.
     pub fn parse(text: &str, gpus_per_node: u64) -> Result<Self, ModelError> {
+        const MAX_GPUS: u64 = 1 << 24;
         let bad = |why: String| ModelError::Invalid(format!("plan '{text}': {why}"));
         let lower = text.trim().to_ascii_lowercase();
         let (parts, place) = match lower.split_once('@') {
@@ -55,7 +56,12 @@ impl Plan {
             }
         }
         let (tp, pp, dp) = (tp.unwrap_or(1), pp.unwrap_or(1), dp.unwrap_or(1));
-        let pool = tp * pp * dp * if pd { 2 } else { 1 };
+        // Checked: a typo like pp99999999999 overflowed the product (found by fuzzing).
+        let too_many = || bad(format!("needs more than {MAX_GPUS} GPUs; check the counts"));
+        let pool = [tp, pp, dp, if pd { 2 } else { 1 }]
+            .into_iter()
+            .try_fold(1u64, |acc, n| acc.checked_mul(n).filter(|p| *p <= MAX_GPUS))
+            .ok_or_else(too_many)?;
         let (nodes, gpus_per_node) = match place {
             Some(place) => {
                 let (n, g) = place
@@ -72,11 +78,15 @@ impl Plan {
                 (pool.div_ceil(g), g)
             }
         };
-        if pool > nodes * gpus_per_node {
+        let offered = nodes
+            .checked_mul(gpus_per_node)
+            .filter(|g| *g <= MAX_GPUS)
+            .ok_or_else(too_many)?;
+        if pool > offered {
             return Err(bad(format!(
                 "needs {pool} GPUs (TP x PP x DP{}) but {nodes} node(s) x {gpus_per_node} GPUs give {}; shrink the plan or add nodes",
                 if pd { " x 2 for P/D" } else { "" },
-                nodes * gpus_per_node
+                offered
             )));
         }
         Ok(Plan {
@@ -192,6 +202,10 @@ mod tests {
         let error = Plan::parse("tp4,pp4@1x8", 8).unwrap_err().to_string();
         assert!(error.contains("needs 16 GPUs"), "{error}");
         assert!(Plan::parse("tp0", 8).is_err());
+        // Counts whose product overflows are refused, not wrapped (found by fuzzing).
+        let huge = Plan::parse("tp4,pp9999999999@2x4", 8).unwrap_err();
+        assert!(huge.to_string().contains("more than"), "{huge}");
+        assert!(Plan::parse("tp2@4294967296x4294967296", 8).is_err());
         assert!(Plan::parse("ep4", 8)
             .unwrap_err()
             .to_string()
