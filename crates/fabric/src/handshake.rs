@@ -7,7 +7,7 @@ use crate::control::{
     nonce, proof, verify_proof, AuthMsg, AuthPlan, Hello, Message, Role, VERSION,
 };
 use crate::error::{FabricError, Result};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The variable every tool reads its shared secret from.
 pub const TOKEN_VAR: &str = "NODELINK_TOKEN";
@@ -63,10 +63,31 @@ fn check_tool(peer: &Hello, tool: &str, channel: &Channel) -> Result<()> {
 }
 
 /// Client side: greets, checks the server runs `tool`, authenticates; returns its Hello.
+/// Each step may take [`HANDSHAKE_TIMEOUT`]; [`open_client_within`] bounds the whole.
 pub fn open_client(channel: &mut Channel, tool: &str, token: Option<&[u8]>) -> Result<Hello> {
+    open_client_within(channel, tool, token, HANDSHAKE_TIMEOUT)
+}
+
+/// What is left of `timeout` since `started`: a deadline on a whole opening, so a peer
+/// that answers each step just in time cannot stretch it.
+fn left(started: Instant, timeout: Duration) -> Duration {
+    timeout
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(1))
+}
+
+/// [`open_client`] with one deadline, `timeout`, for the whole opening (a tool's
+/// `--timeout`).
+pub fn open_client_within(
+    channel: &mut Channel,
+    tool: &str,
+    token: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Hello> {
+    let started = Instant::now();
     let client_nonce = nonce()?;
-    channel.send(&hello(tool, &client_nonce, token), HANDSHAKE_TIMEOUT)?;
-    let hello = match channel.recv_ok(HANDSHAKE_TIMEOUT, "waiting for the greeting from")? {
+    channel.send(&hello(tool, &client_nonce, token), left(started, timeout))?;
+    let hello = match channel.recv_ok(left(started, timeout), "waiting for the greeting from")? {
         Message::Hello(hello) => hello,
         other => return Err(FabricError::unexpected("Hello", &other)),
     };
@@ -77,12 +98,13 @@ pub fn open_client(channel: &mut Channel, tool: &str, token: Option<&[u8]>) -> R
             &Message::Auth(AuthMsg {
                 mac: proof(token, Role::Client, &client_nonce, &hello.nonce),
             }),
-            HANDSHAKE_TIMEOUT,
+            left(started, timeout),
         )?;
-        let mac = match channel.recv_ok(HANDSHAKE_TIMEOUT, "waiting for authentication from")? {
-            Message::Auth(AuthMsg { mac }) => mac,
-            other => return Err(FabricError::unexpected("Auth", &other)),
-        };
+        let mac =
+            match channel.recv_ok(left(started, timeout), "waiting for authentication from")? {
+                Message::Auth(AuthMsg { mac }) => mac,
+                other => return Err(FabricError::unexpected("Auth", &other)),
+            };
         if !verify_proof(token, Role::Server, &client_nonce, &hello.nonce, &mac) {
             return Err(FabricError::Auth(
                 "the server's proof does not match NODELINK_TOKEN: set the same token on both nodes".into(),
@@ -100,15 +122,28 @@ pub fn open_server(
     tool: &str,
     token: Option<&[u8]>,
 ) -> Result<()> {
+    open_server_within(channel, client, tool, token, HANDSHAKE_TIMEOUT)
+}
+
+/// [`open_server`] with one deadline, `timeout`, for the rest of the opening.
+pub fn open_server_within(
+    channel: &mut Channel,
+    client: &Hello,
+    tool: &str,
+    token: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<()> {
+    let started = Instant::now();
     let plan = AuthPlan::decide(Role::Server, token.is_some(), client.auth)?;
     let server_nonce = nonce()?;
-    channel.send(&hello(tool, &server_nonce, token), HANDSHAKE_TIMEOUT)?;
+    channel.send(&hello(tool, &server_nonce, token), left(started, timeout))?;
     check_tool(client, tool, channel)?;
     if let (AuthPlan::Hmac, Some(token)) = (plan, token) {
-        let mac = match channel.recv_ok(HANDSHAKE_TIMEOUT, "waiting for authentication from")? {
-            Message::Auth(AuthMsg { mac }) => mac,
-            other => return Err(FabricError::unexpected("Auth", &other)),
-        };
+        let mac =
+            match channel.recv_ok(left(started, timeout), "waiting for authentication from")? {
+                Message::Auth(AuthMsg { mac }) => mac,
+                other => return Err(FabricError::unexpected("Auth", &other)),
+            };
         if !verify_proof(token, Role::Client, &client.nonce, &server_nonce, &mac) {
             return Err(FabricError::Auth(
                 "refused: NODELINK_TOKEN differs between the two nodes; set the same token on both"
@@ -119,7 +154,7 @@ pub fn open_server(
             &Message::Auth(AuthMsg {
                 mac: proof(token, Role::Server, &client.nonce, &server_nonce),
             }),
-            HANDSHAKE_TIMEOUT,
+            left(started, timeout),
         )?;
     }
     Ok(())
@@ -130,6 +165,23 @@ mod tests {
     use super::*;
     use std::ffi::OsString;
     use std::os::unix::ffi::OsStringExt;
+
+    #[test]
+    fn a_silent_server_costs_the_callers_timeout_not_ten_seconds() {
+        // The server accepts and says nothing (stopped, or a stranger's port). The opening
+        // gives up at the caller's deadline; it used to wait 10 s per step.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        let mut channel = Channel::new(stream, addr.to_string());
+        let started = Instant::now();
+        let error = open_client_within(&mut channel, "kvxfer", None, Duration::from_millis(300))
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(error.to_string().contains("greeting"), "{error}");
+        drop(held.join());
+    }
 
     #[test]
     fn the_token_fails_closed() {

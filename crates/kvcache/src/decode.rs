@@ -61,7 +61,7 @@ impl PrefillLink {
         };
         let stream = tcp::connect(addr, timeout, &options)?;
         let mut channel = Channel::new(stream, addr.to_string());
-        handshake::open_client(&mut channel, TOOL, token)?;
+        handshake::open_client_within(&mut channel, TOOL, token, timeout)?;
         channel.send(
             &KvMessage::Attach(Attach {
                 shape: shape.clone(),
@@ -450,7 +450,7 @@ fn connect_rails(
         let joined = (|| -> Result<TcpStream, KvError> {
             let stream = tcp::connect(addr, params.timeout, &SocketOptions::default())?;
             let mut channel = Channel::new(stream, addr.to_string());
-            handshake::open_client(&mut channel, TOOL, params.token)?;
+            handshake::open_client_within(&mut channel, TOOL, params.token, params.timeout)?;
             channel.send(
                 &KvMessage::AttachRail(AttachRail {
                     cookie: welcome.rail_cookie.clone(),

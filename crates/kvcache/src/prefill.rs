@@ -241,18 +241,21 @@ impl PrefillAgent {
         let _ = stream.set_nodelay(true);
         let timeout = self.config.io_timeout;
         let mut channel = Channel::new(stream, peer.to_string());
-        let hello = match answer_errors(
+        // --timeout bounds the whole opening, as it bounds every other operation.
+        let opened = std::time::Instant::now();
+        let hello =
+            match answer_errors(&mut channel, true, timeout, "waiting for the greeting from")? {
+                Message::Hello(hello) => hello,
+                other => return Err(FabricError::unexpected("Hello", &other).into()),
+            };
+        let rest = timeout.saturating_sub(opened.elapsed());
+        if let Err(e) = handshake::open_server_within(
             &mut channel,
-            true,
-            handshake::HANDSHAKE_TIMEOUT,
-            "waiting for the greeting from",
-        )? {
-            Message::Hello(hello) => hello,
-            other => return Err(FabricError::unexpected("Hello", &other).into()),
-        };
-        if let Err(e) =
-            handshake::open_server(&mut channel, &hello, TOOL, self.config.token.as_deref())
-        {
+            &hello,
+            TOOL,
+            self.config.token.as_deref(),
+            rest,
+        ) {
             // The client is still in the opening, reading that message set: an Error
             // there reads as the token sentence, not as "unknown message kind".
             let _ = channel.send(
