@@ -97,6 +97,30 @@ echo "$out"
 
 kill $server 2>/dev/null; wait $server 2>/dev/null
 
+# A client that dies mid-test: the server watches the control connection while it polls,
+# so it gives up at once, not after the 20 s (SEND: 80 s) stall limit.
+for mode in "bw --op send" "lat --op write"; do
+  step "server notices a dead client ($mode)"
+  $LB serve --bind 127.0.0.1 --device rxe0 --once >/tmp/serve_dead.log 2>&1 &
+  server=$!
+  sleep 1
+  # shellcheck disable=SC2086
+  $LB $mode --transport rdma --peer 127.0.0.1 --device rxe0 -n 100000000 >/dev/null 2>&1 &
+  client=$!
+  sleep 3
+  kill -9 $client; wait $client 2>/dev/null
+  t0=$(date +%s%N)
+  for _ in $(seq 300); do kill -0 $server 2>/dev/null || break; sleep 0.1; done
+  noticed_ms=$((($(date +%s%N) - t0) / 1000000))
+  if kill -0 $server 2>/dev/null; then
+    fail "dead client ($mode): the server still polls after 30 s"; kill $server
+  else
+    echo "server exited ${noticed_ms} ms after the client died: $(tail -1 /tmp/serve_dead.log)"
+    [ "$noticed_ms" -lt 10000 ] || fail "dead client ($mode): noticed after ${noticed_ms} ms"
+  fi
+  wait $server 2>/dev/null
+done
+
 # kvxfer over the same device: decode pulls every request with RDMA READ from prefill's
 # registered pool; --verify checks a CRC32C per block and every byte's content.
 KV=/root/kvxfer

@@ -178,7 +178,11 @@ mod tests {
         let started = Instant::now();
         let error = open_client_within(&mut channel, "kvxfer", None, Duration::from_millis(300))
             .unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(error.to_string().contains("greeting"), "{error}");
         drop(held.join());
     }

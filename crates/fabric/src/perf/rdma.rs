@@ -20,7 +20,7 @@ use crate::rdma::{
 };
 use measure::{LatencyRecorder, LatencySummary};
 use serde::Serialize;
-use std::net::IpAddr;
+use std::net::{IpAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 /// No completion and no progress for this long: the peer or the path is gone.
@@ -352,11 +352,11 @@ impl Client {
         let mut recorder = LatencyRecorder::new();
         let (one_way, scale) = match test.op {
             RdmaOp::Write => {
-                ping_write(&mut ep, test, &peer, &mut recorder, true)?;
+                ping_write(&mut ep, test, &peer, &mut recorder, true, None)?;
                 ("round trip / 2", 0.5)
             }
             RdmaOp::Send => {
-                ping_send(&mut ep, test, &mut recorder, true)?;
+                ping_send(&mut ep, test, &mut recorder, true, None)?;
                 ("round trip / 2", 0.5)
             }
             RdmaOp::Read => {
@@ -392,12 +392,14 @@ fn tag(round: u64) -> u8 {
 
 /// WRITE ping-pong like ib_write_lat: each side writes into the other's receive slot and
 /// spins on the last byte of its own. The client starts (`initiator`), the server echoes.
+/// `control`: the peer's control connection, watched while waiting (the server's side).
 fn ping_write(
     ep: &mut Endpoint,
     test: &RdmaTest,
     peer: &RdmaEndpoint,
     recorder: &mut LatencyRecorder,
     initiator: bool,
+    control: Option<&TcpStream>,
 ) -> Result<()> {
     let size = test.size;
     let last = (size - 1) as usize;
@@ -412,7 +414,7 @@ fn ping_write(
     for round in 1..=test.iterations {
         let tag = tag(round);
         if !initiator {
-            wait_byte(ep, last, tag, &mut outstanding, round)?;
+            wait_byte(ep, last, tag, &mut outstanding, round, control)?;
         }
         ep.buffer_mut().write_byte(send_offset as usize + last, tag);
         // Reap before the send queue could fill (ib_write_lat waits here too).
@@ -435,7 +437,7 @@ fn ping_write(
         )?;
         outstanding += 1;
         if initiator {
-            wait_byte(ep, last, tag, &mut outstanding, round)?;
+            wait_byte(ep, last, tag, &mut outstanding, round, control)?;
             let now = Instant::now();
             recorder.record(now.duration_since(round_start));
             round_start = now;
@@ -450,8 +452,9 @@ fn wait_byte(
     tag: u8,
     outstanding: &mut u64,
     round: u64,
+    control: Option<&TcpStream>,
 ) -> Result<()> {
-    let mut watchdog = Watchdog::new(RDMA_STALL);
+    let mut watchdog = Watchdog::new(RDMA_STALL).watching(control);
     let mut spins = 0u32;
     loop {
         if ep.buffer().read_volatile(offset) == Some(tag) {
@@ -474,6 +477,7 @@ fn ping_send(
     test: &RdmaTest,
     recorder: &mut LatencyRecorder,
     initiator: bool,
+    control: Option<&TcpStream>,
 ) -> Result<()> {
     let size = test.size;
     ep.post_recv(0, 0, 0, size as u32)?;
@@ -481,7 +485,7 @@ fn ping_send(
     let mut round_start = Instant::now();
     for round in 1..=test.iterations {
         if !initiator {
-            wait_recv(ep, round)?;
+            wait_recv(ep, round, control)?;
             ep.post_recv(0, 0, 0, size as u32)?;
         }
         ep.post_send(
@@ -497,7 +501,7 @@ fn ping_send(
             },
         )?;
         if initiator {
-            wait_recv(ep, round)?;
+            wait_recv(ep, round, control)?;
             ep.post_recv(0, 0, 0, size as u32)?;
             let now = Instant::now();
             recorder.record(now.duration_since(round_start));
@@ -507,8 +511,8 @@ fn ping_send(
     Ok(())
 }
 
-fn wait_recv(ep: &mut Endpoint, round: u64) -> Result<()> {
-    let mut watchdog = Watchdog::new(RDMA_STALL);
+fn wait_recv(ep: &mut Endpoint, round: u64, control: Option<&TcpStream>) -> Result<()> {
+    let mut watchdog = Watchdog::new(RDMA_STALL).watching(control);
     loop {
         let mut got = false;
         ep.poll(|c| got |= c.is_recv())?;
@@ -678,7 +682,10 @@ pub fn serve_rdma(
         (TestKind::Bw, RdmaOp::Send) => {
             let total = test.iterations * qps as u64;
             let posted_ahead = layout.slots.min(test.iterations);
-            let mut watchdog = Watchdog::new(RDMA_STALL + Duration::from_secs(60));
+            // The client's control connection is watched too: a client that died is
+            // noticed at once, not after the stall limit.
+            let mut watchdog = Watchdog::new(RDMA_STALL + Duration::from_secs(60))
+                .watching(Some(channel.stream()));
             let mut failure: Option<FabricError> = None;
             let mut idle = 0u32;
             while messages < total {
@@ -745,12 +752,19 @@ pub fn serve_rdma(
         (TestKind::Bw, RdmaOp::Read) => {}
         (TestKind::Lat, RdmaOp::Write) => {
             let mut unused = LatencyRecorder::new();
-            ping_write(&mut ep, &test, &peer, &mut unused, false)?;
+            ping_write(
+                &mut ep,
+                &test,
+                &peer,
+                &mut unused,
+                false,
+                Some(channel.stream()),
+            )?;
             messages = test.iterations;
         }
         (TestKind::Lat, RdmaOp::Send) => {
             let mut unused = LatencyRecorder::new();
-            ping_send(&mut ep, &test, &mut unused, false)?;
+            ping_send(&mut ep, &test, &mut unused, false, Some(channel.stream()))?;
             messages = test.iterations;
         }
         (TestKind::Lat, RdmaOp::Read) => {}

@@ -11,6 +11,8 @@ use super::mr::{Buffer, RemoteRegion};
 use super::verbs::abi::{self, ibv_wc};
 use super::verbs::{Cq, Mr, Pd, PostError, PostSend, Qp};
 use crate::error::{FabricError, Result};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -533,19 +535,35 @@ fn post_error_text(e: PostError) -> String {
 
 /// Bounds a polling loop: fails when nothing progressed for `limit`. It reads the clock
 /// only every 256 checks, and not at all when created, so a latency loop that makes one
-/// per round pays nothing for it (clock reads cost microseconds under emulation).
-pub struct Watchdog {
+/// per round pays nothing for it (clock reads cost microseconds under emulation). With a
+/// control connection to watch ([`Watchdog::watching`]), those checks also peek at it, so
+/// a peer that died is noticed at once, not after `limit`.
+pub struct Watchdog<'a> {
     last: Option<Instant>,
     limit: Duration,
     spins: u32,
+    control: Option<BorrowedFd<'a>>,
 }
 
-impl Watchdog {
-    pub fn new(limit: Duration) -> Watchdog {
+impl Watchdog<'static> {
+    pub fn new(limit: Duration) -> Self {
         Watchdog {
             last: None,
             limit,
             spins: 0,
+            control: None,
+        }
+    }
+}
+
+impl<'a> Watchdog<'a> {
+    /// Also fails as soon as `control` (the peer's control connection) is closed or reset.
+    pub fn watching<'b>(self, control: Option<&'b TcpStream>) -> Watchdog<'b> {
+        Watchdog {
+            last: self.last,
+            limit: self.limit,
+            spins: self.spins,
+            control: control.map(|s| s.as_fd()),
         }
     }
 
@@ -560,6 +578,13 @@ impl Watchdog {
             return Ok(());
         }
         self.spins = 0;
+        if self.control.is_some_and(closed) {
+            return Err(FabricError::PeerClosed {
+                what: what(),
+                detail: " (its control connection ended while this side polled: did it die?)"
+                    .into(),
+            });
+        }
         let last = *self.last.get_or_insert_with(Instant::now);
         if last.elapsed() > self.limit {
             return Err(FabricError::Timeout {
@@ -568,5 +593,71 @@ impl Watchdog {
             });
         }
         Ok(())
+    }
+}
+
+/// Whether the peer closed or reset the connection (a peek that never blocks and never
+/// consumes: data waiting, e.g. the peer's Done, means it is alive).
+fn closed(fd: BorrowedFd<'_>) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: one writable byte; MSG_PEEK | MSG_DONTWAIT neither blocks nor consumes.
+    let rc = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match rc {
+        0 => true,
+        n if n > 0 => false,
+        _ => !matches!(
+            std::io::Error::last_os_error().kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    /// Runs the 256 checks after which a watchdog looks at the clock and the control socket.
+    fn tick(watchdog: &mut Watchdog) -> Result<()> {
+        for _ in 0..256 {
+            watchdog.check(&|| "the peer's SEND".into())?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_watched_control_connection_that_closes_ends_the_wait_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let mut watchdog = Watchdog::new(Duration::from_secs(60)).watching(Some(&server));
+        // Open and quiet, then with the peer's Done waiting unread: alive.
+        tick(&mut watchdog).unwrap();
+        client.write_all(b"Done").unwrap();
+        tick(&mut watchdog).unwrap();
+        let mut done = [0u8; 4];
+        std::io::Read::read_exact(&mut &server, &mut done).unwrap();
+        // The client dies: noticed on the next tick, long before the 60 s limit.
+        drop(client);
+        std::thread::sleep(Duration::from_millis(50));
+        let mut seen = String::new();
+        for _ in 0..20 {
+            if let Err(e) = tick(&mut watchdog) {
+                seen = e.to_string();
+                break;
+            }
+        }
+        assert!(seen.contains("control connection ended"), "{seen:?}");
+        // Unwatched, the same loop only has its time limit.
+        let mut plain = Watchdog::new(Duration::from_secs(60));
+        tick(&mut plain).unwrap();
     }
 }
