@@ -134,6 +134,35 @@ fn main() -> std::process::ExitCode {
     cli::main("collbench", run)
 }
 
+/// Refuses, with exit 64, the size-sweep flags a mode does not use, when given (a value
+/// other than the default): a flag is honoured or refused, never silently ignored.
+fn refuse_sweep_flags(args: &Args, mode: &str, takes: &str) -> anyhow::Result<()> {
+    let given: Vec<&str> = [
+        (args.op != "all_reduce", "--op"),
+        (args.min_bytes != 8, "-b"),
+        (args.max_bytes != 64 << 20, "-e"),
+        (args.step_factor != 2, "-f"),
+        (args.step_bytes.is_some(), "-i"),
+        (args.dtype != "f32", "-d"),
+        (args.redop != "sum", "-o"),
+        (args.root != 0, "-r"),
+        (args.check != 1, "-c"),
+        (args.percentiles, "--percentiles"),
+        (args.csv.is_some(), "--csv"),
+        (args.plot.is_some(), "--plot"),
+    ]
+    .into_iter()
+    .filter_map(|(set, flag)| set.then_some(flag))
+    .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    Err(cli::usage(format!(
+        "{} with {mode}: these shape the size sweep, which {mode} does not run; drop them ({mode} takes {takes})",
+        given.join(", ")
+    )))
+}
+
 /// The job as resolved from flags and the environment.
 pub struct Job {
     pub local_ranks: Option<usize>,
@@ -215,6 +244,11 @@ fn run(args: Args) -> anyhow::Result<u8> {
     let local = job.local_ranks.unwrap_or(1) as u64;
     cli::check_fits("-e", args.max_bytes, 3 * local)?;
     if args.synthetic_step {
+        refuse_sweep_flags(
+            &args,
+            "--synthetic-step",
+            "--layers, --hidden, --batch, --compute-us, --tp, --pp, --micro-batches, -n, -w",
+        )?;
         return synthetic::run(&args, &job);
     }
     let nccl = match args.backend.as_str() {
@@ -237,7 +271,12 @@ fn run(args: Args) -> anyhow::Result<u8> {
         other => return Err(cli::usage(format!("--backend {other}: choose tcp or nccl"))),
     };
     if args.model.is_some() || args.tp.is_some() || args.pp.is_some() {
-        return shaped::run(&args, &job, dtype);
+        refuse_sweep_flags(
+            &args,
+            "--model/--tp/--pp",
+            "--model, --tp or --pp, --phase, --batch, --input-len, -n, -w; the dtype is the model's",
+        )?;
+        return shaped::run(&args, &job);
     }
     let config = RunConfig {
         op,

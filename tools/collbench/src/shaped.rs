@@ -23,7 +23,7 @@ struct ShapedRow {
     pp_comm_ms_per_step: f64,
 }
 
-pub fn run(args: &Args, job: &Job, _dtype: DType) -> anyhow::Result<u8> {
+pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
     let name = args
         .model
         .as_deref()

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Serialize)]
 struct StepRow {
     batch: u64,
+    /// Micro-batches in flight.
+    micro_batches: usize,
     /// Tokens per micro-batch.
     micro_batch: u64,
     allreduce_bytes: u64,
@@ -81,7 +83,7 @@ impl Layout {
 }
 
 /// Resolves --tp, --pp and --micro-batches against the job's world.
-fn layout_of(args: &Args, world: usize) -> anyhow::Result<(usize, usize, usize)> {
+fn layout_of(args: &Args, world: usize) -> anyhow::Result<(usize, usize)> {
     let pp = args.pp.unwrap_or(1);
     if pp == 0 || args.tp == Some(0) {
         return Err(cli::usage("--tp and --pp must be at least 1"));
@@ -104,22 +106,26 @@ fn layout_of(args: &Args, world: usize) -> anyhow::Result<(usize, usize, usize)>
             args.layers
         )));
     }
-    let micro_batches = args.micro_batches.unwrap_or(pp);
-    if micro_batches == 0 || micro_batches > pp {
+    if let Some(k) = args.micro_batches.filter(|&k| k == 0 || k > pp) {
         return Err(cli::usage(format!(
-            "--micro-batches {micro_batches}: vLLM keeps 1 to --pp ({pp}) micro-batches in flight"
+            "--micro-batches {k}: vLLM keeps 1 to --pp ({pp}) micro-batches in flight"
         )));
     }
-    if let Some(b) = args
-        .batch
-        .iter()
-        .find(|&&b| !b.is_multiple_of(micro_batches as u64))
-    {
-        return Err(cli::usage(format!(
-            "--batch {b} does not split into --micro-batches {micro_batches} equal micro-batches; pass a multiple of {micro_batches}"
-        )));
+    for &b in &args.batch {
+        let k = micro_batches_for(args, pp, b);
+        if !b.is_multiple_of(k as u64) {
+            return Err(cli::usage(format!(
+                "--batch {b} does not split into {k} equal micro-batches; pass a multiple of {k} (or --micro-batches)"
+            )));
+        }
     }
-    Ok((tp, pp, micro_batches))
+    Ok((tp, pp))
+}
+
+/// Micro-batches for one batch size: --micro-batches, else as vLLM, min(pp, batch).
+fn micro_batches_for(args: &Args, pp: usize, batch: u64) -> usize {
+    args.micro_batches
+        .unwrap_or_else(|| pp.min(batch.try_into().unwrap_or(usize::MAX)))
 }
 
 fn world_of(job: &Job) -> usize {
@@ -285,21 +291,21 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
             "--synthetic-step takes --layers and --hidden, not --model",
         ));
     }
-    let (tp, pp, micro_batches) = layout_of(args, world_of(job))?;
+    let (tp, pp) = layout_of(args, world_of(job))?;
     let compute_time = Duration::from_nanos((args.compute_us * 1e3) as u64);
     let stage_layers = args.layers / pp as u64;
     let rounds = args.warmup + args.iters.max(1);
     type Ranked = (Vec<StepRow>, usize, usize);
     let body = |comm: &mut Communicator| -> Result<Ranked, collective::CollError> {
         precise_sleeps();
-        let at = Layout {
-            tp,
-            pp,
-            micro_batches,
-            rank: comm.rank,
-        };
         let mut rows = Vec::new();
         for &batch in &args.batch {
+            let at = Layout {
+                tp,
+                pp,
+                micro_batches: micro_batches_for(args, pp, batch),
+                rank: comm.rank,
+            };
             let tokens = batch / at.micro_batches as u64;
             let p = plan(comm, at, tokens, args.hidden)?;
             // Built once: no allocation inside the timed loop.
@@ -407,6 +413,7 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
             let summed = collective::sum_over_ranks(comm, &[step_ms as f32, comm_ms as f32])?;
             rows.push(StepRow {
                 batch,
+                micro_batches: at.micro_batches,
                 micro_batch: tokens,
                 allreduce_bytes: p.allreduce_bytes as u64,
                 handover_bytes: if pp > 1 {
@@ -430,24 +437,26 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
     if args.json {
         let mut document = serde_json::json!({
             "synthetic_step": true, "op": "all_reduce", "backend": "tcp", "dtype": "bf16",
-            "world": world, "tp": tp, "pp": pp, "micro_batches": micro_batches,
+            "world": world, "tp": tp, "pp": pp,
             "layers": args.layers, "hidden": args.hidden,
             "compute_us": args.compute_us, "steps": args.iters, "warmup": args.warmup,
             "rows": rows,
         });
         if let ([row], Some(fields)) = (rows.as_slice(), document.as_object_mut()) {
             fields.insert("batch".into(), row.batch.into());
+            fields.insert("micro_batches".into(), row.micro_batches.into());
             fields.insert("step_ms".into(), row.step_ms.into());
             fields.insert("comm_ms".into(), row.comm_ms.into());
         }
         println!("{}", serde_json::to_string_pretty(&document)?);
     } else if !args.quiet {
         println!(
-            "# synthetic decode step: TP {tp} x PP {pp} ({world} ranks), {micro_batches} micro-batch(es); {} layers x ({} us compute + 2 all-reduces of tokens x {} bf16); {} steps",
+            "# synthetic decode step: TP {tp} x PP {pp} ({world} ranks), min(PP, batch) micro-batches unless --micro-batches; {} layers x ({} us compute + 2 all-reduces of tokens x {} bf16); {} steps",
             args.layers, args.compute_us, args.hidden, args.iters
         );
         let mut table = measure::Table::new([
             "batch",
+            "micro-batches",
             "all-reduce (B)",
             "handover (B)",
             "step (ms)",
@@ -456,6 +465,7 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
         for r in &rows {
             table.push([
                 r.batch.to_string(),
+                r.micro_batches.to_string(),
                 r.allreduce_bytes.to_string(),
                 r.handover_bytes.to_string(),
                 format!("{:.3}", r.step_ms),

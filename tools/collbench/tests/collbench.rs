@@ -469,12 +469,43 @@ fn synthetic_step_runs_a_pipeline_of_stages_with_micro_batches() {
             "1 to --pp",
         ),
         (vec!["--ranks", "3", "--pp", "3"], "equal stages"),
+        // Size-sweep flags are refused, never silently ignored.
+        (
+            vec!["--ranks", "2", "-b", "4K", "--op", "sendrecv"],
+            "--op, -b with --synthetic-step",
+        ),
     ] {
         let output = run(&bad);
         assert_eq!(output.status.code(), Some(64), "{bad:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(says), "{bad:?}: {stderr}");
     }
+}
+
+#[test]
+fn the_model_mode_refuses_the_sweep_flags_it_would_ignore() {
+    // It took -d and --csv and ignored them; the dtype is the model's.
+    let output = Command::new(BIN)
+        .args([
+            "--ranks",
+            "2",
+            "--model",
+            "llama-3.1-8b",
+            "--tp",
+            "2",
+            "-d",
+            "f16",
+            "--csv",
+            "x.csv",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("-d, --csv with --model/--tp/--pp"),
+        "{stderr}"
+    );
 }
 
 /// Hole: `--ranks 2 -b 999T -e 999T` was OOM-killed at 24 GB and `-b 2G` could abort on

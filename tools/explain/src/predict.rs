@@ -23,6 +23,24 @@ fn link_json(link: &Option<LinkModel>) -> serde_json::Value {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<u8> {
+    // Plan-mode flags are refused, never silently ignored.
+    let plan_flags: Vec<&str> = [
+        (args.plot.is_some(), "--plot"),
+        (args.vs.is_some(), "--vs"),
+        (!args.run.is_empty(), "--run"),
+        (args.run_vs.is_some(), "--run-vs"),
+        (args.qps.is_some(), "--qps"),
+        (args.intra_node.is_some(), "--intra-node"),
+    ]
+    .into_iter()
+    .filter_map(|(set, flag)| set.then_some(flag))
+    .collect();
+    if !plan_flags.is_empty() {
+        return Err(cli::usage(format!(
+            "{} with --predict-step: those price plans; --predict-step prices one synthetic step from --link and --pp-link",
+            plan_flags.join(", ")
+        )));
+    }
     if args.layers == 0 || args.hidden == 0 || args.batch == 0 || args.world == 0 || args.pp == 0 {
         return Err(cli::usage(
             "--layers, --hidden, --batch, --world and --pp must be at least 1",

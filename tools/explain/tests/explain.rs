@@ -255,6 +255,14 @@ fn predict_step_prices_a_pipeline_from_a_linkbench_lat_sweep() {
         .map(|v| v.as_f64().unwrap())
         .sum();
     assert!((breakdown - 1.771136).abs() < 1e-9, "{one}");
+    // Plan flags are refused, not ignored.
+    let plot = explain(&["--predict-step", "--world", "1", "--plot", "x.svg"]);
+    assert_eq!(plot.status.code(), Some(64));
+    assert!(
+        stderr(&plot).contains("--plot with --predict-step"),
+        "{}",
+        stderr(&plot)
+    );
     // A pipeline without its stage link, or more micro-batches than stages, is refused.
     let missing = explain(&["--predict-step", "--world", "1", "--pp", "2"]);
     assert_eq!(missing.status.code(), Some(64));
