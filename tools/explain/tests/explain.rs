@@ -160,6 +160,25 @@ fn plans_that_do_not_fit_are_rejected_with_the_reason() {
     );
 }
 
+/// `explain --predict-step --json` for the step both tests price: 8 layers, hidden 4096,
+/// batch 8, 200 us of compute per layer; `extra` names the links and the layout.
+fn predict_step(extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "--predict-step",
+        "--layers",
+        "8",
+        "--hidden",
+        "4096",
+        "--batch",
+        "8",
+        "--compute-us",
+        "200",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    explain(&args)
+}
+
 #[test]
 fn predict_step_prices_the_step_from_a_collbench_sweep() {
     // A 2-rank all_reduce sweep: 10 us + 1 us per KB. At 64 KiB: 75.536 us per all-reduce;
@@ -172,22 +191,7 @@ fn predict_step_prices_the_step_from_a_collbench_sweep() {
         .collect();
     let doc = serde_json::json!({"op": "all_reduce", "world": 2, "rows": rows});
     std::fs::write(&file, doc.to_string()).unwrap();
-    let output = explain(&[
-        "--predict-step",
-        "--layers",
-        "8",
-        "--hidden",
-        "4096",
-        "--batch",
-        "8",
-        "--compute-us",
-        "200",
-        "--world",
-        "2",
-        "--link",
-        file.to_str().unwrap(),
-        "--json",
-    ]);
+    let output = predict_step(&["--world", "2", "--link", file.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
     let predicted = json_of(&output)["predicted_step_ms"].as_f64().unwrap();
     assert!((predicted - 2.808576).abs() < 1e-6, "{predicted}");
@@ -212,16 +216,7 @@ fn predict_step_prices_a_pipeline_from_a_linkbench_lat_sweep() {
         .collect();
     std::fs::write(&file, serde_json::json!({"sweep": sweep}).to_string()).unwrap();
     let pipeline = |micro_batches: &str| {
-        let output = explain(&[
-            "--predict-step",
-            "--layers",
-            "8",
-            "--hidden",
-            "4096",
-            "--batch",
-            "8",
-            "--compute-us",
-            "200",
+        let output = predict_step(&[
             "--world",
             "1",
             "--pp",
@@ -230,7 +225,6 @@ fn predict_step_prices_a_pipeline_from_a_linkbench_lat_sweep() {
             micro_batches,
             "--pp-link",
             file.to_str().unwrap(),
-            "--json",
         ]);
         assert!(output.status.success(), "{}", stderr(&output));
         json_of(&output)
