@@ -243,41 +243,13 @@ impl BlockAllocator {
 
     /// Takes `count` blocks, waiting up to `timeout` for other holders to release some.
     pub fn take(&self, count: u32, timeout: Duration) -> Result<Vec<u32>, KvError> {
-        self.take_sweeping(count, timeout, || {})
-    }
-
-    /// Like [`take`](Self::take), calling `sweep` (without the allocator's lock) every
-    /// 50 ms while it waits: expired leases free their blocks for the waiter.
-    pub fn take_sweeping(
-        &self,
-        count: u32,
-        timeout: Duration,
-        mut sweep: impl FnMut(),
-    ) -> Result<Vec<u32>, KvError> {
-        const SLICE: Duration = Duration::from_millis(50);
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.take_within(count, left.min(SLICE), timeout) {
-                Err(KvError::Refused(_)) if !left.is_zero() && count <= self.total => sweep(),
-                other => return other,
-            }
-        }
-    }
-
-    fn take_within(
-        &self,
-        count: u32,
-        wait: Duration,
-        timeout: Duration,
-    ) -> Result<Vec<u32>, KvError> {
         if count > self.total {
             return Err(KvError::Refused(format!(
                 "{count} blocks needed but the pool has only {}: raise --num-blocks",
                 self.total
             )));
         }
-        let deadline = Instant::now() + wait;
+        let deadline = Instant::now() + timeout;
         let mut free = self.free.lock().map_err(|_| KvError::poisoned())?;
         while (free.len() as u32) < count {
             let now = Instant::now();

@@ -6,7 +6,7 @@
 use crate::compat::{compat_hash, mismatch};
 use crate::log_budget::{Admit, LogBudget};
 use crate::plan::{plan, stream_bytes_per_block, Piece};
-use crate::pool::{BlockAllocator, KvPool};
+use crate::pool::KvPool;
 use crate::rails::{self, MAX_RAILS};
 use crate::rdma::{self, RdmaOptions};
 use crate::wire::{self, Granted, KvMessage, Prefilled, Refused, Sending, Sent, Welcome};
@@ -15,22 +15,22 @@ use fabric::channel::Channel;
 use fabric::control::Message;
 use fabric::rdma::{Endpoint, Registration};
 use fabric::{handshake, FabricError};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{IoSlice, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+mod state;
+
+pub use state::{Allocation, Event, PrefillState, SessionId, StateConfig};
 
 /// The largest decode TP group an Attach may claim.
 const MAX_DECODE_TP: u32 = crate::layout::MAX_TP;
-/// How long past its lease a pull that is still streaming may run before it is cut.
-const LEASE_GRACE: Duration = Duration::from_secs(1);
 
 /// A decode connection may sit idle this long between requests.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-/// Remembered expired request ids, so a late pull is told "expired", not "unknown".
-const EXPIRED_MEMORY: usize = 4096;
 
 pub struct PrefillConfig {
     pub dp_rank: u32,
@@ -74,24 +74,6 @@ struct RailJoins {
     sessions: HashMap<String, Vec<Option<TcpStream>>>,
 }
 
-struct Lease {
-    blocks: Vec<u32>,
-    /// The decode connections that prefilled or attached to this request (at most
-    /// `readers`): only they may pull or complete it.
-    owners: Vec<u64>,
-    tokens: u64,
-    expires: Instant,
-    readers_left: u32,
-    /// Pulls streaming from these blocks right now: the blocks are not freed under them.
-    active_pulls: u32,
-}
-
-#[derive(Default)]
-struct Leases {
-    live: HashMap<String, Lease>,
-    expired: VecDeque<String>,
-}
-
 /// Counters for the log and for tests.
 #[derive(Debug, Default)]
 pub struct PrefillStats {
@@ -109,8 +91,9 @@ pub struct PrefillAgent {
     /// Without RDMA: (the short cause for the banner, the sentence a decode is refused with).
     registration: Result<Registration, (String, String)>,
     pool: KvPool,
-    blocks: BlockAllocator,
-    leases: Mutex<Leases>,
+    /// Leases, free blocks, ownership and quotas; `freed` wakes prefills waiting for blocks.
+    state: Mutex<PrefillState>,
+    freed: Condvar,
     config: PrefillConfig,
     next_session: AtomicU64,
     rail_joins: Mutex<RailJoins>,
@@ -123,7 +106,14 @@ impl PrefillAgent {
     /// Commits the pool and, where RDMA is usable, registers it: everything a decode
     /// connection needs is in place before the caller starts listening.
     pub fn new(layout: KvLayout, config: PrefillConfig) -> Result<Arc<PrefillAgent>, KvError> {
-        let blocks = BlockAllocator::new(layout.num_blocks);
+        let state = PrefillState::new(
+            layout.clone(),
+            StateConfig {
+                dp_rank: config.dp_rank,
+                lease: config.lease,
+                session_quota: config.session_quota,
+            },
+        );
         let pool = KvPool::new(layout)?;
         let registration = match fabric::rdma::check(config.rdma.device.as_deref()) {
             Ok(_) => {
@@ -134,8 +124,8 @@ impl PrefillAgent {
         Ok(Arc::new(PrefillAgent {
             registration,
             pool,
-            blocks,
-            leases: Mutex::new(Leases::default()),
+            state: Mutex::new(state),
+            freed: Condvar::new(),
             config,
             next_session: AtomicU64::new(1),
             rail_joins: Mutex::new(RailJoins::default()),
@@ -162,7 +152,39 @@ impl PrefillAgent {
     }
 
     pub fn free_blocks(&self) -> u32 {
-        self.blocks.free_count()
+        self.state.lock().map_or(0, |s| s.free_blocks())
+    }
+
+    fn state(&self) -> Result<MutexGuard<'_, PrefillState>, KvError> {
+        self.state.lock().map_err(|_| KvError::poisoned())
+    }
+
+    /// Logs and counts what the state did, and wakes waiters when blocks came free.
+    fn drain_events(&self, state: &mut PrefillState) {
+        while let Some(event) = state.poll_event() {
+            let line = match event {
+                Event::Expired { request_id, blocks } => {
+                    self.stats.expired.fetch_add(1, Ordering::Relaxed);
+                    format!(
+                        "lease of request {} expired; {blocks} blocks freed",
+                        shown(&request_id)
+                    )
+                }
+                Event::CompletionForUnknown { request_id } => format!(
+                    "completion for unknown request {} ignored",
+                    shown(&request_id)
+                ),
+                Event::CompletionFromStranger { request_id } => format!(
+                    "completion for request {} from a connection that does not hold it ignored",
+                    shown(&request_id)
+                ),
+                Event::GaveUp { request_id } => {
+                    format!("decode gave up on request {}", shown(&request_id))
+                }
+            };
+            self.log_peer(&line);
+        }
+        self.freed.notify_all();
     }
 
     /// Logs a line a peer caused, within the peer-line budget; dropped lines are counted
@@ -438,191 +460,59 @@ impl PrefillAgent {
         Ok(())
     }
 
-    fn check_target(&self, id: &str, dp_rank: u32, tp_rank: u32) -> Result<(), KvError> {
-        if id.is_empty() || id.len() > wire::MAX_REQUEST_ID {
-            return Err(KvError::Refused(format!(
-                "request id of {} bytes: ids must be 1 to {} bytes",
-                id.len(),
-                wire::MAX_REQUEST_ID
-            )));
-        }
-        if dp_rank != self.config.dp_rank {
-            return Err(KvError::Refused(format!(
-                "request {id} is addressed to DP rank {dp_rank}, but this prefill is DP rank {}: send it to the DP rank that prefilled it",
-                self.config.dp_rank
-            )));
-        }
-        if tp_rank != self.layout().tp_rank {
-            return Err(KvError::Refused(format!(
-                "request {id} is addressed to TP rank {tp_rank}, but this prefill is TP rank {} of {}: check the order of the prefill addresses",
-                self.layout().tp_rank,
-                self.layout().tp
-            )));
-        }
-        Ok(())
-    }
-
-    /// Frees leases past their expiry that no pull is reading.
-    fn sweep(&self, leases: &mut Leases, now: Instant) {
-        let expired: Vec<String> = leases
-            .live
-            .iter()
-            .filter(|(_, l)| l.expires <= now && l.active_pulls == 0)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
-            if let Some(lease) = leases.live.remove(&id) {
-                self.blocks.release(&lease.blocks);
-                self.stats.expired.fetch_add(1, Ordering::Relaxed);
-                self.log_peer(&format!(
-                    "lease of request {} expired; {} blocks freed",
-                    shown(&id),
-                    lease.blocks.len()
-                ));
-            }
-            if leases.expired.len() == EXPIRED_MEMORY {
-                leases.expired.pop_front();
-            }
-            leases.expired.push_back(id);
-        }
-    }
-
     fn prefill(&self, request: wire::Prefill, session: u64) -> Result<Vec<u32>, KvError> {
-        let id = &request.request_id;
-        self.check_target(id, request.dp_rank, request.tp_rank)?;
-        let block_size = self.layout().shape.block_size as u64;
-        let count = request.tokens.div_ceil(block_size);
-        if request.tokens == 0 || count > wire::MAX_BLOCKS as u64 {
-            return Err(KvError::Refused(format!(
-                "request {id} has {} tokens: kvxfer moves 1 to {} tokens per request at block size {block_size}",
-                request.tokens,
-                wire::MAX_BLOCKS as u64 * block_size
-            )));
-        }
-        if request.readers == 0 || request.readers > 1024 {
-            return Err(KvError::Refused(format!(
-                "request {id} names {} readers: 1 to 1024 decode ranks may read one request",
-                request.readers
-            )));
-        }
-        {
-            let mut leases = self.leases.lock().map_err(|_| KvError::poisoned())?;
-            self.sweep(&mut leases, Instant::now());
-            if let Some(lease) = leases.live.get_mut(id) {
-                return attach(lease, id, &request, session);
-            }
-            // One connection cannot hold the whole pool with requests it never completes.
-            let held: u64 = leases
-                .live
-                .values()
-                .filter(|l| l.owners.first() == Some(&session))
-                .map(|l| l.blocks.len() as u64)
-                .sum();
-            let pool = self.layout().num_blocks;
-            let quota = self.config.session_quota.unwrap_or(pool / 2).max(1) as u64;
-            if held > 0 && held + count > quota {
-                return Err(KvError::Refused(format!(
-                    "request {id} needs {count} blocks, but this connection already holds {held} in requests it has not completed, and one connection may hold {quota} of the pool's {pool}: complete the earlier requests first, or ask for a larger per-connection quota on the prefill"
-                )));
-            }
-        }
-        let blocks = self
-            .blocks
-            .take_sweeping(count as u32, self.config.io_timeout, || {
-                if let Ok(mut leases) = self.leases.lock() {
-                    self.sweep(&mut leases, Instant::now());
+        let started = Instant::now();
+        let deadline = started + self.config.io_timeout;
+        let mut state = self.state()?;
+        let blocks = loop {
+            let now = Instant::now();
+            let allocation = state.prefill(session, &request, now);
+            self.drain_events(&mut state);
+            match allocation? {
+                Allocation::Attached(blocks) => return Ok(blocks),
+                Allocation::Fresh(blocks) => break blocks,
+                Allocation::Wait { retry_at, .. } => {
+                    if now >= deadline {
+                        return Err(state.pool_full(&request, now - started));
+                    }
+                    let until = retry_at.map_or(deadline, |t| t.clamp(now, deadline));
+                    state = self
+                        .freed
+                        .wait_timeout(state, until - now)
+                        .map_err(|_| KvError::poisoned())?
+                        .0;
                 }
-            })?;
+            }
+        };
+        drop(state);
         if request.fill {
-            // The blocks are ours alone until the lease below publishes them.
-            pattern::fill(&self.pool, &blocks, pattern::request_seed(id));
+            // The blocks are ours alone until `publish` leases them.
+            pattern::fill(
+                &self.pool,
+                &blocks,
+                pattern::request_seed(&request.request_id),
+            );
         }
-        let mut leases = self.leases.lock().map_err(|_| KvError::poisoned())?;
-        if let Some(lease) = leases.live.get_mut(id) {
-            // Another decode rank prefilled the same request meanwhile: use its blocks.
-            self.blocks.release(&blocks);
-            return attach(lease, id, &request, session);
+        let mut state = self.state()?;
+        let published = state.publish(session, &request, blocks, Instant::now());
+        self.drain_events(&mut state);
+        if published.is_ok() {
+            self.stats.prefilled.fetch_add(1, Ordering::Relaxed);
         }
-        leases.live.insert(
-            id.clone(),
-            Lease {
-                blocks: blocks.clone(),
-                owners: vec![session],
-                tokens: request.tokens,
-                expires: Instant::now() + self.config.lease,
-                readers_left: request.readers,
-                active_pulls: 0,
-            },
-        );
-        self.stats.prefilled.fetch_add(1, Ordering::Relaxed);
-        Ok(blocks)
+        published
     }
 
-    /// Validates a pull against the lease and marks it active; returns when the lease
-    /// expires (the pull's own deadline).
     fn begin_pull(&self, pull: &wire::Pull, session: u64) -> Result<Instant, KvError> {
-        let id = &pull.request_id;
-        self.check_target(id, pull.dp_rank, pull.tp_rank)?;
-        let heads = &self.layout().heads;
-        if pull.head_start >= pull.head_end
-            || pull.head_start < heads.start
-            || pull.head_end > heads.end
-        {
-            return Err(KvError::Refused(format!(
-                "request {id} asks for KV heads {}..{}, but this rank holds {}..{}: decode and prefill disagree on the TP sizes",
-                pull.head_start, pull.head_end, heads.start, heads.end
-            )));
-        }
-        if pull.blocks.is_empty() || pull.blocks.len() > wire::MAX_BLOCKS {
-            return Err(KvError::Refused(format!(
-                "request {id} pulls {} blocks: 1 to {} per pull",
-                pull.blocks.len(),
-                wire::MAX_BLOCKS
-            )));
-        }
-        let mut seen = std::collections::HashSet::with_capacity(pull.blocks.len());
-        if let Some(dup) = pull.blocks.iter().find(|b| !seen.insert(**b)) {
-            return Err(KvError::Refused(format!(
-                "request {id} names block {dup} more than once in one pull: pull each block once"
-            )));
-        }
-        let now = Instant::now();
-        let mut leases = self.leases.lock().map_err(|_| KvError::poisoned())?;
-        self.sweep(&mut leases, now);
-        let expired = leases.expired.iter().any(|e| e == id);
-        let Some(lease) = leases.live.get_mut(id) else {
-            return Err(KvError::Refused(if expired {
-                format!(
-                    "the lease on request {id} expired ({} ms) before decode pulled it: raise the prefill's lease or pull sooner",
-                    self.config.lease.as_millis()
-                )
-            } else {
-                format!("unknown request id {id}: it was never prefilled here, or decode already completed it")
-            }));
-        };
-        if !lease.owners.contains(&session) {
-            return Err(KvError::Refused(format!(
-                "request {id} was not prefilled or attached on this connection: a decode pulls only its own requests"
-            )));
-        }
-        for &block in &pull.blocks {
-            self.layout().check_block(block)?;
-            if !lease.blocks.contains(&block) {
-                return Err(KvError::Refused(format!(
-                    "block {block} is not one of request {id}'s {} blocks: pull the ids prefill returned",
-                    lease.blocks.len()
-                )));
-            }
-        }
-        lease.active_pulls += 1;
-        Ok(lease.expires)
+        let mut state = self.state()?;
+        let deadline = state.begin_pull(session, pull, Instant::now());
+        self.drain_events(&mut state);
+        deadline
     }
 
     fn end_pull(&self, id: &str) {
-        if let Ok(mut leases) = self.leases.lock() {
-            if let Some(lease) = leases.live.get_mut(id) {
-                lease.active_pulls -= 1;
-            }
+        if let Ok(mut state) = self.state.lock() {
+            state.end_pull(id, Instant::now());
+            self.drain_events(&mut state);
         }
     }
 
@@ -636,15 +526,14 @@ impl PrefillAgent {
         session: u64,
         rails: &[TcpStream],
     ) -> Result<(), KvError> {
-        let expires = match self.begin_pull(&pull, session) {
-            Ok(expires) => expires,
+        let deadline = match self.begin_pull(&pull, session) {
+            Ok(deadline) => deadline,
             Err(e) => return self.refuse_request(channel, pull.request_id, e),
         };
         let (pieces, rail_pieces) = buffers;
         let result = if pull.rdma {
             self.grant(channel, &pull, pieces)
         } else {
-            let deadline = expires + LEASE_GRACE;
             self.stream(channel, &pull, (pieces, rail_pieces), deadline, rails)
         };
         self.end_pull(&pull.request_id);
@@ -881,57 +770,36 @@ impl PrefillAgent {
         Ok(())
     }
 
-    /// A connection closed: the requests it held as a reader lose that reader, and those
-    /// left with none (and no pull running) free their blocks now, not at lease expiry.
+    /// A connection closed: its requests lose that reader (see [`PrefillState::closed`]).
     fn forget(&self, session: u64) {
-        let Ok(mut leases) = self.leases.lock() else {
-            return;
-        };
-        let mut freed = Vec::new();
-        for (id, lease) in leases.live.iter_mut() {
-            if let Some(position) = lease.owners.iter().position(|&s| s == session) {
-                lease.owners.remove(position);
-                lease.readers_left = lease.readers_left.saturating_sub(1);
-                if lease.readers_left == 0 && lease.active_pulls == 0 {
-                    freed.push(id.clone());
-                }
-            }
-        }
-        for id in freed {
-            if let Some(lease) = leases.live.remove(&id) {
-                self.blocks.release(&lease.blocks);
-            }
+        if let Ok(mut state) = self.state.lock() {
+            state.closed(session);
+            self.drain_events(&mut state);
         }
     }
 
     fn complete(&self, id: &str, ok: bool, peer: &SocketAddr, session: u64) {
-        let Ok(mut leases) = self.leases.lock() else {
-            return;
-        };
-        let Some(lease) = leases.live.get_mut(id) else {
-            self.log_peer(&format!(
-                "{peer}: completion for unknown request {} ignored",
-                shown(id)
-            ));
-            return;
-        };
-        // Each owning connection completes once; anyone else's Complete is ignored.
-        let Some(position) = lease.owners.iter().position(|&s| s == session) else {
-            self.log_peer(&format!(
-                "{peer}: completion for request {} from a connection that does not hold it ignored",
-                shown(id)
-            ));
-            return;
-        };
-        lease.owners.remove(position);
-        if !ok {
-            self.log_peer(&format!("{peer}: decode gave up on request {}", shown(id)));
-        }
-        lease.readers_left = lease.readers_left.saturating_sub(1);
-        if lease.readers_left == 0 && lease.active_pulls == 0 {
-            if let Some(lease) = leases.live.remove(id) {
-                self.blocks.release(&lease.blocks);
+        if let Ok(mut state) = self.state.lock() {
+            state.complete(session, id, ok);
+            while let Some(event) = state.poll_event() {
+                // These lines name the connection that caused them.
+                let line = match event {
+                    Event::CompletionForUnknown { request_id } => format!(
+                        "{peer}: completion for unknown request {} ignored",
+                        shown(&request_id)
+                    ),
+                    Event::CompletionFromStranger { request_id } => format!(
+                        "{peer}: completion for request {} from a connection that does not hold it ignored",
+                        shown(&request_id)
+                    ),
+                    Event::GaveUp { request_id } => {
+                        format!("{peer}: decode gave up on request {}", shown(&request_id))
+                    }
+                    Event::Expired { .. } => continue,
+                };
+                self.log_peer(&line);
             }
+            self.freed.notify_all();
         }
     }
 }
@@ -962,32 +830,6 @@ fn answer_errors<M: fabric::control::Wire>(
         }
         other => other,
     }
-}
-
-/// A TP reader joining a request another connection prefilled: allowed up to the
-/// request's declared readers, each connection once.
-fn attach(
-    lease: &mut Lease,
-    id: &str,
-    request: &wire::Prefill,
-    session: u64,
-) -> Result<Vec<u32>, KvError> {
-    if lease.tokens != request.tokens {
-        return Err(KvError::Refused(format!(
-            "request id {id} is already prefilled here with {} tokens, not {}: use a fresh request id",
-            lease.tokens, request.tokens
-        )));
-    }
-    if !lease.owners.contains(&session) {
-        if lease.owners.len() as u32 >= lease.readers_left {
-            return Err(KvError::Refused(format!(
-                "request id {id} already has all its {} readers on other connections: use a fresh request id",
-                lease.readers_left
-            )));
-        }
-        lease.owners.push(session);
-    }
-    Ok(lease.blocks.clone())
 }
 
 /// A peer-supplied string made safe to log: control characters (newlines, ANSI escapes)
