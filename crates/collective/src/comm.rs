@@ -3,6 +3,7 @@
 
 use crate::dtype::{reduce_into, DType, RedOp};
 use crate::error::CollError;
+use crate::rendezvous::roster::{Claim, Roster, Verdict};
 use crate::rendezvous::{self, Bootstrap, Message};
 use crate::schedule::{Action, Schedule};
 use std::io::{Read, Write};
@@ -571,7 +572,6 @@ fn gather_ranks(
     token: Option<&[u8]>,
 ) -> Result<(Vec<SocketAddr>, String, Vec<TcpStream>), CollError> {
     let world = boot.world;
-    let mut joined: Vec<Option<Joined>> = (0..world).map(|_| None).collect();
     let key = token.map(<[u8]>::to_vec);
     let greet = move |mut stream: TcpStream, until: Instant| {
         let rank0_nonce = rendezvous::fresh_nonce()?;
@@ -618,92 +618,61 @@ fn gather_ranks(
             ))),
         }
     };
-    let mut failure: Option<String> = None;
-    let complete = world == 1
-        || rendezvous::serve_greetings(listener, deadline, greet, |from, outcome| {
-            let mut joiner = match outcome {
+    let mut roster = Roster::new(world, deadline, timeout, &boot.master, token.is_some());
+    let mut verdict = roster.poll(Instant::now());
+    if verdict == Verdict::Wait {
+        rendezvous::serve_greetings(listener, deadline, greet, |from, outcome| {
+            let joiner = match outcome {
                 Ok(j) => j,
                 Err(e) => {
                     eprintln!("collbench: rank 0: ignoring a connection from {from}: {e}");
                     return Ok(false);
                 }
             };
-            let problem = if joiner.world != world {
-                Some(format!(
-                "rank {} at {from} was started with a world of {} ranks, rank 0 with {world}: pass the same --world (or launcher size) to every rank",
-                joiner.rank, joiner.world
-            ))
-            } else if joiner.rank == 0 || joiner.rank >= world {
-                Some(format!(
-                "a process at {from} claims rank {} in a job of {world} ranks (1..{} may join rank 0): check --rank on every node",
-                joiner.rank,
-                world - 1
-            ))
-            } else if let Some(first) = &joined[joiner.rank] {
-                let first_addr = first
-                    .stream
-                    .peer_addr()
-                    .map_or_else(|_| "?".into(), |a| a.to_string());
-                Some(format!(
-                "two processes claim rank {}: {first_addr} and {from}; check --rank on every node{}",
-                joiner.rank,
-                if token.is_none() {
-                    ", and set NODELINK_TOKEN on every rank so strangers cannot join"
-                } else {
-                    ""
-                }
-            ))
-            } else {
-                None
+            let claim = Claim {
+                rank: joiner.rank,
+                world: joiner.world,
+                from,
             };
-            if let Some(problem) = problem {
-                // A proven (or, without a token, unprovable) rank with the wrong shape means
-                // this job cannot run as asked: stop every rank with the same sentence.
+            let refused;
+            (verdict, refused) = roster.offer(claim, joiner, Instant::now());
+            if let (Verdict::Abort(reason), Some(mut joiner)) = (&verdict, refused) {
+                // The process whose claim broke the job hears why, as the others will.
                 let abort = Message::Abort {
-                    reason: problem.clone(),
+                    reason: reason.clone(),
                 };
-                let soon = Instant::now() + Duration::from_secs(1);
-                let _ = rendezvous::send(&mut joiner.stream, &abort, soon);
-                for j in joined.iter_mut().flatten() {
-                    let _ = rendezvous::send(&mut j.stream, &abort, soon);
-                }
-                failure = Some(problem);
-                return Ok(true);
+                let _ = rendezvous::send(
+                    &mut joiner.stream,
+                    &abort,
+                    Instant::now() + Duration::from_secs(1),
+                );
             }
-            let rank = joiner.rank;
-            joined[rank] = Some(joiner);
-            Ok(joined[1..].iter().all(Option::is_some))
+            Ok(verdict != Verdict::Wait)
         })?;
-    if let Some(problem) = failure {
-        return Err(CollError::Bootstrap(problem));
-    }
-    if !complete {
-        let missing: Vec<String> = (1..world)
-            .filter(|r| joined[*r].is_none())
-            .map(|r| r.to_string())
-            .collect();
-        let reason = format!(
-            "rank {} of {world} never joined within {timeout:.0?} (master {})",
-            missing.join(", "),
-            boot.master
-        );
-        let abort = Message::Abort {
-            reason: reason.clone(),
-        };
-        for j in joined.iter_mut().flatten() {
-            let _ = rendezvous::send(
-                &mut j.stream,
-                &abort,
-                Instant::now() + Duration::from_secs(1),
-            );
+        if verdict == Verdict::Wait {
+            verdict = roster.poll(deadline);
         }
-        return Err(CollError::Timeout(reason));
     }
+    let failure = match verdict {
+        Verdict::Abort(reason) => Some((reason.clone(), CollError::Bootstrap(reason))),
+        Verdict::TimedOut(reason) => Some((reason.clone(), CollError::Timeout(reason))),
+        Verdict::Wait | Verdict::Complete => None,
+    };
+    if let Some((reason, error)) = failure {
+        // Every rank that joined stops with the same sentence.
+        let abort = Message::Abort { reason };
+        let soon = Instant::now() + Duration::from_secs(1);
+        for j in roster.joined_mut() {
+            let _ = rendezvous::send(&mut j.stream, &abort, soon);
+        }
+        return Err(error);
+    }
+    let joined = roster.into_ranks();
     let mut table = vec![data_addr];
-    table.extend(joined[1..].iter().flatten().map(|j| j.data_addr));
+    table.extend(joined.iter().map(|j| j.data_addr));
     let job_key = rendezvous::fresh_nonce()?;
     let mut links = Vec::with_capacity(world - 1);
-    for j in joined.into_iter().skip(1).flatten() {
+    for j in joined {
         let mut stream = j.stream;
         let message = rendezvous::signed_table(
             token,

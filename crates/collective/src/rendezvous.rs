@@ -12,6 +12,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 pub use fabric::bootstrap::{resolve, Bootstrap, BootstrapFlags, DEFAULT_PORT};
+pub mod roster;
+
 const MAGIC: &[u8; 4] = b"NLRV";
 /// v2: Challenge first, signed Hello/Table/Peer (NODELINK_TOKEN and the job key).
 pub const PROTOCOL_VERSION: u16 = 2;
