@@ -14,11 +14,15 @@ use crate::{pattern, KvError, KvLayout, KvShape, TOOL};
 use fabric::channel::Channel;
 use fabric::rdma::{Endpoint, RemoteRegion};
 use fabric::tcp::{self, SocketOptions};
-use fabric::{handshake, FabricError, ProtocolError};
+use fabric::{handshake, FabricError};
 use std::io::{IoSliceMut, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod state;
+
+pub use state::{Expect, Next, PullState};
 
 /// Who this decode rank is and how it talks to a prefill rank.
 pub struct LinkParams<'a> {
@@ -132,10 +136,6 @@ impl PrefillLink {
         self.channel.peer()
     }
 
-    fn recv(&mut self, what: &str, id: &str) -> Result<KvMessage, KvError> {
-        self.recv_within(self.timeout, what, id)
-    }
-
     fn recv_within(&mut self, wait: Duration, what: &str, id: &str) -> Result<KvMessage, KvError> {
         match self.channel.recv_as::<KvMessage>(wait, what)? {
             KvMessage::Refused(r) if r.request_id.as_deref() == Some(id) => {
@@ -218,31 +218,68 @@ impl PrefillLink {
             }),
             self.timeout,
         )?;
-        if self.rdma.is_some() {
-            return self.pull_rdma(request_id, remote_blocks, heads, pool, local_blocks);
-        }
         let expected =
             stream_bytes_per_block(&self.remote.shape, &heads) * remote_blocks.len() as u64;
-        match self.recv("waiting for KV blocks from", request_id)? {
-            KvMessage::Sending(s) if s.request_id == request_id && s.bytes == expected => {}
-            KvMessage::Sending(s) => {
-                // The data that follows cannot be framed: the connection is unusable.
-                return Err(FabricError::Protocol(ProtocolError::BadPayload {
-                    kind: "Sending",
-                    reason: format!(
-                        "{} bytes announced for request {}, {expected} expected; run the same kvxfer version on both nodes",
-                        s.bytes, s.request_id
-                    ),
-                })
-                .into());
-            }
-            other => return Err(FabricError::unexpected("Sending", &other).into()),
-        }
-        self.plan_pull(remote_blocks, heads, pool, local_blocks)?;
         let peer = self.channel.peer().to_string();
         // The timeout bounds the whole transfer, not each read: a prefill that drips a
         // byte a second cannot hold this side for longer.
-        let deadline = Instant::now() + self.timeout;
+        let mut state = PullState::new(
+            request_id,
+            &peer,
+            remote_blocks,
+            Expect {
+                bytes: expected,
+                checksums,
+                rdma: self.rdma.is_some(),
+            },
+            Instant::now(),
+            self.timeout,
+        );
+        let wanted = Wanted {
+            request_id,
+            heads,
+            remote_blocks,
+            local_blocks,
+            checksums,
+        };
+        loop {
+            let message = self.recv_within(
+                state
+                    .deadline()
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+                state.waiting_for(),
+                request_id,
+            )?;
+            let ours = match state.on_message(message, Instant::now())? {
+                Next::Done { bytes } => return Ok(bytes),
+                Next::Await => continue,
+                Next::Read => self.read_rdma(&wanted, pool)?,
+                Next::Receive { .. } => self.receive(&wanted, pool, state.deadline())?,
+            };
+            if let Next::Done { bytes } = state.landed(ours, Instant::now())? {
+                return Ok(bytes);
+            }
+        }
+    }
+
+    /// Receives a TCP pull's data into the local blocks (striped over the rails when there
+    /// are several); returns each block's CRC32C (empty without `checksums`).
+    fn receive(
+        &mut self,
+        wanted: &Wanted,
+        pool: &KvPool,
+        deadline: Instant,
+    ) -> Result<Vec<u32>, KvError> {
+        let (request_id, checksums) = (wanted.request_id, wanted.checksums);
+        let remote_blocks = wanted.remote_blocks;
+        self.plan_pull(
+            remote_blocks,
+            wanted.heads.clone(),
+            pool,
+            wanted.local_blocks,
+        )?;
+        let peer = self.channel.peer().to_string();
         let blocks = remote_blocks.len();
         // One rail's share, checksummed batch by batch as it lands.
         // SAFETY: the caller holds local_blocks exclusively; pieces stay inside them (each
@@ -305,20 +342,12 @@ impl PrefillLink {
             }
             .into());
         }
-        let ours = if outcomes.len() == 1 {
+        Ok(if outcomes.len() == 1 {
             outcomes.pop().map(|(crcs, _)| crcs).unwrap_or_default()
         } else {
             let per_rail: Vec<Vec<u32>> = outcomes.into_iter().map(|(crcs, _)| crcs).collect();
             rails::merge_checksums(&per_rail, if checksums { blocks } else { 0 })
-        };
-        let sent = match self.recv("waiting for checksums from", request_id)? {
-            KvMessage::Sent(s) if s.request_id == request_id => s,
-            other => return Err(FabricError::unexpected("Sent", &other).into()),
-        };
-        if checksums {
-            compare_checksums(&ours, &sent.crc32c, remote_blocks, request_id, &peer)?;
-        }
-        Ok(expected)
+        })
     }
 
     /// Checks the remote ids against prefill's pool and plans the pull into `self.pieces`.
@@ -345,22 +374,21 @@ impl PrefillLink {
         Ok(())
     }
 
-    /// The RDMA half of [`Self::pull`]: prefill grants, we READ every piece, say ReadDone.
-    fn pull_rdma(
-        &mut self,
-        request_id: &str,
-        remote_blocks: &[u32],
-        heads: std::ops::Range<u32>,
-        pool: &KvPool,
-        local_blocks: &[u32],
-    ) -> Result<u64, KvError> {
-        let granted = match self.recv("waiting for the RDMA grant from", request_id)? {
-            KvMessage::Granted(g) if g.request_id == request_id => g,
-            other => return Err(FabricError::unexpected("Granted", &other).into()),
+    /// The RDMA half of [`Self::pull`], once granted: READs every piece, says ReadDone,
+    /// and returns each block's CRC32C of what landed.
+    fn read_rdma(&mut self, wanted: &Wanted, pool: &KvPool) -> Result<Vec<u32>, KvError> {
+        let (request_id, remote_blocks) = (wanted.request_id, wanted.remote_blocks);
+        self.plan_pull(
+            remote_blocks,
+            wanted.heads.clone(),
+            pool,
+            wanted.local_blocks,
+        )?;
+        let Some((endpoint, region)) = self.rdma.as_mut() else {
+            return Err(KvError::Config(
+                "an RDMA pull on a link without RDMA".into(),
+            ));
         };
-        let bytes = stream_bytes_per_block(&self.remote.shape, &heads) * remote_blocks.len() as u64;
-        self.plan_pull(remote_blocks, heads, pool, local_blocks)?;
-        let (endpoint, region) = self.rdma.as_mut().expect("checked by pull");
         let read = rdma::read_pieces(endpoint, region, &self.pieces, self.timeout, request_id);
         // Tell prefill the blocks are free to reuse whatever happened to the READs.
         let done = self.channel.send(
@@ -371,20 +399,15 @@ impl PrefillLink {
         );
         read?;
         done?;
-        if !granted.crc32c.is_empty() {
-            // SAFETY: the caller holds local_blocks; the READs have completed.
-            let ours = block_checksums(&self.pieces, remote_blocks.len(), |p| unsafe {
-                pool.slice(p.dst, p.len)
-            });
-            compare_checksums(
-                &ours,
-                &granted.crc32c,
-                remote_blocks,
-                request_id,
-                self.channel.peer(),
-            )?;
+        if !wanted.checksums {
+            return Ok(Vec::new());
         }
-        Ok(bytes)
+        // SAFETY: the caller holds local_blocks; the READs have completed.
+        Ok(block_checksums(
+            &self.pieces,
+            remote_blocks.len(),
+            |p| unsafe { pool.slice(p.dst, p.len) },
+        ))
     }
 
     pub fn complete(&mut self, request_id: &str, ok: bool) -> Result<(), KvError> {
@@ -400,30 +423,6 @@ impl PrefillLink {
 
     pub fn close(mut self) {
         let _ = self.channel.send(&KvMessage::Bye, Duration::from_secs(1));
-    }
-}
-
-/// Compares our per-block CRC32C with the sender's; names the first bad block.
-fn compare_checksums(
-    ours: &[u32],
-    theirs: &[u32],
-    remote_blocks: &[u32],
-    request_id: &str,
-    peer: &str,
-) -> Result<(), KvError> {
-    if theirs.len() != ours.len() {
-        return Err(KvError::Integrity(format!(
-            "prefill {peer} sent {} checksums for {} blocks of request {request_id}",
-            theirs.len(),
-            ours.len()
-        )));
-    }
-    match (0..ours.len()).find(|&i| ours[i] != theirs[i]) {
-        Some(i) => Err(KvError::Integrity(format!(
-            "request {request_id}: block {i} (remote id {}) arrived corrupted (CRC32C {:08x}, sender's {:08x})",
-            remote_blocks[i], ours[i], theirs[i]
-        ))),
-        None => Ok(()),
     }
 }
 
@@ -502,6 +501,15 @@ fn connect_rdma(
         .map_err(|e| KvError::Integrity(format!("prefill {}: {e}", channel.peer())))?;
     endpoint.connect(&theirs)?;
     Ok((endpoint, theirs.region))
+}
+
+/// One pull's arguments, for the halves that move its data.
+struct Wanted<'a> {
+    request_id: &'a str,
+    heads: std::ops::Range<u32>,
+    remote_blocks: &'a [u32],
+    local_blocks: &'a [u32],
+    checksums: bool,
 }
 
 /// How much longer than its timeout decode waits for an answer whose refusal prefill
