@@ -1,6 +1,7 @@
 //! A communicator: this rank's TCP connections to every other rank (a full mesh built by
 //! the rendezvous), and the engine that runs a collective's send/receive schedule over it.
 
+use crate::abort::{self, Report};
 use crate::dtype::{reduce_into, DType, RedOp};
 use crate::error::CollError;
 use crate::rendezvous::roster::{Claim, Roster, Verdict};
@@ -8,6 +9,7 @@ use crate::rendezvous::{self, Bootstrap, Message};
 use crate::schedule::{Action, Schedule};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,13 @@ use std::time::{Duration, Instant};
 pub(crate) const INLINE_BYTES: usize = 64 * 1024;
 /// Socket buffer size asked for on mesh connections.
 const SOCKET_BUFFER: usize = 4 << 20;
+/// How long rank 0 gathers failure reports from other ranks once it failed itself.
+const REPORT_WINDOW: Duration = Duration::from_millis(500);
+/// How long a failed rank waits for rank 0's verdict (rank 0 may first have to notice
+/// the failure itself, then gathers for [`REPORT_WINDOW`]).
+const VERDICT_WAIT: Duration = Duration::from_millis(1500);
+/// Bound on sending one report or verdict.
+const SEND_GRACE: Duration = Duration::from_millis(300);
 
 pub struct Communicator {
     pub rank: usize,
@@ -202,6 +211,65 @@ impl Communicator {
         Ok(())
     }
 
+    /// A collective failed on this rank because of `error`. When it blames a peer rank,
+    /// every rank should name the same one: a non-zero rank reports to rank 0 and waits
+    /// (bounded) for rank 0's verdict; rank 0 gathers the reports that arrive within a
+    /// short window, picks the cause ([`abort::verdict`]) and tells every rank. Returns
+    /// the verdict as [`CollError::JobFailed`]. Other errors come back as they are.
+    pub fn settle(&mut self, error: CollError) -> CollError {
+        let CollError::RankFailed { rank, reason } = error else {
+            return error;
+        };
+        let own = Report {
+            reporter: self.rank,
+            failed: rank,
+            reason,
+        };
+        let verdict = if self.rank == 0 {
+            let mut reports = vec![own];
+            reports.extend(gather_reports(&mut self.coordinator, REPORT_WINDOW));
+            let verdict = abort::verdict(&reports)
+                .cloned()
+                .unwrap_or_else(|| reports[0].clone());
+            let abort = Message::Abort {
+                reason: verdict.sentence(),
+                failed: Some(verdict.failed),
+            };
+            let soon = Instant::now() + SEND_GRACE;
+            for link in &mut self.coordinator {
+                let _ = rendezvous::send(link, &abort, soon);
+            }
+            verdict
+        } else {
+            let told = self.coordinator.first_mut().and_then(|link| {
+                let report = Message::Abort {
+                    reason: own.reason.clone(),
+                    failed: Some(own.failed),
+                };
+                let _ = rendezvous::send(link, &report, Instant::now() + SEND_GRACE);
+                match rendezvous::receive_any(link, Instant::now() + VERDICT_WAIT, "rank 0") {
+                    Ok(Message::Abort {
+                        reason,
+                        failed: Some(failed),
+                    }) => Some(CollError::JobFailed {
+                        rank: failed,
+                        reason,
+                    }),
+                    // Rank 0 is gone or silent: what this rank saw is all there is.
+                    _ => None,
+                }
+            });
+            if let Some(told) = told {
+                return told;
+            }
+            own
+        };
+        CollError::JobFailed {
+            rank: verdict.failed,
+            reason: verdict.sentence(),
+        }
+    }
+
     /// Runs `schedule` over `buffer` (bytes of `dtype` elements, u64-aligned).
     pub fn execute(
         &mut self,
@@ -217,6 +285,18 @@ impl Communicator {
     /// read it (`send_source`, `ReduceSource`); without one they read `buffer` itself.
     /// Source offsets are the same as the buffer's.
     pub fn execute_from(
+        &mut self,
+        schedule: &Schedule,
+        source: Option<&[u8]>,
+        buffer: &mut [u8],
+        dtype: DType,
+        op: RedOp,
+    ) -> Result<(), CollError> {
+        self.run_schedule(schedule, source, buffer, dtype, op)
+            .map_err(|e| self.settle(e))
+    }
+
+    fn run_schedule(
         &mut self,
         schedule: &Schedule,
         source: Option<&[u8]>,
@@ -267,9 +347,22 @@ impl Communicator {
             done: Mutex::new(Ok(0)),
             changed: Condvar::new(),
         };
+        let send_failed = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
-            let sender =
-                scope.spawn(|| run_sends(schedule, peers, base, source, &progress, timeout));
+            let sender = scope.spawn(|| {
+                let sent = run_sends(schedule, peers, base, source, &progress, timeout);
+                if matches!(sent, Err(CollError::RankFailed { .. })) {
+                    // The receiver may be blocked on a live peer that waits for the failed
+                    // one: wake it (the job is over), so this rank reports at once.
+                    send_failed.store(true, std::sync::atomic::Ordering::Release);
+                    for recv in &schedule.recvs {
+                        if let Ok(stream) = peer(peers, recv.peer) {
+                            let _ = stream.shutdown(std::net::Shutdown::Read);
+                        }
+                    }
+                }
+                sent
+            });
             let received = run_receives(schedule, &run, scratch, &progress);
             if let Err(e) = &received {
                 progress.fail(e.to_string());
@@ -277,6 +370,10 @@ impl Communicator {
             let sent = sender
                 .join()
                 .unwrap_or_else(|_| Err(CollError::Invalid("sender thread panicked".into())));
+            if send_failed.load(std::sync::atomic::Ordering::Acquire) {
+                // The receiver's error is the wake-up; the send's is the cause.
+                return sent;
+            }
             received.and(sent)
         })
     }
@@ -384,22 +481,24 @@ fn peer(peers: &[Option<TcpStream>], rank: usize) -> Result<&TcpStream, CollErro
 
 fn io_error(rank: usize, sending: bool, timeout: Duration) -> impl Fn(std::io::Error) -> CollError {
     move |e| match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-            CollError::Timeout(format!(
-                "rank {rank} {} for {:.0?}: it is stuck or its link is down",
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => CollError::RankFailed {
+            rank,
+            reason: format!(
+                "timed out: rank {rank} {} for {:.0?}: it is stuck or its link is down",
                 if sending {
                     "accepted no data"
                 } else {
                     "sent nothing"
                 },
                 timeout
-            ))
-        }
+            ),
+        },
         std::io::ErrorKind::UnexpectedEof
         | std::io::ErrorKind::ConnectionReset
-        | std::io::ErrorKind::BrokenPipe => CollError::PeerGone(format!(
-            "rank {rank} closed its connection mid-collective (killed or crashed)"
-        )),
+        | std::io::ErrorKind::BrokenPipe => CollError::RankFailed {
+            rank,
+            reason: format!("rank {rank} closed its connection mid-collective (killed or crashed)"),
+        },
         _ => CollError::Io {
             context: format!(
                 "{} rank {rank}",
@@ -550,6 +649,60 @@ fn run_interleaved(schedule: &Schedule, run: &Run, scratch: &mut [u8]) -> Result
     Ok(())
 }
 
+/// Rank 0: reads the failure reports ranks 1.. send within `window` (ranks whose link
+/// closes, or that stay silent, report nothing), in arrival order.
+fn gather_reports(links: &mut [TcpStream], window: Duration) -> Vec<Report> {
+    let deadline = Instant::now() + window;
+    let mut open: Vec<bool> = vec![true; links.len()];
+    let mut reports = Vec::new();
+    while open.iter().any(|o| *o) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let mut fds: Vec<libc::pollfd> = links
+            .iter()
+            .zip(&open)
+            .map(|(link, &o)| libc::pollfd {
+                fd: if o { link.as_raw_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let millis = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
+        if ready < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        for (index, fd) in fds.iter().enumerate() {
+            if fd.fd < 0 || fd.revents == 0 {
+                continue;
+            }
+            let from = format!("rank {}", index + 1);
+            match rendezvous::receive_any(&mut links[index], deadline, &from) {
+                Ok(Message::Abort {
+                    reason,
+                    failed: Some(failed),
+                }) => {
+                    reports.push(Report {
+                        reporter: index + 1,
+                        failed,
+                        reason,
+                    });
+                    open[index] = false;
+                }
+                Ok(_) => {}
+                Err(_) => open[index] = false,
+            }
+        }
+    }
+    reports
+}
+
 /// What a joining rank told rank 0, once its greeting checked out.
 struct Joined {
     rank: usize,
@@ -590,6 +743,7 @@ fn gather_ranks(
                 &mut stream,
                 &Message::Abort {
                     reason: reason.into(),
+                    failed: None,
                 },
                 until,
             );
@@ -640,6 +794,7 @@ fn gather_ranks(
                 // The process whose claim broke the job hears why, as the others will.
                 let abort = Message::Abort {
                     reason: reason.clone(),
+                    failed: None,
                 };
                 let _ = rendezvous::send(
                     &mut joiner.stream,
@@ -660,7 +815,10 @@ fn gather_ranks(
     };
     if let Some((reason, error)) = failure {
         // Every rank that joined stops with the same sentence.
-        let abort = Message::Abort { reason };
+        let abort = Message::Abort {
+            reason,
+            failed: None,
+        };
         let soon = Instant::now() + Duration::from_secs(1);
         for j in roster.joined_mut() {
             let _ = rendezvous::send(&mut j.stream, &abort, soon);

@@ -11,6 +11,13 @@ pub enum CollError {
     Timeout(String),
     #[error("{0}")]
     PeerGone(String),
+    /// A peer rank failed mid-collective (closed its connection or stopped sending);
+    /// `rank` is the one blamed.
+    #[error("{reason}")]
+    RankFailed { rank: usize, reason: String },
+    /// The job's verdict on a failure, the same on every rank (see `Communicator::settle`).
+    #[error("{reason}")]
+    JobFailed { rank: usize, reason: String },
     #[error("rank 0 aborted the run: {0}")]
     Aborted(String),
     #[error("{0}")]

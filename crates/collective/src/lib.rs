@@ -2,6 +2,7 @@
 //! mesh, ring/chain schedules pipelined in segments, and one harness that times and checks
 //! every operation. Runs on any CPU node, the way Gloo does.
 
+pub mod abort;
 mod comm;
 mod dtype;
 mod error;

@@ -54,8 +54,13 @@ pub enum Message {
     },
     Ready,
     Go,
+    /// The job stops: `reason` is one sentence for every rank; `failed` names the rank
+    /// that failed, when one did (a rank that saw a peer fail reports it to rank 0, and
+    /// rank 0 tells every rank the verdict).
     Abort {
         reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed: Option<usize>,
     },
 }
 
@@ -352,7 +357,20 @@ fn read_exact_until(
     Ok(())
 }
 
+/// Reads one message; an Abort is the error it carries.
 pub(crate) fn receive(
+    stream: &mut TcpStream,
+    deadline: Instant,
+    from: &str,
+) -> Result<Message, CollError> {
+    match receive_any(stream, deadline, from)? {
+        Message::Abort { reason, .. } => Err(CollError::Aborted(reason)),
+        message => Ok(message),
+    }
+}
+
+/// Reads one message, an Abort included.
+pub(crate) fn receive_any(
     stream: &mut TcpStream,
     deadline: Instant,
     from: &str,
@@ -362,10 +380,7 @@ pub(crate) fn receive(
     let length = decode_header(&header)?;
     let mut payload = vec![0u8; length];
     read_exact_until(stream, &mut payload, deadline, from)?;
-    match decode_payload(&payload)? {
-        Message::Abort { reason } => Err(CollError::Aborted(reason)),
-        message => Ok(message),
-    }
+    decode_payload(&payload)
 }
 
 pub(crate) fn remaining(deadline: Instant) -> Result<Duration, CollError> {

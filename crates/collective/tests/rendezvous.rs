@@ -71,7 +71,7 @@ fn a_stranger_claiming_rank_1_without_the_token_does_not_take_its_place() {
     stranger.write_all(&frame(&forged)).unwrap();
     // Rank 0 turns it away with a sentence...
     match read_frame(&mut stranger) {
-        Message::Abort { reason } => assert!(reason.contains("NODELINK_TOKEN"), "{reason}"),
+        Message::Abort { reason, .. } => assert!(reason.contains("NODELINK_TOKEN"), "{reason}"),
         other => panic!("stranger got {other:?}"),
     }
     // ...and the real rank 1 joins.

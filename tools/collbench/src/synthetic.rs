@@ -148,12 +148,17 @@ fn receive(
             "no pipeline connection to rank {peer}"
         )));
     };
-    stream.read_exact(buffer).map_err(|e| match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => CollError::Timeout(
-            format!("rank {peer} sent no pipeline data within --timeout: is it stuck?"),
-        ),
-        _ => CollError::PeerGone(format!("rank {peer} stopped mid-step ({e}): did it die?")),
-    })
+    stream
+        .read_exact(buffer)
+        .map_err(|e| CollError::RankFailed {
+            rank: peer,
+            reason: match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+                    "timed out: rank {peer} sent no pipeline data within --timeout: is it stuck?"
+                ),
+                _ => format!("rank {peer} stopped mid-step ({e}): did it die?"),
+            },
+        })
 }
 
 /// A zeroed, 8-byte-aligned buffer of `bytes` (the engine's alignment).
@@ -225,11 +230,14 @@ fn proxy_loop(
             .ok_or_else(|| {
                 collective::CollError::Invalid(format!("no proxy connection to rank {peer}"))
             })?;
-        stream.write_all(&zeros[..bytes]).map_err(|e| {
-            collective::CollError::PeerGone(format!(
-                "rank {peer} stopped taking pipeline data ({e}): did it die, or is its link down?"
-            ))
-        })?;
+        stream
+            .write_all(&zeros[..bytes])
+            .map_err(|e| collective::CollError::RankFailed {
+                rank: peer,
+                reason: format!(
+                    "rank {peer} stopped taking pipeline data ({e}): did it die, or is its link down?"
+                ),
+            })?;
     }
     Ok(())
 }
@@ -400,9 +408,10 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
                 });
                 (timed, proxied)
             });
-            // A failed proxy send explains the failure better than what it caused.
-            proxied?;
-            let (timed_from, last_round_done, in_comm) = timed?;
+            // A failed proxy send explains the failure better than what it caused; every
+            // rank then names the same failed rank.
+            let (timed_from, last_round_done, in_comm) =
+                proxied.and(timed).map_err(|e| comm.settle(e))?;
             let steps = args.iters.max(1) as f64;
             let step_ms = if at.rank == 0 {
                 (last_round_done - timed_from).as_secs_f64() * 1e3 / steps
