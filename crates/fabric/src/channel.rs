@@ -58,6 +58,27 @@ impl Channel {
         }
     }
 
+    /// Whether no frame is half-read: after a timed-out receive, the peer sent nothing
+    /// (an idle session), not part of a message (a stuck one).
+    pub fn idle(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Whether the peer has closed the connection or sent something unasked. On a link
+    /// where this side speaks first, either means the peer ended the session (an idle
+    /// timeout, a restart): open a new one instead of using this.
+    pub fn is_stale(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut fd = libc::pollfd {
+            fd: self.stream.as_raw_fd(),
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; a zero timeout never blocks.
+        let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+        ready != 0
+    }
+
     /// Reads one linkbench control frame within `timeout`. `what` names the wait in errors
     /// ("waiting for results from 10.0.0.2:18515").
     pub fn recv(&mut self, timeout: Duration, what: &str) -> Result<Message> {

@@ -703,6 +703,10 @@ impl DecodeAgent {
 
     fn link<'l>(&self, links: &'l mut Links, index: usize) -> Result<&'l mut PrefillLink, KvError> {
         let slot = &mut links.slots[index];
+        if slot.as_ref().is_some_and(|link| link.channel.is_stale()) {
+            // Prefill closed the session (idle too long, or restarted): start a new one.
+            *slot = None;
+        }
         if slot.is_none() {
             let peer = self.rank_peers[self.sources[index].prefill_rank as usize];
             let layout = self.layout();

@@ -29,14 +29,17 @@ pub use state::{Allocation, Event, PrefillState, SessionId, StateConfig};
 /// The largest decode TP group an Attach may claim.
 const MAX_DECODE_TP: u32 = crate::layout::MAX_TP;
 
-/// A decode connection may sit idle this long between requests.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a decode connection may sit idle between requests by default; decode opens
+/// a fresh one when it finds its link closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct PrefillConfig {
     pub dp_rank: u32,
     pub lease: Duration,
     /// Bound on every socket wait and on waiting for free blocks.
     pub io_timeout: Duration,
+    /// An attached connection with no request for this long is closed (it holds a thread).
+    pub idle_timeout: Duration,
     pub token: Option<Vec<u8>>,
     /// Device and GID for decode ranks that pull over RDMA.
     pub rdma: RdmaOptions,
@@ -367,11 +370,16 @@ impl PrefillAgent {
             let message = match answer_errors::<KvMessage>(
                 &mut channel,
                 false,
-                IDLE_TIMEOUT,
+                self.config.idle_timeout,
                 "waiting for the next request from",
             ) {
                 Ok(m) => m,
                 Err(FabricError::PeerClosed { detail, .. }) if detail.is_empty() => return Ok(()),
+                Err(FabricError::Timeout { .. }) if channel.idle() => {
+                    // Idle, not stuck mid-frame: say goodbye; decode reconnects when needed.
+                    let _ = channel.send(&KvMessage::Bye, Duration::from_secs(1));
+                    return Ok(());
+                }
                 Err(e) => return Err(e.into()),
             };
             match message {

@@ -62,6 +62,7 @@ fn start_prefill_on(ips: &[&str], tp: u32, rank: u32, dp: u32) -> Vec<SocketAddr
             dp_rank: dp,
             lease: Duration::from_secs(30),
             io_timeout: T,
+            idle_timeout: kvcache::prefill::DEFAULT_IDLE_TIMEOUT,
             token: None,
             rdma: RdmaOptions::default(),
             rails: if addrs.len() > 1 {
@@ -385,6 +386,7 @@ fn start_prefill_with(
             dp_rank: 0,
             lease,
             io_timeout: T,
+            idle_timeout: kvcache::prefill::DEFAULT_IDLE_TIMEOUT,
             token: token.map(<[u8]>::to_vec),
             rdma: RdmaOptions::default(),
             rails: Vec::new(),
@@ -502,6 +504,7 @@ fn a_flood_of_unknown_completions_does_not_flood_the_log() {
             dp_rank: 0,
             lease: Duration::from_secs(30),
             io_timeout: T,
+            idle_timeout: kvcache::prefill::DEFAULT_IDLE_TIMEOUT,
             token: None,
             rdma: RdmaOptions::default(),
             rails: Vec::new(),
@@ -629,4 +632,38 @@ fn one_connection_cannot_hold_more_than_its_quota_of_the_pool() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("already holds 20"), "{e}");
+}
+
+/// Hole: an attached, idle session held its prefill thread for 600 s. Prefill now closes
+/// it after its idle timeout, and decode, finding its link closed, opens a new one: the
+/// next request succeeds instead of failing on the dead link.
+#[test]
+fn an_idle_session_is_closed_and_decode_reconnects_for_the_next_request() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let agent = PrefillAgent::new(
+        KvLayout::new(shape(), 1, 0, 32).unwrap(),
+        PrefillConfig {
+            dp_rank: 0,
+            lease: Duration::from_secs(30),
+            io_timeout: T,
+            idle_timeout: Duration::from_millis(200),
+            token: None,
+            rdma: RdmaOptions::default(),
+            rails: Vec::new(),
+            session_quota: None,
+            log: quiet,
+        },
+    )
+    .unwrap();
+    std::thread::spawn(move || agent.serve(listener));
+    let decode = decode_agent(addr);
+    let mut links = decode.links();
+    decode
+        .transfer(&mut links, "before", 10, Duration::ZERO)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    decode
+        .transfer(&mut links, "after", 10, Duration::ZERO)
+        .unwrap();
 }

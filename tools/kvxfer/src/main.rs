@@ -412,6 +412,7 @@ pub(crate) fn prefill_config(
         dp_rank: args.pool.dp_rank,
         lease: args.lease,
         io_timeout: args.timeout,
+        idle_timeout: kvcache::prefill::DEFAULT_IDLE_TIMEOUT,
         token,
         rdma: args.rdma.options(),
         rails,
