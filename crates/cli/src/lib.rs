@@ -167,7 +167,7 @@ pub fn sentence(error: &anyhow::Error) -> String {
 pub fn check_plot_path(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     match path {
         Some(path) if !measure::is_chart_path(path) => Err(usage(format!(
-            "--plot {}: charts are written as SVG; name the file *.svg (for PNG: rsvg-convert FILE.svg -o FILE.png)",
+            "--plot {}: charts are written as SVG or PNG; name the file *.svg or *.png",
             path.display()
         ))),
         Some(path) => check_output_path("--plot", path),

@@ -111,7 +111,7 @@ impl BarChart {
     }
 }
 
-/// Writes the bar chart; SVG only (PNG is rejected with the conversion command).
+/// Writes the bar chart, as SVG or PNG by the name's extension.
 pub fn write_bar_chart(path: &Path, chart: &BarChart) -> Result<(), PlotError> {
     super::plot::write_svg(path, chart.to_svg())
 }
@@ -136,7 +136,7 @@ mod tests {
         // 3 bar segments + 2 legend swatches + the background.
         assert_eq!(svg.matches("<rect").count(), 6);
         assert!(svg.contains(">2.50<"));
-        let error = write_bar_chart(Path::new("x.png"), &chart).unwrap_err();
-        assert!(error.to_string().contains("SVG"));
+        let error = write_bar_chart(Path::new("x.gif"), &chart).unwrap_err();
+        assert!(error.to_string().contains("*.svg or *.png"), "{error}");
     }
 }

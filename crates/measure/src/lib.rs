@@ -5,6 +5,7 @@ mod bars;
 mod heatmap;
 mod latency;
 mod plot;
+mod png;
 mod render;
 mod units;
 

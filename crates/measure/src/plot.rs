@@ -1,5 +1,5 @@
-//! Line charts as SVG: throughput or latency against message size, written by hand so no
-//! font or graphics dependency is needed. PNG is not drawn here (yet): convert the SVG.
+//! Line charts as SVG: throughput or latency against message size, written by hand. A
+//! `.png` name gets the same SVG rendered to pixels (see [`crate::png`]).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -13,8 +13,10 @@ pub enum PlotError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot draw '{0}': charts are written as SVG; name the file *.svg (for PNG: rsvg-convert FILE.svg -o FILE.png)")]
+    #[error("cannot draw '{0}': charts are written as SVG or PNG; name the file *.svg or *.png")]
     Format(String),
+    #[error("rendering '{path}' as PNG: {reason}")]
+    Render { path: String, reason: String },
 }
 
 /// One line on the chart.
@@ -310,26 +312,48 @@ impl Chart {
     }
 }
 
-/// Whether `path` names a format the charts can be written in (SVG only, for now); tools
-/// check this before a run so a bad name fails fast.
-pub fn is_chart_path(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+/// The chart formats, by file extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Svg,
+    Png,
 }
 
-/// Writes rendered SVG to `path`, refusing names of other formats.
-pub(crate) fn write_svg(path: &Path, svg: String) -> Result<(), PlotError> {
-    if !is_chart_path(path) {
-        return Err(PlotError::Format(path.display().to_string()));
+fn format_of(path: &Path) -> Option<Format> {
+    let extension = path.extension()?.to_str()?;
+    if extension.eq_ignore_ascii_case("svg") {
+        Some(Format::Svg)
+    } else if extension.eq_ignore_ascii_case("png") {
+        Some(Format::Png)
+    } else {
+        None
     }
-    std::fs::write(path, svg).map_err(|source| PlotError::Io {
-        path: path.display().to_string(),
+}
+
+/// Whether `path` names a format the charts can be written in (SVG or PNG); tools check
+/// this before a run so a bad name fails fast.
+pub fn is_chart_path(path: &Path) -> bool {
+    format_of(path).is_some()
+}
+
+/// Writes a chart's SVG to `path`, as SVG or rendered to PNG by the name's extension.
+pub(crate) fn write_svg(path: &Path, svg: String) -> Result<(), PlotError> {
+    let shown = || path.display().to_string();
+    let bytes = match format_of(path) {
+        Some(Format::Svg) => svg.into_bytes(),
+        Some(Format::Png) => crate::png::render(&svg).map_err(|reason| PlotError::Render {
+            path: shown(),
+            reason,
+        })?,
+        None => return Err(PlotError::Format(shown())),
+    };
+    std::fs::write(path, bytes).map_err(|source| PlotError::Io {
+        path: shown(),
         source,
     })
 }
 
-/// Writes the chart; the file name's extension picks the format (SVG only, for now).
+/// Writes the chart; the file name's extension picks the format (SVG or PNG).
 pub fn write_chart(path: &Path, chart: &Chart) -> Result<(), PlotError> {
     write_svg(path, chart.to_svg())
 }
@@ -397,15 +421,20 @@ mod tests {
     }
 
     #[test]
-    fn only_svg_files_are_written() {
+    fn svg_and_png_files_are_written_and_other_names_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let png = dir.path().join("x.png");
+        let jpg = dir.path().join("x.jpg");
         assert!(matches!(
-            write_chart(&png, &chart()),
+            write_chart(&jpg, &chart()),
             Err(PlotError::Format(_))
         ));
+        assert!(!jpg.exists());
         let svg = dir.path().join("x.svg");
         write_chart(&svg, &chart()).unwrap();
         assert!(std::fs::read_to_string(svg).unwrap().contains("<polyline"));
+        let png = dir.path().join("X.PNG");
+        write_chart(&png, &chart()).unwrap();
+        let bytes = std::fs::read(png).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     }
 }

@@ -64,8 +64,8 @@ pub struct Args {
     /// Also write the rows as CSV.
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
-    /// Draw bus bandwidth against size (FILE.svg).
-    #[arg(long, value_name = "FILE.svg")]
+    /// Draw bus bandwidth against size (FILE.svg or FILE.png).
+    #[arg(long, value_name = "FILE.svg|png")]
     plot: Option<PathBuf>,
     /// Run N ranks as threads in this process, over loopback.
     #[arg(long, value_name = "N")]

@@ -356,11 +356,11 @@ fn csv_and_plot_files_hold_every_row() {
     assert!(text.starts_with("bytes,count,dtype"));
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     let bad = Command::new(BIN)
-        .args(["--ranks", "1", "-e", "8", "--plot", "x.png"])
+        .args(["--ranks", "1", "-e", "8", "--plot", "x.jpg"])
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("SVG"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("*.svg or *.png"));
 }
 
 #[test]

@@ -65,8 +65,8 @@ pub struct Args {
     /// Print one JSON document on stdout and nothing else.
     #[arg(long)]
     json: bool,
-    /// Draw the per-token breakdown of every plan as stacked bars (FILE.svg).
-    #[arg(long, value_name = "FILE.svg")]
+    /// Draw the per-token breakdown of every plan as stacked bars (FILE.svg or FILE.png).
+    #[arg(long, value_name = "FILE.svg|png")]
     plot: Option<PathBuf>,
     /// Predict collbench --synthetic-step: L x (compute + 2 all-reduces) over --link, and
     /// with --pp the pipeline over --pp-link.

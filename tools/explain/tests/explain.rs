@@ -1,6 +1,6 @@
 //! Runs the real explain binary: the JSON shape, the verdict between two plans, the
 //! step prediction from a collbench sweep, and bad input (unknown names list the known
-//! ones, plans that do not fit are rejected with the reason, PNG plots are refused).
+//! ones, plans that do not fit are rejected with the reason, other chart formats are refused).
 
 use serde_json::Value;
 use std::process::{Command, Output};
@@ -98,9 +98,13 @@ fn human_output_is_a_table_a_verdict_and_what_ifs_and_plots_are_svg() {
     );
     let drawn = std::fs::read_to_string(&svg).unwrap();
     assert!(drawn.starts_with("<svg") && drawn.contains("TP all-reduces"));
-    let png = explain(&["--plot", "x.png"]);
-    assert_eq!(png.status.code(), Some(64));
-    assert!(stderr(&png).contains("SVG"), "{}", stderr(&png));
+    let png = dir.path().join("bars.png");
+    let drawn = explain(&["--plot", png.to_str().unwrap()]);
+    assert!(drawn.status.success(), "{}", stderr(&drawn));
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let jpg = explain(&["--plot", "x.jpg"]);
+    assert_eq!(jpg.status.code(), Some(64));
+    assert!(stderr(&jpg).contains("*.svg or *.png"), "{}", stderr(&jpg));
 }
 
 #[test]

@@ -238,8 +238,9 @@ struct BenchArgs {
     /// With --scheme many-to-one: decode agents (each its own pool and connections).
     #[arg(long, value_parser = clap::value_parser!(u32).range(2..=64), value_name = "N")]
     decoders: Option<u32>,
-    /// With --sweep-block: draw bandwidth and latency against the block size (SVG).
-    #[arg(long, value_name = "FILE.svg")]
+    /// With --sweep-block: draw bandwidth and latency against the block size (FILE.svg or
+    /// FILE.png).
+    #[arg(long, value_name = "FILE.svg|png")]
     plot: Option<std::path::PathBuf>,
     /// Request ids are PREFIX-0, PREFIX-1, ...: give every decode rank of a TP group the same.
     #[arg(long)]

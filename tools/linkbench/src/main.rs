@@ -151,8 +151,8 @@ struct Common {
     /// Also write the table as CSV.
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
-    /// Draw the sweep (needs -a) as an SVG chart.
-    #[arg(long, value_name = "FILE.svg")]
+    /// Draw the sweep (needs -a) as a chart (FILE.svg or FILE.png).
+    #[arg(long, value_name = "FILE.svg|png")]
     plot: Option<PathBuf>,
     /// No progress bar.
     #[arg(short, long)]
