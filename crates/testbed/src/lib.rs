@@ -5,6 +5,7 @@
 //! When `NODELINK_REQUIRE_NETNS=1` (set by `.ci/run`), a testbed that cannot be built is a
 //! test failure; otherwise the test prints why and returns early.
 
+pub mod outputs;
 pub mod readme;
 
 use std::process::{Command, Output};

@@ -125,7 +125,9 @@ pub struct Args {
     /// Path of libnccl.so.2 for --backend nccl.
     #[arg(long, value_name = "PATH")]
     nccl_lib: Option<PathBuf>,
-    /// Only the summary lines (out-of-bounds count, average bus bandwidth), no header or rows.
+    /// Only the summary lines, no header or rows: out-of-bounds count and average bus
+    /// bandwidth; with --synthetic-step the step time per batch; with --model the TP and
+    /// PP communication time per step, per batch.
     #[arg(short, long)]
     quiet: bool,
 }

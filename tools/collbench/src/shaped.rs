@@ -141,6 +141,18 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&document)?);
         return Ok(cli::exit::OK);
     }
+    if args.quiet {
+        // The summary line alone, one figure per batch size.
+        let per_step: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let comm_ms = r.tp_comm_ms_per_step + r.pp_comm_ms_per_step;
+                format!("{} {comm_ms:.3}", r.batch)
+            })
+            .collect();
+        println!("# Comm/step (ms) by batch: {}", per_step.join(", "));
+        return Ok(cli::exit::OK);
+    }
     println!(
         "# {} {} step, TP {tp} x PP {pp} over {world} ranks ({}): {} layers, hidden {}, {} all-reduces per step",
         shape.name, args.phase, args.backend, shape.layers, shape.hidden, shape.tp_allreduces_per_step()

@@ -482,6 +482,13 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
             ]);
         }
         println!("{}", table.render());
+    } else {
+        // -q: the summary line alone, one figure per batch size.
+        let steps: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{} {:.3}", r.batch, r.step_ms))
+            .collect();
+        println!("# Step (ms) by batch  : {}", steps.join(", "));
     }
     Ok(cli::exit::OK)
 }

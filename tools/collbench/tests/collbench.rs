@@ -541,3 +541,52 @@ fn readme_conventions_row_matches_the_help() {
     use testbed::readme::{assert_row_matches, help_of};
     assert_row_matches("collbench", &[help_of(BIN, &[])]);
 }
+
+/// Every mode either produces each output flag's output or refuses the flag (exit 64, one
+/// sentence naming it): the sweep honours them all; the modes that run no size sweep
+/// honour --json and -q and refuse the files the sweep writes.
+#[test]
+fn every_mode_honours_or_refuses_each_output_flag() {
+    use testbed::outputs::{walk, Flag, Mode, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let modes = [
+        Mode::new(
+            "sweep",
+            &["--ranks", "2", "-b", "1K", "-e", "4K", "-n", "1", "-w", "0"],
+        ),
+        Mode::new(
+            "synthetic-step",
+            &[
+                "--ranks",
+                "2",
+                "--synthetic-step",
+                "--layers",
+                "1",
+                "--batch",
+                "1,8",
+            ],
+        ),
+        Mode::new(
+            "model",
+            &[
+                "--ranks",
+                "2",
+                "--model",
+                "qwen2.5-1.5b",
+                "--tp",
+                "2",
+                "--batch",
+                "1,8",
+            ],
+        ),
+    ];
+    walk(
+        BIN,
+        &modes,
+        |mode, flag| match (mode, flag) {
+            ("sweep", _) | (_, Flag::Json | Flag::Quiet) => Outcome::Honoured,
+            _ => Outcome::Refused,
+        },
+        dir.path(),
+    );
+}

@@ -457,3 +457,57 @@ fn readme_conventions_row_matches_the_help() {
     use testbed::readme::{assert_row_matches, help_of};
     assert_row_matches("explain", &[help_of(BIN, &[])]);
 }
+
+/// Every mode either produces each output flag's output or refuses the flag (exit 64, one
+/// sentence naming it): plan pricing and measured runs print JSON and draw charts;
+/// --predict-step prints JSON and refuses the chart; explain writes no CSV and has no -q.
+#[test]
+fn every_mode_honours_or_refuses_each_output_flag() {
+    use testbed::outputs::{walk, Flag, Mode, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ar.json");
+    let rows: Vec<Value> = [16384.0, 65536.0, 262144.0]
+        .iter()
+        .map(|&b: &f64| serde_json::json!({"bytes": b, "time_us": 10.0 + b / 1000.0}))
+        .collect();
+    let doc = serde_json::json!({"op": "all_reduce", "world": 2, "rows": rows});
+    std::fs::write(&link, doc.to_string()).unwrap();
+    let run = published_dp_run(dir.path());
+    let modes = [
+        Mode::new(
+            "plans",
+            &["--plan", "tp8", "--vs", "tp4,pp2", "--gpus-per-node", "4"],
+        ),
+        Mode::new(
+            "predict-step",
+            &[
+                "--predict-step",
+                "--world",
+                "2",
+                "--link",
+                link.to_str().unwrap(),
+            ],
+        ),
+        Mode::new(
+            "run",
+            &[
+                "--model",
+                "llama-3.1-8b",
+                "--plan",
+                "dp16@2x8",
+                "--run",
+                run.to_str().unwrap(),
+            ],
+        ),
+    ];
+    walk(
+        BIN,
+        &modes,
+        |mode, flag| match (mode, flag) {
+            (_, Flag::Json) => Outcome::Honoured,
+            ("plans" | "run", Flag::Svg | Flag::Png) => Outcome::Honoured,
+            _ => Outcome::Refused,
+        },
+        dir.path(),
+    );
+}

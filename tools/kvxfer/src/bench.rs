@@ -499,6 +499,27 @@ fn report(
         })
         .collect();
     let row = |label: &str, value: String| println!("{label:<34}{value}");
+    if args.quiet {
+        // -q: the outcome, the rate and the latency that matter, nothing else.
+        row("Successful requests:", tally.ok.to_string());
+        row("Failed requests:", tally.failed.to_string());
+        if tally.integrity_failures > 0 {
+            row(
+                "  of which failed a check:",
+                tally.integrity_failures.to_string(),
+            );
+        }
+        if let Some(why) = &tally.stopped {
+            row("Stopped early:", why.clone());
+        }
+        row("Throughput (Gbit/s):", format!("{gbps:.3}"));
+        row("Median latency (ms):", format!("{:.3}", latency.p50));
+        row("P99 latency (ms):", format!("{:.3}", latency.p99));
+        for error in &tally.errors {
+            println!("error: {error}");
+        }
+        return write_csv(args, tally, seconds, request_throughput, &latency);
+    }
     println!("{:=^60}", " kvxfer bench: KV transfer ");
     row(
         "Model / layout:",
@@ -558,7 +579,7 @@ fn report(
         row("Stopped early:", why.clone());
     }
     row(
-        "Concurrency (requested/effective):",
+        "Concurrency (asked/effective):",
         format!("{} / {workers}", args.concurrency),
     );
     row(

@@ -252,7 +252,8 @@ struct BenchArgs {
     /// to here (the KV direction), one stream.
     #[arg(long, value_name = "HOST[:PORT]")]
     link_peer: Option<String>,
-    /// No progress bar.
+    /// No progress bar, and only the summary lines: requests, throughput, median and p99
+    /// latency (with --sweep-block: the table alone).
     #[arg(short, long)]
     quiet: bool,
 }

@@ -258,10 +258,12 @@ fn report(args: &BenchArgs, batch: u32, rows: &[Row], errors: &[String]) -> anyh
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        println!(
-            "kvxfer bench --sweep-block: {} requests of {} block(s) per size, up to {} in flight; GB/s = 1e9 B/s over the whole run; latency per request, first pull to last byte",
-            args.num_prompts, batch, args.concurrency
-        );
+        if !args.quiet {
+            println!(
+                "kvxfer bench --sweep-block: {} requests of {} block(s) per size, up to {} in flight; GB/s = 1e9 B/s over the whole run; latency per request, first pull to last byte",
+                args.num_prompts, batch, args.concurrency
+            );
+        }
         print!("{}", shown.render());
         for error in errors {
             println!("error: {error}");

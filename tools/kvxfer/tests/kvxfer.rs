@@ -1005,3 +1005,99 @@ fn schemes_many_to_one_and_one_to_many_run_their_decode_agents_at_once() {
         assert!(stderr(&out).contains(needle), "{extra:?}: {}", stderr(&out));
     }
 }
+
+/// A prefill on loopback (no namespace), killed on drop; waits until it is ready.
+struct LoopbackPrefill(Child);
+
+impl LoopbackPrefill {
+    fn start(port: u16, extra: &[&str]) -> Self {
+        let mut child = std::process::Command::new(BIN)
+            .args(["prefill", "--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env_remove("NODELINK_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kvxfer prefill");
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let ready = stderr
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("ready: listening"));
+        assert!(ready, "prefill on port {port} never got ready");
+        LoopbackPrefill(child)
+    }
+}
+
+impl Drop for LoopbackPrefill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every mode either produces each output flag's output or refuses the flag (exit 64, one
+/// sentence naming it): bench honours them all (a chart is a block-size sweep), decode
+/// prints JSON or a line, and the prefill listener takes no output flag but -q.
+#[test]
+fn every_mode_honours_or_refuses_each_output_flag() {
+    use testbed::outputs::{walk, Flag, Mode, Outcome};
+    let _turn = serial();
+    let _pool = LoopbackPrefill::start(18691, &["--num-blocks", "256"]);
+    let _sweep = LoopbackPrefill::start(18692, &["--sweep-block", "4K..16K"]);
+    let dir = tempfile::tempdir().unwrap();
+    let modes = [
+        Mode::new(
+            "bench",
+            &[
+                "bench",
+                "--peer",
+                "127.0.0.1:18691",
+                "--num-prompts",
+                "4",
+                "--input-len",
+                "64",
+            ],
+        ),
+        Mode::new(
+            "bench --sweep-block",
+            &[
+                "bench",
+                "--peer",
+                "127.0.0.1:18692",
+                "--sweep-block",
+                "4K..16K",
+            ],
+        ),
+        Mode::new(
+            "decode",
+            &[
+                "decode",
+                "--peer",
+                "127.0.0.1:18691",
+                "--request-id",
+                "walk",
+                "--input-len",
+                "64",
+            ],
+        ),
+        // A listener honours -q and runs until killed: walked for the file flags only.
+        Mode::new("prefill", &["prefill", "--listen", "127.0.0.1:1"]).only(&[
+            Flag::Json,
+            Flag::Csv,
+            Flag::Svg,
+            Flag::Png,
+        ]),
+    ];
+    walk(
+        BIN,
+        &modes,
+        |mode, flag| match (mode, flag) {
+            ("bench", Flag::Svg | Flag::Png) => Outcome::Refused,
+            ("bench" | "bench --sweep-block", _) => Outcome::Honoured,
+            ("decode", Flag::Json) => Outcome::Honoured,
+            _ => Outcome::Refused,
+        },
+        dir.path(),
+    );
+}

@@ -154,7 +154,7 @@ struct Common {
     /// Draw the sweep (needs -a) as a chart (FILE.svg or FILE.png).
     #[arg(long, value_name = "FILE.svg|png")]
     plot: Option<PathBuf>,
-    /// No progress bar.
+    /// No progress bar, and the table alone (no header, throughput or CPU lines).
     #[arg(short, long)]
     quiet: bool,
     #[command(flatten)]
@@ -323,6 +323,7 @@ fn resolve_common(common: &Common, size: Option<u64>, default_size: u64) -> anyh
         sweep: common.all_sizes,
         output: report::Output {
             json: common.json,
+            quiet: common.quiet,
             csv: common.csv.clone(),
             plot: common.plot.clone(),
             peer: peer.to_string(),
@@ -677,6 +678,7 @@ fn compare(args: CompareArgs) -> anyhow::Result<u8> {
         sweep: false,
         output: report::Output {
             json: args.json,
+            quiet: false,
             csv: None,
             plot: None,
             peer: peer.to_string(),

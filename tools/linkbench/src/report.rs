@@ -11,6 +11,8 @@ use std::time::Duration;
 
 pub struct Output {
     pub json: bool,
+    /// The table alone: no header line, no throughput or CPU lines.
+    pub quiet: bool,
     pub csv: Option<PathBuf>,
     pub plot: Option<PathBuf>,
     pub peer: String,
@@ -81,6 +83,8 @@ fn emit(
     // Results first: a file that fails to write must not take the printed table with it.
     if output.json {
         println!("{}", serde_json::to_string_pretty(&document)?);
+    } else if output.quiet {
+        println!("{}", table.render());
     } else {
         println!("{header}");
         println!("{}", table.render());

@@ -1129,3 +1129,55 @@ fn a_rail_taken_down_mid_test_ends_the_test_on_time_and_shows_in_its_figure() {
         );
     }
 }
+
+/// Every client mode either produces each output flag's output or refuses the flag
+/// (exit 64, one sentence naming it); the server takes none of them.
+#[test]
+fn every_mode_honours_or_refuses_each_output_flag() {
+    use testbed::outputs::{walk, Flag, Mode, Outcome};
+    let _turn = traffic();
+    let served = Served::start(None, "127.0.0.1", &[], &[]);
+    let port = served.addr.rsplit(':').next().unwrap().to_string();
+    let peer = ["--peer", "127.0.0.1", "--port", port.as_str()];
+    let with = |args: &[&str]| -> Vec<String> {
+        peer.iter().chain(args).map(ToString::to_string).collect()
+    };
+    let mode = |name, args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Mode::new(name, &refs)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let modes = [
+        mode(
+            "bw",
+            [vec!["bw".to_string()], with(&["-t", "200ms"])].concat(),
+        ),
+        mode(
+            "bw -a",
+            [vec!["bw".to_string()], with(&["-t", "100ms", "-a"])].concat(),
+        ),
+        mode(
+            "lat",
+            [vec!["lat".to_string()], with(&["-n", "200"])].concat(),
+        ),
+        mode(
+            "lat -a",
+            [vec!["lat".to_string()], with(&["-n", "50", "-a"])].concat(),
+        ),
+        mode("compare", [vec!["compare".to_string()], with(&[])].concat()),
+        Mode::new("serve", &["serve", "--bind", "127.0.0.1", "--port", "1"]),
+    ];
+    walk(
+        BIN,
+        &modes,
+        |mode, flag| match (mode, flag) {
+            ("serve", _) => Outcome::Refused,
+            ("compare", Flag::Json) => Outcome::Honoured,
+            ("compare", _) => Outcome::Refused,
+            // A chart is a size sweep.
+            ("bw" | "lat", Flag::Svg | Flag::Png) => Outcome::Refused,
+            _ => Outcome::Honoured,
+        },
+        dir.path(),
+    );
+}

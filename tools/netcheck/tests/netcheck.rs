@@ -963,3 +963,22 @@ fn readme_conventions_row_matches_the_help() {
     use testbed::readme::{assert_row_matches, help_of};
     assert_row_matches("netcheck", &[help_of(BIN, &[])]);
 }
+
+/// The local check either produces each output flag's output or refuses the flag (exit 64,
+/// one sentence naming it): JSON and -q, no CSV or chart. Its verdict (0, 1 or 2) depends
+/// on this machine, so any of them counts as a run.
+#[test]
+fn every_output_flag_is_honoured_or_refused() {
+    use testbed::outputs::{walk, Flag, Mode, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let modes = [Mode::new("local", &[]).exiting(&[0, 1, 2])];
+    walk(
+        BIN,
+        &modes,
+        |_, flag| match flag {
+            Flag::Json | Flag::Quiet => Outcome::Honoured,
+            _ => Outcome::Refused,
+        },
+        dir.path(),
+    );
+}
