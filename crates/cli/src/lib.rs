@@ -37,7 +37,12 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 /// Parses arguments, runs the tool, prints one error line on failure.
 ///
 /// `run` returns the exit code it wants (a netcheck with warnings returns 1, say).
-pub fn main<A: clap::Parser>(tool: &str, run: impl FnOnce(A) -> anyhow::Result<u8>) -> ExitCode {
+/// `flags` names this tool's flag for each setting the libraries' hints mention.
+pub fn main<A: clap::Parser>(
+    tool: &str,
+    flags: &[(measure::Setting, &str)],
+    run: impl FnOnce(A) -> anyhow::Result<u8>,
+) -> ExitCode {
     // `tool | head`: a closed pipe ends the process quietly, as it does every Unix tool,
     // instead of a "Broken pipe" panic from println!.
     // SAFETY: restoring the default disposition of one signal, before any thread exists.
@@ -63,7 +68,10 @@ pub fn main<A: clap::Parser>(tool: &str, run: impl FnOnce(A) -> anyhow::Result<u
     match run(args) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("{tool}: error: {}", sentence(&error));
+            eprintln!(
+                "{tool}: error: {}",
+                measure::name_flags(&sentence(&error), flags)
+            );
             let code = if error.downcast_ref::<Usage>().is_some()
                 || error.downcast_ref::<measure::UnitError>().is_some()
             {

@@ -54,7 +54,10 @@ impl Communicator {
             let listener = match master_listener {
                 Some(l) => l,
                 None => TcpListener::bind(master_addr).map_err(|e| CollError::Io {
-                    context: format!("rank 0 binding the master address {master_addr} (is another job using the port? pass another --master port)"),
+                    context: format!(
+                        "rank 0 binding the master address {master_addr} (is another job using the port? give {} another port)",
+                        measure::Setting::Master
+                    ),
                     source: e,
                 })?,
             };

@@ -2,6 +2,7 @@
 //! places users have libnccl: `--nccl-lib`, LD_LIBRARY_PATH, system paths, and Python
 //! site-packages (`nvidia/nccl/lib`, what the `nvidia-nccl-cu12` wheel installs).
 
+use measure::Setting;
 use std::path::{Path, PathBuf};
 
 pub const SONAME: &str = "libnccl.so.2";
@@ -36,7 +37,8 @@ pub fn find_library(explicit: Option<&Path>, dirs: &[PathBuf]) -> Result<PathBuf
             Ok(path.to_path_buf())
         } else {
             Err(format!(
-                "--nccl-lib {} does not exist: pass the path of {SONAME}",
+                "{} {} does not exist: give the path of {SONAME}",
+                Setting::NcclLibrary,
                 path.display()
             ))
         };
@@ -46,7 +48,8 @@ pub fn find_library(explicit: Option<&Path>, dirs: &[PathBuf]) -> Result<PathBuf
         .find(|candidate| candidate.is_file())
         .ok_or_else(|| {
             format!(
-                "{SONAME} not found in LD_LIBRARY_PATH, system library paths or Python site-packages: install NCCL (`pip install nvidia-nccl-cu12` or the libnccl2 package) or pass --nccl-lib PATH"
+                "{SONAME} not found in LD_LIBRARY_PATH, system library paths or Python site-packages: install NCCL (`pip install nvidia-nccl-cu12` or the libnccl2 package) or pass its path as {}",
+                Setting::NcclLibrary
             )
         })
 }
@@ -62,10 +65,10 @@ pub fn check_environment(
         .map(|mut d| d.next().is_some())
         .unwrap_or(false);
     if !has_gpu {
-        return Err(
-            "no NVIDIA GPU on this node (/proc/driver/nvidia/gpus is empty or missing): the nccl backend needs GPUs; use --backend tcp to measure the network from the CPU"
-                .to_string(),
-        );
+        return Err(format!(
+            "no NVIDIA GPU on this node (/proc/driver/nvidia/gpus is empty or missing): the nccl backend needs GPUs; use {} to measure the network from the CPU",
+            Setting::TcpTransport
+        ));
     }
     find_library(explicit, dirs)
 }
@@ -97,7 +100,7 @@ mod tests {
         let dirs = search_dirs(None, &[dir.path().to_path_buf()]);
         assert_eq!(find_library(None, &dirs).unwrap(), lib.join(SONAME));
         let missing = find_library(Some(Path::new("/nope/libnccl.so.2")), &dirs).unwrap_err();
-        assert!(missing.contains("--nccl-lib /nope/libnccl.so.2 does not exist"));
+        assert!(missing.contains("the NCCL library setting /nope/libnccl.so.2 does not exist"));
         assert!(find_library(None, &[])
             .unwrap_err()
             .contains("pip install nvidia-nccl-cu12"));
@@ -125,7 +128,7 @@ mod tests {
     fn no_gpu_is_one_clear_sentence() {
         let root = tempfile::tempdir().unwrap();
         let error = check_environment(None, &[], root.path()).unwrap_err();
-        assert!(error.contains("no NVIDIA GPU") && error.contains("--backend tcp"));
+        assert!(error.contains("no NVIDIA GPU") && error.contains("use the TCP transport setting"));
     }
 }
 
@@ -294,9 +297,10 @@ pub fn run(
 ) -> Result<Vec<Row>, CollError> {
     // SAFETY: only asks the loader whether libcuda can be opened.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        return Err(CollError::Invalid(
-            "libcuda.so.1 (the NVIDIA driver library) cannot be loaded: install the driver or use --backend tcp".into(),
-        ));
+        return Err(CollError::Invalid(format!(
+            "libcuda.so.1 (the NVIDIA driver library) cannot be loaded: install the driver or use {}",
+            Setting::TcpTransport
+        )));
     }
     let device = match device {
         Some(d) => d,

@@ -248,7 +248,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
 pub fn decode_header(header: &[u8; HEADER]) -> Result<usize, CollError> {
     if &header[..4] != MAGIC {
         return Err(CollError::Protocol(
-            "peer is not a nodelink collbench rank (bad magic): check --master points at rank 0 of the same job".into(),
+            format!("peer is not a nodelink collbench rank (bad magic): check {} points at rank 0 of the same job", measure::Setting::Master),
         ));
     }
     let version = u16::from_be_bytes([header[4], header[5]]);
@@ -629,7 +629,7 @@ mod tests {
         assert!(resolve(&half, env_of(&[]))
             .unwrap_err()
             .to_string()
-            .contains("--rank and --world go together"));
+            .contains("the rank setting and the world size setting go together"));
         let out = BootstrapFlags {
             rank: Some(4),
             world: Some(4),
@@ -646,7 +646,7 @@ mod tests {
         assert!(no_master
             .unwrap_err()
             .to_string()
-            .contains("--master HOST:PORT"));
+            .contains("pass the master address setting (HOST:PORT)"));
         let garbage = resolve(
             &BootstrapFlags::default(),
             env_of(&[("RANK", "x"), ("WORLD_SIZE", "2")]),

@@ -3,6 +3,8 @@
 //! in that order. One implementation for every cross-node tool (collbench's rendezvous,
 //! netcheck's cluster mode).
 
+use measure::Setting;
+
 /// The rendezvous port when neither flags nor environment name one (torchrun's).
 pub const DEFAULT_PORT: u16 = 29500;
 
@@ -49,26 +51,46 @@ pub fn resolve(
     let (rank, world, source, launcher_master) = match (flags.rank, flags.world) {
         (Some(rank), Some(world)) => (rank, world, "flags", None),
         (Some(_), None) | (None, Some(_)) => {
-            return Err(BootstrapError(
-                "--rank and --world go together: pass both, or neither to read the launcher's environment".into(),
-            ))
+            return Err(BootstrapError(format!(
+                "{} and {} go together: pass both, or neither to read the launcher's environment",
+                Setting::Rank,
+                Setting::WorldSize
+            )))
         }
         (None, None) => {
             let master_from = |addr: &str, port: &str| {
-                env(addr).map(|a| format!("{a}:{}", env(port).unwrap_or_else(|| DEFAULT_PORT.to_string())))
+                env(addr).map(|a| {
+                    format!(
+                        "{a}:{}",
+                        env(port).unwrap_or_else(|| DEFAULT_PORT.to_string())
+                    )
+                })
             };
             if let (Some(r), Some(w)) = (number("RANK")?, number("WORLD_SIZE")?) {
                 (r, w, "torchrun", master_from("MASTER_ADDR", "MASTER_PORT"))
             } else if let (Some(r), Some(w)) = (number("SLURM_PROCID")?, number("SLURM_NTASKS")?) {
-                (r, w, "slurm", master_from("SLURM_LAUNCH_NODE_IPADDR", "MASTER_PORT"))
-            } else if let (Some(r), Some(w)) =
-                (number("OMPI_COMM_WORLD_RANK")?, number("OMPI_COMM_WORLD_SIZE")?)
-            {
+                (
+                    r,
+                    w,
+                    "slurm",
+                    master_from("SLURM_LAUNCH_NODE_IPADDR", "MASTER_PORT"),
+                )
+            } else if let (Some(r), Some(w)) = (
+                number("OMPI_COMM_WORLD_RANK")?,
+                number("OMPI_COMM_WORLD_SIZE")?,
+            ) {
                 (r, w, "openmpi", None)
             } else if let (Some(r), Some(w)) = (number("PMI_RANK")?, number("PMI_SIZE")?) {
                 (r, w, "pmi", None)
-            } else if let (Some(r), Some(w)) = (number("LWS_WORKER_INDEX")?, number("LWS_GROUP_SIZE")?) {
-                (r, w, "lws", master_from("LWS_LEADER_ADDRESS", "MASTER_PORT"))
+            } else if let (Some(r), Some(w)) =
+                (number("LWS_WORKER_INDEX")?, number("LWS_GROUP_SIZE")?)
+            {
+                (
+                    r,
+                    w,
+                    "lws",
+                    master_from("LWS_LEADER_ADDRESS", "MASTER_PORT"),
+                )
             } else {
                 return Ok(None);
             }
@@ -92,7 +114,8 @@ pub fn resolve(
         None if world == 1 => format!("127.0.0.1:{DEFAULT_PORT}"),
         None => {
             return Err(BootstrapError(format!(
-                "rank {rank} of {world} (from {source}) has no rendezvous address: pass --master HOST:PORT or set MASTER_ADDR"
+                "rank {rank} of {world} (from {source}) has no rendezvous address: pass {} (HOST:PORT) or set MASTER_ADDR",
+                Setting::Master
             )))
         }
     };

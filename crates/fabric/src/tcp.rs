@@ -133,7 +133,10 @@ pub fn listen(addr: SocketAddr, iface: Option<&str>) -> Result<TcpListener> {
     )?;
     socket.bind(&SockAddr::from(addr)).map_err(|e| {
         FabricError::io(
-            format!("listening on {addr} (another server on this port? pick one with --port)"),
+            format!(
+                "listening on {addr} (another server on this port? set {} to a free one)",
+                measure::Setting::ListenPort
+            ),
             e,
         )
     })?;

@@ -3,21 +3,26 @@
 //! size is not part of it: the TP-ratio mapping handles different TP on each side.
 
 use crate::layout::KvShape;
+use measure::Setting;
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever the kvxfer messages or the stream order change.
 pub const PROTOCOL_VERSION: u16 = 1;
 
-/// Every field that must match: its name, its value, and the flag that sets it.
-type Field = (&'static str, fn(&KvShape) -> String, &'static str);
+/// Every field that must match: its name, its value, and the setting that sets it.
+type Field = (&'static str, fn(&KvShape) -> String, Setting);
 const FIELDS: [Field; 7] = [
-    ("model", |s| s.model.clone(), "--model"),
-    ("dtype", |s| s.dtype.name().into(), "--dtype"),
-    ("layers", |s| s.layers.to_string(), "--model"),
-    ("kv_heads", |s| s.kv_heads.to_string(), "--model"),
-    ("head_dim", |s| s.head_dim.to_string(), "--model"),
-    ("block_size", |s| s.block_size.to_string(), "--block-size"),
-    ("layout order", |s| s.order.name().into(), "--layout"),
+    ("model", |s| s.model.clone(), Setting::Model),
+    ("dtype", |s| s.dtype.name().into(), Setting::KvDtype),
+    ("layers", |s| s.layers.to_string(), Setting::Model),
+    ("kv_heads", |s| s.kv_heads.to_string(), Setting::Model),
+    ("head_dim", |s| s.head_dim.to_string(), Setting::Model),
+    (
+        "block_size",
+        |s| s.block_size.to_string(),
+        Setting::BlockSize,
+    ),
+    ("layout order", |s| s.order.name().into(), Setting::KvLayout),
 ];
 
 /// Short hex digest of every field that must match, plus the protocol version.
@@ -43,7 +48,7 @@ pub fn mismatch(
         let (a, b) = (value(ours), value(theirs));
         (a != b).then(|| {
             format!(
-                "KV layout mismatch: {field} is {a} on {ours_role} but {b} on {their_role}; start both with the same {flag}"
+                "KV layout mismatch: {field} is {a} on {ours_role} but {b} on {their_role}; start both with {flag} the same"
             )
         })
     })
@@ -131,7 +136,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             sentence,
-            "KV layout mismatch: block_size is 16 on prefill but 32 on decode; start both with the same --block-size"
+            "KV layout mismatch: block_size is 16 on prefill but 32 on decode; start both with the block size setting the same"
         );
     }
 }

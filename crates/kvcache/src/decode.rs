@@ -607,9 +607,10 @@ impl DecodeAgent {
     /// Allocates the pool and attaches once to every peer to learn the prefill TP layout.
     pub fn new(layout: KvLayout, config: DecodeConfig) -> Result<Arc<DecodeAgent>, KvError> {
         if config.peers.is_empty() {
-            return Err(KvError::Config(
-                "no prefill peer given: pass --peer HOST:PORT".into(),
-            ));
+            return Err(KvError::Config(format!(
+                "no prefill peer given: pass {} (HOST:PORT)",
+                measure::Setting::PrefillAddress
+            )));
         }
         if let Some(options) = &config.rdma {
             rdma::check(options)?;
@@ -632,8 +633,8 @@ impl DecodeAgent {
             announced_rails = announced_rails.max(w.rails.len());
             if w.dp_rank != config.dp_rank {
                 return Err(KvError::Config(format!(
-                    "prefill {peer} is DP rank {}, not {}: list the prefill ranks of one DP rank, or pass --dp-rank {}",
-                    w.dp_rank, config.dp_rank, w.dp_rank
+                    "prefill {peer} is DP rank {}, not {}: list the prefill ranks of one DP rank, or set {} to {}",
+                    w.dp_rank, config.dp_rank, measure::Setting::DpRank, w.dp_rank
                 )));
             }
             ranks.push((w.tp_rank, w.tp, peer));

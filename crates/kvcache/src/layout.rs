@@ -120,8 +120,8 @@ impl KvShape {
             Some(d) => d,
             None => Dtype::parse(&model.dtype).ok_or_else(|| {
                 KvError::Config(format!(
-                    "model {} has dtype {:?}, which kvxfer does not know: pass --dtype bf16|fp16|fp8|fp32",
-                    model.name, model.dtype
+                    "model {} has dtype {:?}, which kvxfer does not know: set {} to bf16, fp16, fp8 or fp32",
+                    model.name, model.dtype, measure::Setting::KvDtype
                 ))
             })?,
         };
@@ -147,8 +147,9 @@ impl KvShape {
         }
         if self.block_size == 0 || self.block_size > 4096 {
             return Err(KvError::Config(format!(
-                "block size {} is outside 1..=4096 tokens: use --block-size 16 (vLLM's default)",
-                self.block_size
+                "block size {} is outside 1..=4096 tokens: set {} to 16 (vLLM's default)",
+                self.block_size,
+                measure::Setting::BlockSize
             )));
         }
         if self.layers > 4096 || self.kv_heads > 4096 || self.head_dim > 65536 {
@@ -224,9 +225,10 @@ impl KvLayout {
         shape.validate()?;
         let heads = shape.shard(tp, tp_rank)?;
         if num_blocks == 0 {
-            return Err(KvError::Config(
-                "a pool of 0 blocks holds nothing: pass --num-blocks 1 or more".into(),
-            ));
+            return Err(KvError::Config(format!(
+                "a pool of 0 blocks holds nothing: set {} to 1 or more",
+                measure::Setting::PoolBlocks
+            )));
         }
         Ok(KvLayout {
             shape,

@@ -31,9 +31,10 @@ impl KvPool {
         let bytes = layout.pool_bytes();
         let too_big = |why: &str| {
             KvError::Config(format!(
-                "cannot allocate {} for the KV pool ({} blocks): {why}; lower --num-blocks",
+                "cannot allocate {} for the KV pool ({} blocks): {why}; lower {}",
                 measure::format_bytes(bytes),
-                layout.num_blocks
+                layout.num_blocks,
+                measure::Setting::PoolBlocks
             ))
         };
         let len = usize::try_from(bytes)
@@ -245,8 +246,9 @@ impl BlockAllocator {
     pub fn take(&self, count: u32, timeout: Duration) -> Result<Vec<u32>, KvError> {
         if count > self.total {
             return Err(KvError::Refused(format!(
-                "{count} blocks needed but the pool has only {}: raise --num-blocks",
-                self.total
+                "{count} blocks needed but the pool has only {}: raise {}",
+                self.total,
+                measure::Setting::PoolBlocks
             )));
         }
         let deadline = Instant::now() + timeout;
@@ -255,8 +257,9 @@ impl BlockAllocator {
             let now = Instant::now();
             if now >= deadline {
                 return Err(KvError::Refused(format!(
-                    "pool full: {count} blocks needed, {} free after waiting {timeout:?}; raise --num-blocks or lower the concurrency",
-                    free.len()
+                    "pool full: {count} blocks needed, {} free after waiting {timeout:?}; raise {} or lower the concurrency",
+                    free.len(),
+                    measure::Setting::PoolBlocks
                 )));
             }
             free = self

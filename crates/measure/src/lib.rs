@@ -7,6 +7,7 @@ mod latency;
 mod plot;
 mod png;
 mod render;
+mod setting;
 mod units;
 
 pub use bars::{write_bar_chart, BarChart};
@@ -14,6 +15,7 @@ pub use heatmap::{write_heatmap, Heatmap};
 pub use latency::{LatencyRecorder, LatencySummary};
 pub use plot::{is_chart_path, write_chart, Axis, Chart, PlotError, Series};
 pub use render::{write_csv, Table};
+pub use setting::{name_flags, Setting};
 pub use units::{
     format_bytes, format_duration, format_rate, gbit_per_s, gbyte_per_s, parse_duration,
     parse_size, UnitError,

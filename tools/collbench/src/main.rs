@@ -132,8 +132,17 @@ pub struct Args {
     quiet: bool,
 }
 
+/// This tool's flag for each setting the libraries' hints name.
+const FLAGS: &[(measure::Setting, &str)] = &[
+    (measure::Setting::Master, "--master"),
+    (measure::Setting::Rank, "--rank"),
+    (measure::Setting::WorldSize, "--world"),
+    (measure::Setting::TcpTransport, "--backend tcp"),
+    (measure::Setting::NcclLibrary, "--nccl-lib"),
+];
+
 fn main() -> std::process::ExitCode {
-    cli::main("collbench", run)
+    cli::main("collbench", FLAGS, run)
 }
 
 /// Refuses, with exit 64, the size-sweep flags a mode does not use, when given (a value

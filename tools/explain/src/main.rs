@@ -102,7 +102,7 @@ pub struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    cli::main("explain", run)
+    cli::main("explain", &[], run)
 }
 
 /// Everything the report needs, resolved and checked.

@@ -516,7 +516,7 @@ fn report(
         row("Median latency (ms):", format!("{:.3}", latency.p50));
         row("P99 latency (ms):", format!("{:.3}", latency.p99));
         for error in &tally.errors {
-            println!("error: {error}");
+            println!("error: {}", measure::name_flags(error, crate::FLAGS));
         }
         return write_csv(args, tally, seconds, request_throughput, &latency);
     }
@@ -627,7 +627,7 @@ fn report(
         );
     }
     for error in &tally.errors {
-        println!("error: {error}");
+        println!("error: {}", measure::name_flags(error, crate::FLAGS));
     }
     println!("{}", "=".repeat(60));
     write_csv(args, tally, seconds, request_throughput, &latency)

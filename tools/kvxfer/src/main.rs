@@ -320,8 +320,23 @@ fn parse_dtype(text: &str) -> Result<Dtype, String> {
     Dtype::parse(text).ok_or_else(|| format!("unknown dtype {text:?}: use bf16, fp16, fp8 or fp32"))
 }
 
+/// This tool's flag for each setting the libraries' hints name.
+const FLAGS: &[(measure::Setting, &str)] = &[
+    (measure::Setting::ListenPort, "--listen"),
+    (measure::Setting::GidIndex, "--gid-index"),
+    (measure::Setting::SendQueueDepth, "--tx-depth"),
+    (measure::Setting::TcpTransport, "--transport tcp"),
+    (measure::Setting::PoolBlocks, "--num-blocks"),
+    (measure::Setting::BlockSize, "--block-size"),
+    (measure::Setting::KvDtype, "--dtype"),
+    (measure::Setting::Model, "--model"),
+    (measure::Setting::KvLayout, "--layout"),
+    (measure::Setting::PrefillAddress, "--peer"),
+    (measure::Setting::DpRank, "--dp-rank"),
+];
+
 fn main() -> std::process::ExitCode {
-    cli::main("kvxfer", |cli: Cli| match cli.command {
+    cli::main("kvxfer", FLAGS, |cli: Cli| match cli.command {
         Command::Prefill(args) if args.sweep_block.is_some() => sweep::prefill(args),
         Command::Prefill(args) => prefill(args),
         Command::Decode(args) => decode(args).map_err(rdma_hint),
@@ -424,7 +439,7 @@ pub(crate) fn prefill_config(
 }
 
 fn log_line(line: &str) {
-    eprintln!("kvxfer prefill: {line}");
+    eprintln!("kvxfer prefill: {}", measure::name_flags(line, FLAGS));
 }
 
 fn quiet_log(_: &str) {}

@@ -266,7 +266,7 @@ fn report(args: &BenchArgs, batch: u32, rows: &[Row], errors: &[String]) -> anyh
         }
         print!("{}", shown.render());
         for error in errors {
-            println!("error: {error}");
+            println!("error: {}", measure::name_flags(error, crate::FLAGS));
         }
     }
     if let Some(path) = &args.csv {

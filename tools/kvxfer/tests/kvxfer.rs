@@ -1101,3 +1101,20 @@ fn every_mode_honours_or_refuses_each_output_flag() {
         dir.path(),
     );
 }
+
+/// Libraries never name flags; each tool names its own. A port in use is fixed with
+/// kvxfer's --listen (the library's hint once said linkbench's --port).
+#[test]
+fn a_taken_port_is_fixed_with_this_tools_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = std::process::Command::new(BIN)
+        .args(["prefill", "--listen", &addr, "--num-blocks", "4"])
+        .env_remove("NODELINK_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("set --listen to a free one"), "{stderr}");
+    assert!(!stderr.contains("setting"), "{stderr}");
+}

@@ -833,7 +833,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         iface: args.iface.clone(),
         once: args.once,
         max_connections: 1024,
-        log: Arc::new(|line: &str| eprintln!("linkbench serve: {line}")),
+        log: Arc::new(|line: &str| {
+            eprintln!("linkbench serve: {}", measure::name_flags(line, FLAGS))
+        }),
         rdma: RdmaOptions {
             device: args.device.clone(),
             gid_index: args.gid_index,
@@ -885,6 +887,14 @@ fn rdma_hint(error: anyhow::Error) -> anyhow::Error {
     }
 }
 
+/// This tool's flag for each setting the libraries' hints name.
+const FLAGS: &[(measure::Setting, &str)] = &[
+    (measure::Setting::ListenPort, "--port"),
+    (measure::Setting::GidIndex, "--gid-index"),
+    (measure::Setting::SendQueueDepth, "--tx-depth"),
+    (measure::Setting::TcpTransport, "--transport tcp"),
+];
+
 fn main() -> std::process::ExitCode {
-    cli::main("linkbench", run)
+    cli::main("linkbench", FLAGS, run)
 }

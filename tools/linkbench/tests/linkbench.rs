@@ -1181,3 +1181,17 @@ fn every_mode_honours_or_refuses_each_output_flag() {
         dir.path(),
     );
 }
+
+/// Libraries never name flags; each tool names its own: linkbench's is --port.
+#[test]
+fn a_taken_port_is_fixed_with_this_tools_flag() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let output = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1", "--port", &port])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("set --port to a free one"), "{stderr}");
+}

@@ -187,8 +187,18 @@ pub fn pair_ports(user: &[u16], env: &std::collections::BTreeMap<String, String>
     specs
 }
 
+/// This tool's flag for each setting the libraries' hints name.
+const FLAGS: &[(measure::Setting, &str)] = &[
+    (measure::Setting::ListenPort, "--pair-port"),
+    (measure::Setting::Master, "--master"),
+    (measure::Setting::Rank, "--rank"),
+    (measure::Setting::WorldSize, "--world"),
+    (measure::Setting::ExpectedGpus, "--expect-gpus"),
+    (measure::Setting::Interface, "--iface"),
+];
+
 fn main() -> std::process::ExitCode {
-    cli::main("netcheck", run)
+    cli::main("netcheck", FLAGS, run)
 }
 
 fn run(args: Args) -> anyhow::Result<u8> {

@@ -3,6 +3,7 @@
 //! stop the job with one sentence every rank is told. The socket shell in `comm.rs`
 //! greets connections and sends; this decides. Tested in memory with a moved clock.
 
+use measure::Setting;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -63,16 +64,18 @@ impl<T> Roster<T> {
         let world0 = self.world;
         let problem = if world != world0 {
             Some(format!(
-                "rank {rank} at {from} was started with a world of {world} ranks, rank 0 with {world0}: pass the same --world (or launcher size) to every rank"
+                "rank {rank} at {from} was started with a world of {world} ranks, rank 0 with {world0}: give every rank {} the same (or the same launcher size)", Setting::WorldSize
             ))
         } else if rank == 0 || rank >= world0 {
             Some(format!(
-                "a process at {from} claims rank {rank} in a job of {world0} ranks (1..{} may join rank 0): check --rank on every node",
-                world0.saturating_sub(1)
+                "a process at {from} claims rank {rank} in a job of {world0} ranks (1..{} may join rank 0): check {} on every node",
+                world0.saturating_sub(1),
+                Setting::Rank
             ))
         } else if let Some((first, _)) = &self.slots[rank] {
             Some(format!(
-                "two processes claim rank {rank}: {first} and {from}; check --rank on every node{}",
+                "two processes claim rank {rank}: {first} and {from}; check {} on every node{}",
+                Setting::Rank,
                 if self.authenticated {
                     ""
                 } else {

@@ -79,13 +79,15 @@ pub fn validate(request: &TestRequest) -> Result<(), String> {
         return Err("a bandwidth test needs a duration".into());
     }
     if request.kind == TestKind::Lat && (request.streams != 1 || request.reverse || request.bidir) {
-        return Err("a latency test uses one stream, no --reverse or --bidir".into());
+        return Err(
+            "a latency test uses one stream in one direction (not reverse or bidirectional)".into(),
+        );
     }
     if request.kind == TestKind::Lat && request.duration_ms == 0 && request.iterations == 0 {
         return Err("a latency test needs iterations or a duration".into());
     }
     if request.reverse && request.bidir {
-        return Err("--reverse and --bidir cannot be combined".into());
+        return Err("reverse and bidirectional cannot be combined".into());
     }
     if test_buffers(request) > MAX_TEST_BUFFERS {
         return Err(format!(

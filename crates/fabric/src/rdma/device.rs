@@ -89,7 +89,7 @@ pub fn pick_gid<'a>(
         }),
         GidChoice::Auto { address } => {
             if table.is_empty() {
-                return Err("the port's GID table is empty: give its netdev an address, or pass --gid-index".into());
+                return Err(format!("the port's GID table is empty: give its netdev an address, or pass {}", measure::Setting::GidIndex));
             }
             if link_layer_ib {
                 return Ok(&table[0]);
@@ -97,7 +97,7 @@ pub fn pick_gid<'a>(
             let v2 = || table.iter().filter(|g| g.kind == GidKind::RoceV2);
             if let Some(address) = address {
                 return v2().find(|g| g.ipv4() == Some(*address) || IpAddr::V6(g.gid) == *address).ok_or_else(|| {
-                    format!("no RoCE v2 GID carries {address} (table: {}): pass --gid-index", listing())
+                    format!("no RoCE v2 GID carries {address} (table: {}): pass {}", listing(), measure::Setting::GidIndex)
                 });
             }
             Ok(v2()
@@ -237,7 +237,10 @@ pub fn gid_choice(
     match std::env::var("NCCL_IB_GID_INDEX") {
         Ok(raw) if !raw.trim().is_empty() => {
             raw.trim().parse().map(GidChoice::Index).map_err(|_| {
-                format!("NCCL_IB_GID_INDEX='{raw}' is not a number: unset it or pass --gid-index")
+                format!(
+                    "NCCL_IB_GID_INDEX='{raw}' is not a number: unset it or pass {}",
+                    measure::Setting::GidIndex
+                )
             })
         }
         _ => Ok(GidChoice::Auto { address }),

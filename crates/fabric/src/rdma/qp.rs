@@ -152,7 +152,7 @@ pub fn status_text(status: u32) -> (&'static str, &'static str) {
         abi::IBV_WC_REM_INV_REQ_ERR => ("IBV_WC_REM_INV_REQ_ERR", "the peer rejected the request (larger than its MTU or region?)"),
         abi::IBV_WC_REM_ACCESS_ERR => ("IBV_WC_REM_ACCESS_ERR", "the peer refused access: wrong rkey or address outside its region"),
         abi::IBV_WC_REM_OP_ERR => ("IBV_WC_REM_OP_ERR", "the peer could not complete the operation"),
-        abi::IBV_WC_RETRY_EXC_ERR => ("IBV_WC_RETRY_EXC_ERR", "the peer never acknowledged: check the GID (--gid-index), path MTU and that the peer is alive"),
+        abi::IBV_WC_RETRY_EXC_ERR => ("IBV_WC_RETRY_EXC_ERR", "the peer never acknowledged: check the GID (the GID index setting), path MTU and that the peer is alive"),
         abi::IBV_WC_RNR_RETRY_EXC_ERR => ("IBV_WC_RNR_RETRY_EXC_ERR", "the peer had no receive posted"),
         abi::IBV_WC_REM_INV_RD_REQ_ERR => ("IBV_WC_REM_INV_RD_REQ_ERR", "the peer refused the READ"),
         abi::IBV_WC_REM_ABORT_ERR => ("IBV_WC_REM_ABORT_ERR", "the peer aborted the operation"),
@@ -201,8 +201,11 @@ impl Endpoint {
     pub fn with_buffer(device: Device, config: &EndpointConfig, buf: Buffer) -> Result<Endpoint> {
         if config.tx_depth > device.max_qp_wr {
             return Err(FabricError::Rdma(format!(
-                "tx depth {} exceeds {}'s limit of {} work requests per queue: lower --tx-depth",
-                config.tx_depth, device.name, device.max_qp_wr
+                "tx depth {} exceeds {}'s limit of {} work requests per queue: lower {}",
+                config.tx_depth,
+                device.name,
+                device.max_qp_wr,
+                measure::Setting::SendQueueDepth
             )));
         }
         let pd = device
@@ -239,8 +242,11 @@ impl Endpoint {
     ) -> Result<Endpoint> {
         if config.tx_depth > device.max_qp_wr {
             return Err(FabricError::Rdma(format!(
-                "tx depth {} exceeds {}'s limit of {} work requests per queue: lower --tx-depth",
-                config.tx_depth, device.name, device.max_qp_wr
+                "tx depth {} exceeds {}'s limit of {} work requests per queue: lower {}",
+                config.tx_depth,
+                device.name,
+                device.max_qp_wr,
+                measure::Setting::SendQueueDepth
             )));
         }
         let gid = device.gid(&config.gid)?;

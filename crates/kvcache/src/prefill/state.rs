@@ -7,6 +7,7 @@
 use crate::layout::KvLayout;
 use crate::wire::{self, MAX_BLOCKS, MAX_REQUEST_ID};
 use crate::KvError;
+use measure::Setting;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -133,7 +134,8 @@ impl PrefillState {
         let pool = self.layout.num_blocks;
         if count > pool as u64 {
             return Err(KvError::Refused(format!(
-                "request {id} needs {count} blocks but the pool has only {pool}: raise --num-blocks"
+                "request {id} needs {count} blocks but the pool has only {pool}: raise {}",
+                Setting::PoolBlocks
             )));
         }
         // One connection cannot hold the whole pool with requests it never completes.
@@ -163,9 +165,10 @@ impl PrefillState {
     pub fn pool_full(&self, request: &wire::Prefill, waited: Duration) -> KvError {
         let count = request.tokens.div_ceil(self.layout.shape.block_size as u64);
         KvError::Refused(format!(
-            "pool full: request {} needs {count} blocks, {} free after waiting {waited:?}; raise --num-blocks or lower the concurrency",
+            "pool full: request {} needs {count} blocks, {} free after waiting {waited:?}; raise {} or lower the concurrency",
             request.request_id,
-            self.free.len()
+            self.free.len(),
+            Setting::PoolBlocks
         ))
     }
 
