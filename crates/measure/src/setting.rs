@@ -28,10 +28,15 @@ pub enum Setting {
     DpRank,
     ExpectedGpus,
     Interface,
+    /// What a cluster must measure (netcheck's expectations).
+    Expectations,
+    InputLength,
+    OutputLength,
+    Concurrency,
 }
 
 impl Setting {
-    pub const ALL: [Setting; 17] = [
+    pub const ALL: [Setting; 21] = [
         Setting::ListenPort,
         Setting::GidIndex,
         Setting::SendQueueDepth,
@@ -49,6 +54,10 @@ impl Setting {
         Setting::DpRank,
         Setting::ExpectedGpus,
         Setting::Interface,
+        Setting::Expectations,
+        Setting::InputLength,
+        Setting::OutputLength,
+        Setting::Concurrency,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -70,6 +79,10 @@ impl Setting {
             Setting::DpRank => "DP rank",
             Setting::ExpectedGpus => "expected GPUs",
             Setting::Interface => "interface",
+            Setting::Expectations => "cluster expectations",
+            Setting::InputLength => "input length",
+            Setting::OutputLength => "output length",
+            Setting::Concurrency => "concurrency",
         }
     }
 }

@@ -163,9 +163,11 @@ pub fn estimate(
 ) -> Result<Estimate, ModelError> {
     plan.check_model(model)?;
     if workload.input_len == 0 || workload.output_len == 0 {
-        return Err(ModelError::Invalid(
-            "--input-len and --output-len must be at least 1 token".into(),
-        ));
+        return Err(ModelError::Invalid(format!(
+            "{} and {} must be at least 1 token",
+            measure::Setting::InputLength,
+            measure::Setting::OutputLength
+        )));
     }
     let costs = Costs {
         model,
@@ -209,9 +211,9 @@ pub fn estimate(
     };
     if per_replica > max_per_replica {
         return Err(ModelError::Invalid(format!(
-            "{}: {:.0} requests per replica of {} tokens need {:.1} GiB of KV per GPU but only {:.1} GiB is left after the weights; lower --concurrency to {:.0} or use more GPUs",
+            "{}: {:.0} requests per replica of {} tokens need {:.1} GiB of KV per GPU but only {:.1} GiB is left after the weights; lower {} to {:.0} or use more GPUs",
             plan.name(), per_replica, seq, gib(costs.kv_per_gpu(per_replica, seq)),
-            gib(memory - weights), (max_per_replica * dp).floor()
+            gib(memory - weights), measure::Setting::Concurrency, (max_per_replica * dp).floor()
         )));
     }
     let mut e = price(per_replica.max(1.0));
@@ -643,7 +645,7 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(error.contains("lower --concurrency"), "{error}");
+        assert!(error.contains("lower the concurrency setting"), "{error}");
     }
 
     fn links(inter: &str) -> (LinkModel, LinkModel) {

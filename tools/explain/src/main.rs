@@ -101,8 +101,15 @@ pub struct Args {
     pp_link: Option<PathBuf>,
 }
 
+/// This tool's flag for each setting the libraries' hints name.
+const FLAGS: &[(measure::Setting, &str)] = &[
+    (measure::Setting::InputLength, "--input-len"),
+    (measure::Setting::OutputLength, "--output-len"),
+    (measure::Setting::Concurrency, "--concurrency"),
+];
+
 fn main() -> std::process::ExitCode {
-    cli::main("explain", &[], run)
+    cli::main("explain", FLAGS, run)
 }
 
 /// Everything the report needs, resolved and checked.

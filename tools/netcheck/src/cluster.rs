@@ -117,8 +117,12 @@ pub fn run(
         listener.local_addr()?,
         if options.pair.token.is_some() { "NODELINK_TOKEN required" } else { "no authentication" }
     );
-    let report = cluster::run_rank0(facts, local, &options, listener)
+    let mut report = cluster::run_rank0(facts, local, &options, listener)
         .map_err(|e| anyhow::anyhow!("cluster checks: {e}"))?;
+    for finding in &mut report.findings {
+        finding.text = measure::name_flags(&finding.text, crate::FLAGS);
+        finding.fix = measure::name_flags(&finding.fix, crate::FLAGS);
+    }
     if let Some(dir) = &args.out {
         write_bundle(dir, &report)?;
     }

@@ -126,6 +126,8 @@ fn accept_warnings(mut checks: Vec<Check>, accepted: &[String]) -> anyhow::Resul
         }
     }
     for check in checks.iter_mut() {
+        check.summary = measure::name_flags(&check.summary, FLAGS);
+        check.fix = measure::name_flags(&check.fix, FLAGS);
         if check.status == Status::Warn && accepted.iter().any(|a| a == check.id) {
             check.status = Status::Info;
             check.summary = format!("accepted warning (--accept): {}", check.summary);
@@ -195,6 +197,7 @@ const FLAGS: &[(measure::Setting, &str)] = &[
     (measure::Setting::WorldSize, "--world"),
     (measure::Setting::ExpectedGpus, "--expect-gpus"),
     (measure::Setting::Interface, "--iface"),
+    (measure::Setting::Expectations, "--expect"),
 ];
 
 fn main() -> std::process::ExitCode {

@@ -116,7 +116,10 @@ pub(crate) fn gloo_socket_ifname(facts: &Facts) -> Check {
         return Check::new(
             "env.gloo_socket_ifname",
             Status::Warn,
-            format!("GLOO_SOCKET_IFNAME={value} differs from --iface {iface}"),
+            format!(
+                "GLOO_SOCKET_IFNAME={value} differs from {} ({iface})",
+                measure::Setting::Interface
+            ),
             evidence,
         )
         .fix(format!("export GLOO_SOCKET_IFNAME={iface}"));

@@ -60,7 +60,10 @@ pub(crate) fn inventory(facts: &Facts, expect: Option<usize>) -> Check {
                 "check `nvidia-smi` and the driver; a missing GPU is a hardware or driver fault"
                     .to_string()
             } else {
-                "fix CUDA_VISIBLE_DEVICES, or pass the right --expect-gpus".to_string()
+                format!(
+                    "fix CUDA_VISIBLE_DEVICES, or set {} right",
+                    measure::Setting::ExpectedGpus
+                )
             });
         }
     }

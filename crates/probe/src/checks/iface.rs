@@ -3,6 +3,7 @@
 
 use super::{Check, Status};
 use crate::facts::Facts;
+use measure::Setting;
 use serde_json::json;
 
 pub(crate) fn up(facts: &Facts) -> Check {
@@ -23,7 +24,8 @@ pub(crate) fn up(facts: &Facts) -> Check {
             json!({"name": name, "interfaces": facts.interface_names()}),
         )
         .fix(format!(
-            "pass one of the existing interfaces: --iface <{known}>"
+            "set {} to one of the existing interfaces: {known}",
+            Setting::Interface
         ));
     }
     if !iface.is_up() {
@@ -61,10 +63,11 @@ pub(crate) fn up(facts: &Facts) -> Check {
         )
         .fix(match candidates.first() {
             Some(first) => format!(
-                "pass the interface that carries inter-node traffic, e.g. --iface {}",
+                "set {} to the interface that carries inter-node traffic, e.g. {}",
+                Setting::Interface,
                 first.split(' ').next().unwrap_or("eno1")
             ),
-            None => "bring up the inter-node interface and give it an address, then pass it with --iface".into(),
+            None => format!("bring up the inter-node interface and give it an address, then set {} to it", Setting::Interface),
         });
     }
     match iface.global_ipv4() {
@@ -294,7 +297,13 @@ mod tests {
             "{}",
             check.summary
         );
-        assert!(check.fix.contains("--iface eth0"), "{}", check.fix);
+        assert!(
+            check
+                .fix
+                .contains("set the interface setting to the interface that carries inter-node traffic, e.g. eth0"),
+            "{}",
+            check.fix
+        );
         for c in crate::run_checks(&facts, &Default::default()) {
             assert!(
                 !c.fix.contains("IFNAME=lo") && !c.fix.contains("IFNAME==lo"),

@@ -218,7 +218,10 @@ pub fn run_rank0(
             cause: "expect".into(),
             status: Status::Fail,
             text: format!("{}: {} FAILED (expected {})", v.what, v.measured, v.expected),
-            fix: "see the matching pair and local checks; or relax --expect if the cluster is meant to be slower".into(),
+            fix: format!(
+                "see the matching pair and local checks; or relax {} if the cluster is meant to be slower",
+                measure::Setting::Expectations
+            ),
         });
     }
     let exit_code = if findings.iter().any(|f| f.status == Status::Fail) {
