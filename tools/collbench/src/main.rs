@@ -13,11 +13,129 @@ use std::time::Duration;
 
 /// Collective benchmarks (all_reduce, all_gather, reduce_scatter, broadcast, reduce,
 /// alltoall, sendrecv) with nccl-tests semantics: algbw = size/time, busbw = algbw x factor.
+/// Without a subcommand: the size sweep (the flags below). `collbench synthetic-step` and
+/// `collbench model` take their own flags (see their --help).
 ///
 /// Ranks: --ranks N runs N ranks as threads here; --rank/--world/--master, or torchrun,
 /// Slurm, Open MPI, PMI or LeaderWorkerSet variables, run one rank per process.
 #[derive(Parser, Debug)]
-#[command(name = "collbench", version)]
+#[command(name = "collbench", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    #[command(flatten)]
+    sweep: Args,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Mode {
+    /// Time a synthetic decode step shaped like vLLM's: per layer, busy compute then two
+    /// all-reduces of batch x hidden bf16; with --pp, a pipeline of stages with
+    /// hidden-state handovers and a driver on rank 0.
+    SyntheticStep(StepArgs),
+    /// Run a model's tensor-parallel all-reduces (--tp) or pipeline sends (--pp) at the
+    /// sizes a serving step puts on the network, priced per step.
+    Model(ModelArgs),
+}
+
+/// Who the ranks are: the same in every mode.
+#[derive(clap::Args, Debug, Clone)]
+pub struct JobArgs {
+    /// Run N ranks as threads in this process, over loopback.
+    #[arg(long, value_name = "N")]
+    ranks: Option<usize>,
+    /// This process's rank (with --world and --master).
+    #[arg(long)]
+    rank: Option<usize>,
+    /// Number of ranks in the job.
+    #[arg(long)]
+    world: Option<usize>,
+    /// Rank 0's rendezvous address HOST:PORT (default port 29500).
+    #[arg(long, value_name = "HOST:PORT")]
+    master: Option<String>,
+    /// Longest wait for a rank, at rendezvous and during collectives.
+    #[arg(long, default_value = "30s", value_parser = cli::duration_arg)]
+    timeout: Duration,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StepArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Layers per step.
+    #[arg(long, default_value_t = 8)]
+    layers: u64,
+    /// Hidden size.
+    #[arg(long, default_value_t = 4096)]
+    hidden: u64,
+    /// Busy compute per layer, microseconds.
+    #[arg(long, default_value_t = 200.0)]
+    compute_us: f64,
+    /// Ranks per stage [default: the world / --pp].
+    #[arg(long)]
+    tp: Option<usize>,
+    /// Pipeline stages (world = tp x pp).
+    #[arg(long)]
+    pp: Option<usize>,
+    /// Micro-batches in flight, 1 to --pp [default: min(--pp, batch), as vLLM].
+    #[arg(long, value_name = "K")]
+    micro_batches: Option<usize>,
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
+    batch: Vec<u64>,
+    /// Timed steps.
+    #[arg(short = 'n', long = "iters", default_value_t = 20)]
+    iters: usize,
+    /// Warm-up steps.
+    #[arg(short = 'w', long = "warmup_iters", default_value_t = 5)]
+    warmup: usize,
+    /// Print one JSON document on stdout and nothing else.
+    #[arg(long)]
+    json: bool,
+    /// Only the summary line: the step time per batch.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Model whose messages to run (configs/models/*.toml).
+    #[arg(long)]
+    model: String,
+    /// Tensor-parallel group size (the job's world must equal it).
+    #[arg(long)]
+    tp: Option<usize>,
+    /// Pipeline stages (the job's world must equal it when --tp is not given).
+    #[arg(long)]
+    pp: Option<usize>,
+    /// decode (tokens = batch) or prefill (tokens = batch x --input-len).
+    #[arg(long, default_value = "decode")]
+    phase: String,
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
+    batch: Vec<u64>,
+    /// Prompt length for --phase prefill.
+    #[arg(long, default_value_t = 2000)]
+    input_len: u64,
+    /// Timed iterations per message size.
+    #[arg(short = 'n', long = "iters", default_value_t = 20)]
+    iters: usize,
+    /// Warm-up iterations per message size.
+    #[arg(short = 'w', long = "warmup_iters", default_value_t = 5)]
+    warmup: usize,
+    /// Print one JSON document on stdout and nothing else.
+    #[arg(long)]
+    json: bool,
+    /// Only the summary line: TP and PP communication per step, per batch.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// The size sweep's flags; the other modes fill the fields they use (the rest keep
+/// their defaults) and run on the same plumbing.
+#[derive(clap::Args, Debug)]
 pub struct Args {
     /// tcp (CPU ring over TCP, runs anywhere) or nccl (GPUs).
     #[arg(long, default_value = "tcp")]
@@ -67,57 +185,28 @@ pub struct Args {
     /// Draw bus bandwidth against size (FILE.svg or FILE.png).
     #[arg(long, value_name = "FILE.svg|png")]
     plot: Option<PathBuf>,
-    /// Run N ranks as threads in this process, over loopback.
-    #[arg(long, value_name = "N")]
-    ranks: Option<usize>,
-    /// This process's rank (with --world and --master).
-    #[arg(long)]
-    rank: Option<usize>,
-    /// Number of ranks in the job.
-    #[arg(long)]
-    world: Option<usize>,
-    /// Rank 0's rendezvous address HOST:PORT (default port 29500).
-    #[arg(long, value_name = "HOST:PORT")]
-    master: Option<String>,
-    /// Longest wait for a rank, at rendezvous and during collectives.
-    #[arg(long, default_value = "30s", value_parser = cli::duration_arg)]
-    timeout: Duration,
-    /// Time a synthetic decode step: per layer, --compute-us of busy compute then two
-    /// all-reduces of --batch x --hidden bf16 (-n steps, -w warm-up steps); with --pp, a
-    /// pipeline of stages with hidden-state handovers and a driver on rank 0.
-    #[arg(long)]
-    synthetic_step: bool,
-    /// --synthetic-step: layers per step.
-    #[arg(long, default_value_t = 8)]
+    #[command(flatten)]
+    job: JobArgs,
+    // Filled by `synthetic-step` and `model`; not flags of the sweep.
+    #[arg(skip = 8u64)]
     layers: u64,
-    /// --synthetic-step: hidden size.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(skip = 4096u64)]
     hidden: u64,
-    /// --synthetic-step: busy compute per layer, microseconds.
-    #[arg(long, default_value_t = 200.0)]
+    #[arg(skip = 200.0)]
     compute_us: f64,
-    /// Model whose TP/PP messages to run (configs/models/*.toml).
-    #[arg(long)]
+    #[arg(skip)]
     model: Option<String>,
-    /// Tensor-parallel group size (the job's world must equal it; with --synthetic-step,
-    /// ranks per stage).
-    #[arg(long)]
+    #[arg(skip)]
     tp: Option<usize>,
-    /// Pipeline stages (the job's world must equal it when --tp is not given; with
-    /// --synthetic-step, world = tp x pp).
-    #[arg(long)]
+    #[arg(skip)]
     pp: Option<usize>,
-    /// --synthetic-step: micro-batches in flight, 1 to --pp [default: --pp, as vLLM].
-    #[arg(long, value_name = "K")]
+    #[arg(skip)]
     micro_batches: Option<usize>,
-    /// decode (tokens = batch) or prefill (tokens = batch x --input-len).
-    #[arg(long, default_value = "decode")]
+    #[arg(skip = String::from("decode"))]
     phase: String,
-    /// Batch sizes, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
+    #[arg(skip = vec![1u64, 8, 32, 128])]
     batch: Vec<u64>,
-    /// Prompt length for --phase prefill.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(skip = 2000u64)]
     input_len: u64,
     /// GPU ordinal for --backend nccl [default: LOCAL_RANK (or rank) modulo the GPU count].
     #[arg(long)]
@@ -126,10 +215,40 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     nccl_lib: Option<PathBuf>,
     /// Only the summary lines, no header or rows: out-of-bounds count and average bus
-    /// bandwidth; with --synthetic-step the step time per batch; with --model the TP and
-    /// PP communication time per step, per batch.
+    /// bandwidth.
     #[arg(short, long)]
     quiet: bool,
+}
+
+impl Args {
+    /// The sweep's defaults, for the modes that fill in only what they use.
+    fn defaults(job: JobArgs) -> anyhow::Result<Args> {
+        let mut args = Cli::try_parse_from(["collbench"])?.sweep;
+        args.job = job;
+        Ok(args)
+    }
+}
+
+impl StepArgs {
+    fn into_args(self) -> anyhow::Result<Args> {
+        let mut args = Args::defaults(self.job)?;
+        (args.layers, args.hidden, args.compute_us) = (self.layers, self.hidden, self.compute_us);
+        (args.tp, args.pp, args.micro_batches) = (self.tp, self.pp, self.micro_batches);
+        (args.batch, args.iters, args.warmup) = (self.batch, self.iters, self.warmup);
+        (args.json, args.quiet) = (self.json, self.quiet);
+        Ok(args)
+    }
+}
+
+impl ModelArgs {
+    fn into_args(self) -> anyhow::Result<Args> {
+        let mut args = Args::defaults(self.job)?;
+        (args.model, args.tp, args.pp) = (Some(self.model), self.tp, self.pp);
+        (args.phase, args.batch, args.input_len) = (self.phase, self.batch, self.input_len);
+        (args.iters, args.warmup) = (self.iters, self.warmup);
+        (args.json, args.quiet) = (self.json, self.quiet);
+        Ok(args)
+    }
 }
 
 /// This tool's flag for each setting the libraries' hints name.
@@ -145,42 +264,13 @@ fn main() -> std::process::ExitCode {
     cli::main("collbench", FLAGS, run)
 }
 
-/// Refuses, with exit 64, the size-sweep flags a mode does not use, when given (a value
-/// other than the default): a flag is honoured or refused, never silently ignored.
-fn refuse_sweep_flags(args: &Args, mode: &str, takes: &str) -> anyhow::Result<()> {
-    let given: Vec<&str> = [
-        (args.op != "all_reduce", "--op"),
-        (args.min_bytes != 8, "-b"),
-        (args.max_bytes != 64 << 20, "-e"),
-        (args.step_factor != 2, "-f"),
-        (args.step_bytes.is_some(), "-i"),
-        (args.dtype != "f32", "-d"),
-        (args.redop != "sum", "-o"),
-        (args.root != 0, "-r"),
-        (args.check != 1, "-c"),
-        (args.percentiles, "--percentiles"),
-        (args.csv.is_some(), "--csv"),
-        (args.plot.is_some(), "--plot"),
-    ]
-    .into_iter()
-    .filter_map(|(set, flag)| set.then_some(flag))
-    .collect();
-    if given.is_empty() {
-        return Ok(());
-    }
-    Err(cli::usage(format!(
-        "{} with {mode}: these shape the size sweep, which {mode} does not run; drop them ({mode} takes {takes})",
-        given.join(", ")
-    )))
-}
-
 /// The job as resolved from flags and the environment.
 pub struct Job {
     pub local_ranks: Option<usize>,
     pub boot: Option<collective::Bootstrap>,
 }
 
-fn resolve_job(args: &Args) -> anyhow::Result<Job> {
+fn resolve_job(args: &JobArgs) -> anyhow::Result<Job> {
     let flags = BootstrapFlags {
         rank: args.rank,
         world: args.world,
@@ -206,7 +296,23 @@ fn resolve_job(args: &Args) -> anyhow::Result<Job> {
     })
 }
 
-fn run(args: Args) -> anyhow::Result<u8> {
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.mode {
+        None => sweep(cli.sweep),
+        Some(Mode::SyntheticStep(step)) => {
+            let args = step.into_args()?;
+            let job = resolve_job(&args.job)?;
+            synthetic::run(&args, &job)
+        }
+        Some(Mode::Model(model)) => {
+            let args = model.into_args()?;
+            let job = resolve_job(&args.job)?;
+            shaped::run(&args, &job)
+        }
+    }
+}
+
+fn sweep(args: Args) -> anyhow::Result<u8> {
     let op = ops::by_name(&args.op).ok_or_else(|| {
         let known: Vec<&str> = ops::all().iter().map(|c| c.name()).collect();
         cli::usage(format!(
@@ -249,27 +355,14 @@ fn run(args: Args) -> anyhow::Result<u8> {
     }
     cli::check_plot_path(args.plot.as_deref())?;
     cli::check_csv_path(args.csv.as_deref())?;
-    let job = resolve_job(&args)?;
+    let job = resolve_job(&args.job)?;
     // Each rank in this process holds about three buffers of the largest size (work,
     // source, check): refuse a sweep that cannot fit before allocating any of it.
     let local = job.local_ranks.unwrap_or(1) as u64;
     cli::check_fits("-e", args.max_bytes, 3 * local)?;
-    if args.synthetic_step {
-        refuse_sweep_flags(
-            &args,
-            "--synthetic-step",
-            "--layers, --hidden, --batch, --compute-us, --tp, --pp, --micro-batches, -n, -w",
-        )?;
-        return synthetic::run(&args, &job);
-    }
     let nccl = match args.backend.as_str() {
         "tcp" => None,
         "nccl" => {
-            if args.model.is_some() {
-                return Err(cli::usage(
-                    "--model runs on --backend tcp only for now; drop --backend nccl",
-                ));
-            }
             let site = python_site_packages();
             let ld_path = std::env::var("LD_LIBRARY_PATH").ok();
             let dirs = collective::nccl::search_dirs(ld_path.as_deref(), &site);
@@ -281,14 +374,6 @@ fn run(args: Args) -> anyhow::Result<u8> {
         }
         other => return Err(cli::usage(format!("--backend {other}: choose tcp or nccl"))),
     };
-    if args.model.is_some() || args.tp.is_some() || args.pp.is_some() {
-        refuse_sweep_flags(
-            &args,
-            "--model/--tp/--pp",
-            "--model, --tp or --pp, --phase, --batch, --input-len, -n, -w; the dtype is the model's",
-        )?;
-        return shaped::run(&args, &job);
-    }
     let config = RunConfig {
         op,
         dtype,
@@ -321,7 +406,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
             };
             Ok((rows, comm.rank, comm.world))
         };
-    let (rows, rank, world) = on_ranks(&job, args.timeout, body)?;
+    let (rows, rank, world) = on_ranks(&job, args.job.timeout, body)?;
     if rank != 0 {
         return Ok(if rows.iter().any(|r| r.wrong + r.in_place.wrong > 0) {
             cli::exit::FAIL

@@ -1,4 +1,4 @@
-//! `--model M --tp N [--pp M]`: the exact messages tensor and pipeline parallelism put on
+//! `collbench model --model M --tp N` (or `--pp N`): the exact messages tensor and pipeline parallelism put on
 //! the network per forward step (tokens x hidden x dtype), measured, then priced per step
 //! and per token.
 
@@ -27,7 +27,7 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
     let name = args
         .model
         .as_deref()
-        .ok_or_else(|| cli::usage("--tp/--pp need --model NAME (see configs/models)"))?;
+        .ok_or_else(|| cli::usage("collbench model needs --model NAME (see configs/models)"))?;
     let shape =
         model::find_model(&model::configs_dir(), name).map_err(|e| cli::usage(e.to_string()))?;
     let world = job
@@ -131,7 +131,7 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
         }
         Ok(rows)
     };
-    let rows = on_ranks(job, args.timeout, body).context("measuring the model's messages")?;
+    let rows = on_ranks(job, args.job.timeout, body).context("measuring the model's messages")?;
     bar.finish_and_clear();
     if args.json {
         let document = serde_json::json!({

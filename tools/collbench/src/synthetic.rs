@@ -1,4 +1,4 @@
-//! `--synthetic-step`: a decode step without a GPU, shaped like vLLM's. Ranks form `--pp`
+//! `collbench synthetic-step`: a decode step without a GPU, shaped like vLLM's. Ranks form `--pp`
 //! stages of `--tp` ranks (stage = rank / tp). A step's batch is split into
 //! `--micro-batches` micro-batches that move through the stages as a pipeline: per stage and
 //! micro-batch, layers/pp x (a busy spin of --compute-us, then the two TP all-reduces of
@@ -92,7 +92,7 @@ fn layout_of(args: &Args, world: usize) -> anyhow::Result<(usize, usize)> {
     if tp * pp != world {
         return Err(cli::usage(match args.tp {
             Some(tp) => format!(
-                "--synthetic-step with --tp {tp} x --pp {pp} needs {} ranks; this job has {world}",
+                "synthetic-step with --tp {tp} x --pp {pp} needs {} ranks; this job has {world}",
                 tp * pp
             ),
             None => format!(
@@ -280,7 +280,7 @@ fn plan(
 pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
     if args.layers == 0 || args.hidden == 0 {
         return Err(cli::usage(
-            "--synthetic-step needs --layers and --hidden of at least 1",
+            "synthetic-step needs --layers and --hidden of at least 1",
         ));
     }
     if !args.compute_us.is_finite() || args.compute_us < 0.0 {
@@ -288,16 +288,6 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
     }
     if args.batch.is_empty() || args.batch.contains(&0) {
         return Err(cli::usage("--batch needs positive sizes, e.g. --batch 8"));
-    }
-    if args.backend != "tcp" {
-        return Err(cli::usage(
-            "--synthetic-step runs on --backend tcp only; drop --backend",
-        ));
-    }
-    if args.model.is_some() {
-        return Err(cli::usage(
-            "--synthetic-step takes --layers and --hidden, not --model",
-        ));
     }
     let (tp, pp) = layout_of(args, world_of(job))?;
     let compute_time = Duration::from_nanos((args.compute_us * 1e3) as u64);
@@ -439,7 +429,7 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
         Ok((rows, comm.world, comm.rank))
     };
     let (rows, world, rank) =
-        on_ranks(job, args.timeout, body).context("running synthetic steps")?;
+        on_ranks(job, args.job.timeout, body).context("running synthetic steps")?;
     if rank != 0 {
         return Ok(cli::exit::OK);
     }

@@ -16,9 +16,61 @@ use std::path::{Path, PathBuf};
 ///
 /// Plans: tp4, tp4,pp2, dp2,tp4, dp8,pd (P/D disaggregated); append @NODESxGPUS to place
 /// one explicitly (tp4,pp2@2x4). Links: a profile name or a collbench/linkbench/kvxfer
-/// --json FILE (a measurement wins over a profile).
+/// --json FILE (a measurement wins over a profile). `explain predict-step` prices one
+/// synthetic step instead (see its --help).
 #[derive(Parser, Debug)]
-#[command(name = "explain", version)]
+#[command(name = "explain", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    #[command(flatten)]
+    plans: Args,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Mode {
+    /// Predict `collbench synthetic-step`: layers x (compute + 2 all-reduces) over --link,
+    /// and with --pp the pipeline over --pp-link, with the model's own arithmetic.
+    PredictStep(StepArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StepArgs {
+    /// Layers per step.
+    #[arg(long, default_value_t = 8)]
+    layers: u64,
+    /// Hidden size.
+    #[arg(long, default_value_t = 4096)]
+    hidden: u64,
+    /// Tokens per step.
+    #[arg(long, default_value_t = 8)]
+    batch: u64,
+    /// Busy compute per layer, microseconds.
+    #[arg(long, default_value_t = 200.0)]
+    compute_us: f64,
+    /// Ranks in the TP group (ranks per stage with --pp).
+    #[arg(long, default_value_t = 2)]
+    world: u64,
+    /// The collbench all_reduce --json measured on the TP group's links.
+    #[arg(long, value_name = "FILE.json")]
+    link: Option<PathBuf>,
+    /// Pipeline stages.
+    #[arg(long, default_value_t = 1)]
+    pp: u64,
+    /// Micro-batches in flight, 1 to --pp [default: --pp].
+    #[arg(long, value_name = "K")]
+    micro_batches: Option<u64>,
+    /// The linkbench lat -a --json (or collbench sendrecv --json) measured between stages
+    /// (with --pp).
+    #[arg(long, value_name = "FILE.json")]
+    pp_link: Option<PathBuf>,
+    /// Print one JSON document on stdout and nothing else.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Plan pricing's flags.
+#[derive(clap::Args, Debug)]
 pub struct Args {
     /// Model (configs/models/*.toml).
     #[arg(long, default_value = "llama-3.1-8b")]
@@ -68,37 +120,6 @@ pub struct Args {
     /// Draw the per-token breakdown of every plan as stacked bars (FILE.svg or FILE.png).
     #[arg(long, value_name = "FILE.svg|png")]
     plot: Option<PathBuf>,
-    /// Predict collbench --synthetic-step: L x (compute + 2 all-reduces) over --link, and
-    /// with --pp the pipeline over --pp-link.
-    #[arg(long)]
-    predict_step: bool,
-    /// --predict-step: layers per step.
-    #[arg(long, default_value_t = 8)]
-    layers: u64,
-    /// --predict-step: hidden size.
-    #[arg(long, default_value_t = 4096)]
-    hidden: u64,
-    /// --predict-step: tokens per step.
-    #[arg(long, default_value_t = 8)]
-    batch: u64,
-    /// --predict-step: busy compute per layer, microseconds.
-    #[arg(long, default_value_t = 200.0)]
-    compute_us: f64,
-    /// --predict-step: ranks in the TP group (ranks per stage with --pp).
-    #[arg(long, default_value_t = 2)]
-    world: u64,
-    /// --predict-step: the collbench all_reduce --json measured on the TP group's links.
-    #[arg(long, value_name = "FILE.json")]
-    link: Option<PathBuf>,
-    /// --predict-step: pipeline stages.
-    #[arg(long, default_value_t = 1)]
-    pp: u64,
-    /// --predict-step: micro-batches in flight, 1 to --pp [default: --pp].
-    #[arg(long, value_name = "K")]
-    micro_batches: Option<u64>,
-    /// --predict-step: the collbench sendrecv --json measured between stages (with --pp).
-    #[arg(long, value_name = "FILE.json")]
-    pp_link: Option<PathBuf>,
 }
 
 /// This tool's flag for each setting the libraries' hints name.
@@ -127,11 +148,12 @@ pub struct Resolved {
     pub assumptions: Assumptions,
 }
 
-fn run(args: Args) -> anyhow::Result<u8> {
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let args = match cli.mode {
+        Some(Mode::PredictStep(step)) => return predict::run(&step),
+        None => cli.plans,
+    };
     cli::check_plot_path(args.plot.as_deref())?;
-    if args.predict_step {
-        return predict::run(&args);
-    }
     let resolved = resolve(&args)?;
     report::run(&args, &resolved)
 }

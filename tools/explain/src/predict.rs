@@ -1,9 +1,9 @@
-//! `--predict-step`: the step time collbench `--synthetic-step` should measure, priced from
+//! `explain predict-step`: the step time `collbench synthetic-step` should measure, priced from
 //! the same link fits and the same pipeline arithmetic (`model::cost::pipeline_round`,
 //! `control_on_path`) `explain` uses for plans. This is how the cost model is validated
 //! against real all-reduces and stage handovers (scripts/bench/explain-validate).
 
-use crate::Args;
+use crate::StepArgs as Args;
 use anyhow::Context;
 use model::LinkModel;
 use model::{control_bytes, control_on_path, pipeline_round};
@@ -23,24 +23,6 @@ fn link_json(link: &Option<LinkModel>) -> serde_json::Value {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<u8> {
-    // Plan-mode flags are refused, never silently ignored.
-    let plan_flags: Vec<&str> = [
-        (args.plot.is_some(), "--plot"),
-        (args.vs.is_some(), "--vs"),
-        (!args.run.is_empty(), "--run"),
-        (args.run_vs.is_some(), "--run-vs"),
-        (args.qps.is_some(), "--qps"),
-        (args.intra_node.is_some(), "--intra-node"),
-    ]
-    .into_iter()
-    .filter_map(|(set, flag)| set.then_some(flag))
-    .collect();
-    if !plan_flags.is_empty() {
-        return Err(cli::usage(format!(
-            "{} with --predict-step: those price plans; --predict-step prices one synthetic step from --link and --pp-link",
-            plan_flags.join(", ")
-        )));
-    }
     if args.layers == 0 || args.hidden == 0 || args.batch == 0 || args.world == 0 || args.pp == 0 {
         return Err(cli::usage(
             "--layers, --hidden, --batch, --world and --pp must be at least 1",
@@ -66,7 +48,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         (Some(path), _) => Some(read_link(path)?),
         (None, 1) => None,
         (None, _) => return Err(cli::usage(
-            "--predict-step needs --link FILE.json (collbench all_reduce --json measured on the TP group's links)",
+            "predict-step needs --link FILE.json (collbench all_reduce --json measured on the TP group's links)",
         )),
     };
     let pp_link = match (&args.pp_link, pp) {

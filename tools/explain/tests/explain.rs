@@ -164,11 +164,11 @@ fn plans_that_do_not_fit_are_rejected_with_the_reason() {
     );
 }
 
-/// `explain --predict-step --json` for the step both tests price: 8 layers, hidden 4096,
+/// `explain predict-step --json` for the step both tests price: 8 layers, hidden 4096,
 /// batch 8, 200 us of compute per layer; `extra` names the links and the layout.
 fn predict_step(extra: &[&str]) -> std::process::Output {
     let mut args = vec![
-        "--predict-step",
+        "predict-step",
         "--layers",
         "8",
         "--hidden",
@@ -199,7 +199,7 @@ fn predict_step_prices_the_step_from_a_collbench_sweep() {
     assert!(output.status.success(), "{}", stderr(&output));
     let predicted = json_of(&output)["predicted_step_ms"].as_f64().unwrap();
     assert!((predicted - 2.808576).abs() < 1e-6, "{predicted}");
-    let missing = explain(&["--predict-step"]);
+    let missing = explain(&["predict-step"]);
     assert_eq!(missing.status.code(), Some(64));
 }
 
@@ -254,15 +254,20 @@ fn predict_step_prices_a_pipeline_from_a_linkbench_lat_sweep() {
         .sum();
     assert!((breakdown - 1.771136).abs() < 1e-9, "{one}");
     // Plan flags are refused, not ignored.
-    let plot = explain(&["--predict-step", "--world", "1", "--plot", "x.svg"]);
-    assert_eq!(plot.status.code(), Some(64));
-    assert!(
-        stderr(&plot).contains("--plot with --predict-step"),
-        "{}",
-        stderr(&plot)
-    );
+    for flag in [["--plot", "x.svg"], ["--model", "llama-3.1-8b"]] {
+        let mut args = vec!["predict-step", "--world", "1"];
+        args.extend(flag);
+        let refused = explain(&args);
+        assert_eq!(refused.status.code(), Some(64));
+        assert!(
+            stderr(&refused).contains(&format!("unexpected argument '{}'", flag[0]))
+                && stderr(&refused).contains("explain predict-step --help"),
+            "{}",
+            stderr(&refused)
+        );
+    }
     // A pipeline without its stage link, or more micro-batches than stages, is refused.
-    let missing = explain(&["--predict-step", "--world", "1", "--pp", "2"]);
+    let missing = explain(&["predict-step", "--world", "1", "--pp", "2"]);
     assert_eq!(missing.status.code(), Some(64));
     assert!(
         stderr(&missing).contains("--pp-link"),
@@ -270,7 +275,7 @@ fn predict_step_prices_a_pipeline_from_a_linkbench_lat_sweep() {
         stderr(&missing)
     );
     let many = explain(&[
-        "--predict-step",
+        "predict-step",
         "--world",
         "1",
         "--pp",
@@ -460,7 +465,7 @@ fn readme_conventions_row_matches_the_help() {
 
 /// Every mode either produces each output flag's output or refuses the flag (exit 64, one
 /// sentence naming it): plan pricing and measured runs print JSON and draw charts;
-/// --predict-step prints JSON and refuses the chart; explain writes no CSV and has no -q.
+/// predict-step prints JSON and refuses the chart; explain writes no CSV and has no -q.
 #[test]
 fn every_mode_honours_or_refuses_each_output_flag() {
     use testbed::outputs::{walk, Flag, Mode, Outcome};
@@ -481,7 +486,7 @@ fn every_mode_honours_or_refuses_each_output_flag() {
         Mode::new(
             "predict-step",
             &[
-                "--predict-step",
+                "predict-step",
                 "--world",
                 "2",
                 "--link",
