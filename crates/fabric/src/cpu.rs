@@ -2,8 +2,16 @@
 //! percent of one core. Threads measure themselves so a server's figure covers only the
 //! session it reports on, not other clients served at the same time.
 
-use crate::control::CpuUsage;
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
+
+/// CPU time over wall time of one side, in percent of one core (may exceed 100).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct CpuUsage {
+    pub user_pct: f64,
+    pub system_pct: f64,
+    pub total_pct: f64,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {

@@ -14,5 +14,6 @@ pub mod handshake;
 pub mod perf;
 pub mod rdma;
 pub mod tcp;
+pub mod test_kind;
 
 pub use error::{FabricError, ProtocolError, Result};

@@ -2,8 +2,10 @@
 //! packet capture, and small next to the data it negotiates).
 
 use super::frame::Wire;
+pub use crate::cpu::CpuUsage;
 use crate::error::ProtocolError;
 pub use crate::rdma::handshake::{RdmaAccept, RdmaRequest, RdmaResults};
+pub use crate::test_kind::TestKind;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Decodes a JSON payload; shared by every [`Wire`] message set.
@@ -50,13 +52,6 @@ pub struct Hello {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthMsg {
     pub mac: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TestKind {
-    Bw,
-    Lat,
 }
 
 /// What the client wants measured; the server checks every field before accepting.
@@ -123,14 +118,6 @@ pub struct StreamStats {
     /// From TCP_INFO; meaningful on the sending side.
     pub retransmits: Option<u32>,
     pub rtt_us: Option<u32>,
-}
-
-/// CPU time over wall time of one side, in percent of one core (may exceed 100).
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-pub struct CpuUsage {
-    pub user_pct: f64,
-    pub system_pct: f64,
-    pub total_pct: f64,
 }
 
 /// The server's measurements, sent back when a test ends.

@@ -7,7 +7,8 @@
 //! already at RTR) -> both run -> client `Done` -> server `RdmaResults`.
 
 use super::mr::RemoteRegion;
-use crate::control::{CpuUsage, TestKind};
+use crate::cpu::CpuUsage;
+use crate::test_kind::TestKind;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv6Addr;
 
