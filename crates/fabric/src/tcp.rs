@@ -250,7 +250,7 @@ impl Write for ZeroCopyWriter<'_> {
                     self.stream.as_raw_fd(),
                     buf.as_ptr().cast(),
                     buf.len(),
-                    libc::MSG_ZEROCOPY,
+                    libc::MSG_ZEROCOPY | libc::MSG_NOSIGNAL,
                 )
             };
             if rc >= 0 {

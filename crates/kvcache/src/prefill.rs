@@ -16,7 +16,7 @@ use fabric::control::Message;
 use fabric::rdma::{Endpoint, Registration};
 use fabric::{handshake, FabricError};
 use std::collections::HashMap;
-use std::io::{IoSlice, Write};
+use std::io::IoSlice;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -859,7 +859,7 @@ fn refuse(channel: &mut Channel, request_id: Option<String>, message: &str, time
 /// Writes every piece's bytes in order with vectored writes (up to 64 pieces a call),
 /// all of it before `deadline` (a timeout error after it, however the peer paces reads).
 pub(crate) fn write_pieces<'a>(
-    mut stream: &TcpStream,
+    stream: &TcpStream,
     pieces: &[Piece],
     deadline: Instant,
     bytes: impl Fn(&Piece) -> &'a [u8],
@@ -879,7 +879,12 @@ pub(crate) fn write_pieces<'a>(
         }
         let mut pending = &mut slices[..chunk.len()];
         while !pending.is_empty() {
-            let written = match stream.write_vectored(pending) {
+            // sendmsg with MSG_NOSIGNAL, not writev: the tools restore SIGPIPE's default
+            // (for `| head`), and a decode that dies mid-transfer must cost this prefill
+            // one failed pull, not the process.
+            let written = match socket2::SockRef::from(stream)
+                .send_vectored_with_flags(pending, libc::MSG_NOSIGNAL)
+            {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -907,4 +912,58 @@ pub(crate) fn block_checksums<'a>(
         *crc = crc32c::crc32c_append(*crc, bytes(piece));
     }
     crcs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// Hole: the tools restore SIGPIPE's default (for `| head`), and the prefill's
+    /// vectored writes used writev, so a decode killed mid-transfer killed the whole
+    /// prefill (exit 141, 23 times in 100 kills). A write to a reset peer must be an
+    /// error, not a signal. (Without the fix this test process dies of SIGPIPE.)
+    #[test]
+    fn a_reset_peer_fails_the_write_instead_of_killing_the_process() {
+        // SAFETY: restores one signal's default disposition, as every tool's main does.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let sender = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (reader, _) = listener.accept().unwrap();
+        // Close with a reset (linger 0), as a killed process's socket does mid-transfer.
+        socket2::SockRef::from(&reader)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(reader);
+        std::thread::sleep(Duration::from_millis(50));
+        let data = vec![7u8; 1 << 20];
+        let pieces: Vec<Piece> = (0..64)
+            .map(|i| Piece {
+                src: i * (16 << 10),
+                dst: 0,
+                len: 16 << 10,
+                block: 0,
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // The first write after the reset reports it (ECONNRESET); later ones are EPIPE,
+        // which is where writev raised SIGPIPE.
+        let errors: Vec<std::io::ErrorKind> = (0..4)
+            .filter_map(|_| {
+                write_pieces(
+                    &sender,
+                    &pieces,
+                    deadline,
+                    |p| &data[p.src as usize..(p.src + p.len) as usize],
+                    |_| {},
+                )
+                .err()
+                .map(|e| e.kind())
+            })
+            .collect();
+        assert!(
+            errors.contains(&std::io::ErrorKind::BrokenPipe),
+            "{errors:?}"
+        );
+    }
 }
