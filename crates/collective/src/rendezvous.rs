@@ -67,8 +67,9 @@ pub enum Message {
 /// Longest a greeting may take on one connection (a real rank answers at once); a
 /// stranger that says nothing costs this much of one helper thread, never the join.
 pub const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections greeted at once; more are closed until one finishes.
-pub const MAX_GREETING: usize = 64;
+/// Connections greeted at once; past it, the oldest greeting is cut to make room, so idle
+/// strangers can never keep a real rank out.
+pub const MAX_GREETING: usize = 256;
 
 const HELLO_LABEL: &str = "nodelink-rv hello";
 const TABLE_LABEL: &str = "nodelink-rv table";
@@ -398,8 +399,8 @@ pub(crate) fn resolve_addr(text: &str) -> Result<SocketAddr, CollError> {
 }
 
 /// Accepts connections until `done` says so or the deadline passes, greeting each on its
-/// own thread (at most [`MAX_GREETING`] at once, each bounded by [`GREETING_TIMEOUT`]), so
-/// silent or slow strangers never hold up the real ranks. `done` sees each greeting's
+/// own thread (at most [`MAX_GREETING`] at once, the oldest cut to make room; each bounded
+/// by [`GREETING_TIMEOUT`]), so silent or slow strangers never hold up the real ranks. `done` sees each greeting's
 /// outcome with the peer's address; it returns true once nothing more is needed.
 /// Returns false when the deadline passed first.
 pub(crate) fn serve_greetings<T: Send + 'static>(
@@ -408,36 +409,32 @@ pub(crate) fn serve_greetings<T: Send + 'static>(
     greet: impl Fn(TcpStream, Instant) -> Result<T, CollError> + Send + Sync + Clone + 'static,
     mut done: impl FnMut(SocketAddr, Result<T, CollError>) -> Result<bool, CollError>,
 ) -> Result<bool, CollError> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{mpsc, Arc};
+    use std::sync::mpsc;
     listener
         .set_nonblocking(true)
         .map_err(CollError::io("setting the listener non-blocking"))?;
     let (tx, rx) = mpsc::channel();
-    let busy = Arc::new(AtomicUsize::new(0));
+    let openings = fabric::openings::Openings::new(MAX_GREETING);
     loop {
         let mut idle = true;
         match listener.accept() {
             Ok((stream, peer)) => {
                 idle = false;
-                if busy.load(Ordering::Acquire) < MAX_GREETING
-                    && stream.set_nonblocking(false).is_ok()
-                {
-                    busy.fetch_add(1, Ordering::AcqRel);
-                    let (tx, slot, greet) = (tx.clone(), Arc::clone(&busy), greet.clone());
+                // Our own handle keeps the registered descriptor open until the ticket is
+                // gone, whatever `greet` does with the stream.
+                if let (Ok(()), Ok(keep)) = (stream.set_nonblocking(false), stream.try_clone()) {
+                    let (ticket, _) = openings.admit(&keep);
+                    let (tx, greet) = (tx.clone(), greet.clone());
                     let until = deadline.min(Instant::now() + GREETING_TIMEOUT);
-                    let spawned = std::thread::Builder::new()
+                    let _ = std::thread::Builder::new()
                         .name("rendezvous-greeting".into())
                         .spawn(move || {
                             let outcome = greet(stream, until);
-                            slot.fetch_sub(1, Ordering::AcqRel);
+                            drop(ticket);
+                            drop(keep);
                             let _ = tx.send((peer, outcome));
                         });
-                    if spawned.is_err() {
-                        busy.fetch_sub(1, Ordering::AcqRel);
-                    }
                 }
-                // Else: dropped; a real rank retries its connection.
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -447,10 +444,13 @@ pub(crate) fn serve_greetings<T: Send + 'static>(
         while let Ok((peer, outcome)) = rx.try_recv() {
             idle = false;
             if done(peer, outcome)? {
+                // Everyone needed is here: whoever is still greeting is a stranger.
+                openings.cut_all();
                 return Ok(true);
             }
         }
         if Instant::now() >= deadline {
+            openings.cut_all();
             return Ok(false);
         }
         if idle {

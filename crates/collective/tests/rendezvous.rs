@@ -117,6 +117,23 @@ fn silent_connections_and_a_slowloris_do_not_stall_the_join() {
     let _ = dripper.join();
 }
 
+/// Hole: rank 0 greeted at most 64 connections at once, 5 s each, and closed the rest at
+/// accept; 64 silent strangers kept every real rank out for as long as they stayed. Now
+/// the oldest greeting is cut to make room, so a rank joins at once behind 300 of them.
+#[test]
+fn a_crowd_of_silent_connections_does_not_keep_a_rank_out() {
+    let timeout = Duration::from_secs(4);
+    let (master, r0) = rank0(2, timeout, None);
+    let silent: Vec<TcpStream> = (0..300)
+        .filter_map(|_| TcpStream::connect(master).ok())
+        .collect();
+    assert!(silent.len() > 256, "only {} connected", silent.len());
+    let r1 = join(1, 2, master, timeout, None);
+    let (c0, c1) = (r0.join().unwrap(), r1.join().unwrap());
+    assert!(c0.is_ok() && c1.is_ok(), "{:?} {:?}", c0.err(), c1.err());
+    drop(silent);
+}
+
 #[test]
 fn a_slowloris_cannot_stretch_the_deadline() {
     // Rank 1 never comes; a stranger drips bytes. Rank 0 must give up at its deadline,

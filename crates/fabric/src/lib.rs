@@ -11,6 +11,7 @@ pub mod control;
 pub mod cpu;
 mod error;
 pub mod handshake;
+pub mod openings;
 pub mod perf;
 pub mod rdma;
 pub mod tcp;

@@ -305,7 +305,15 @@ fn relevant_env() -> BTreeMap<String, String> {
         "HTTPS_PROXY",
         "NO_PROXY",
     ];
-    std::env::vars()
+    // vars_os: a variable that is not UTF-8 (anyone's, not only ours) must not panic
+    // the check; such values are shown lossily, their names skipped if not UTF-8.
+    std::env::vars_os()
+        .filter_map(|(key, value)| {
+            Some((
+                key.into_string().ok()?,
+                value.to_string_lossy().into_owned(),
+            ))
+        })
         .filter(|(key, _)| {
             PREFIXES.iter().any(|p| key.starts_with(p)) || NAMES.contains(&key.as_str())
         })

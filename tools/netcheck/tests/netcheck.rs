@@ -982,3 +982,111 @@ fn every_output_flag_is_honoured_or_refused() {
         dir.path(),
     );
 }
+
+/// Holes: `--listen` greeted one connection at a time, 10 s each whatever `--timeout`
+/// said, so one silent stranger kept the real peer out; and a wrong token was refused in
+/// the pair message set, which the peer (still in the opening) read as "unknown message
+/// kind 113: run the same nodelink version". Now strangers are greeted on their own
+/// threads within the timeout, and the refusal names NODELINK_TOKEN.
+#[test]
+fn a_silent_stranger_does_not_keep_the_peer_out_and_a_wrong_token_is_named() {
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    let listener = pair
+        .a
+        .command(BIN)
+        .args([
+            "--iface",
+            Pair::IFACE,
+            "--listen",
+            "--quick",
+            "--timeout",
+            "8s",
+            "--json",
+        ])
+        .env("NODELINK_TOKEN", "right")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let ss = pair.a.output("ss", &["-ltn"]).unwrap();
+        if String::from_utf8_lossy(&ss.stdout).contains(":18516") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let started = std::time::Instant::now();
+    // A stranger that connects and says nothing, for longer than the listener waits.
+    let silent = format!("exec 3<>/dev/tcp/{}/18516; sleep 30", Pair::ADDR_A);
+    let mut stranger = pair
+        .b
+        .command("bash")
+        .args(["-c", &silent])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let peer = |token: &str| {
+        pair.b
+            .command(BIN)
+            .args([
+                "--iface",
+                Pair::IFACE,
+                "--peer",
+                Pair::ADDR_A,
+                "--quick",
+                "--json",
+            ])
+            .env("NODELINK_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let wrong = peer("wrong");
+    let right = peer("right");
+    let listened = listener.wait_with_output().unwrap();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("NODELINK_TOKEN"), "{stderr}");
+    assert!(!stderr.contains("unknown message kind"), "{stderr}");
+    assert!(
+        right.status.code().is_some_and(|c| c <= 2)
+            && serde_json::from_slice::<Value>(&right.stdout)
+                .is_ok_and(|d| d["pair"]["checks"].is_array()),
+        "the real peer was not served: {}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    assert!(
+        serde_json::from_slice::<Value>(&listened.stdout)
+            .is_ok_and(|d| d["pair"]["checks"].is_array()),
+        "{}",
+        String::from_utf8_lossy(&listened.stderr)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Hole: any environment variable that is not UTF-8 (anyone's, not only ours) made the
+/// local checks panic (`std::env::vars`).
+#[test]
+fn a_non_utf8_environment_variable_does_not_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let output = Command::new(BIN)
+        .args(["--iface", "lo", "--json"])
+        .env("NCCL_NOT_UTF8", std::ffi::OsStr::from_bytes(b"\xff\xfe"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(matches!(output.status.code(), Some(0..=2)), "{stderr}");
+    assert!(
+        serde_json::from_slice::<Value>(&output.stdout).is_ok(),
+        "{stderr}"
+    );
+}

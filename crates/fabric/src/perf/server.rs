@@ -12,6 +12,7 @@ use crate::control::{
 use crate::cpu::{CpuMeter, CpuTime, Scope};
 use crate::error::{FabricError, ProtocolError, Result};
 use crate::handshake;
+use crate::openings::{Openings, Ticket};
 use crate::tcp::{self, SocketOptions};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -49,10 +50,12 @@ pub struct Server {
     /// Connections still in their opening: a small budget of their own, so idle or
     /// unauthenticated sockets can never take the slots real clients need.
     opening: Arc<AtomicUsize>,
+    openings: Openings,
 }
 
-/// Connections in their opening at once; more are closed at accept.
-const OPENING_BUDGET: usize = 64;
+/// Connections in their opening at once; past it, the oldest opening is cut to make room
+/// (so idle sockets can never keep a real client out).
+const OPENING_BUDGET: usize = 256;
 /// How long a connection may take to send its first message and authenticate.
 const OPENING_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -65,6 +68,7 @@ impl Server {
             routes: Arc::default(),
             active: Arc::default(),
             opening: Arc::default(),
+            openings: Openings::new(OPENING_BUDGET),
         })
     }
 
@@ -112,17 +116,13 @@ impl Server {
                 max: config.max_connections,
             };
             let done = done.clone();
-            if slots.opening.fetch_add(1, Ordering::SeqCst) >= OPENING_BUDGET {
-                slots.opening.fetch_sub(1, Ordering::SeqCst);
-                // No thread, no reply: a flood of idle sockets costs one accept each.
-                drop(stream);
-                continue;
-            }
+            slots.opening.fetch_add(1, Ordering::SeqCst);
+            let (ticket, _) = self.openings.admit(&stream);
             let opening = Arc::clone(&self.opening);
             let spawned = std::thread::Builder::new()
                 .name(format!("conn {peer}"))
                 .spawn(move || {
-                    let outcome = handle_connection(stream, peer, &config, &routes, &slots);
+                    let outcome = handle_connection(stream, ticket, peer, &config, &routes, &slots);
                     match outcome {
                         Outcome::Data => {}
                         Outcome::Rejected(e) => (config.log)(&format!("{peer}: rejected: {e}")),
@@ -160,15 +160,18 @@ struct Slots {
     max: usize,
 }
 
-/// Releases the opening slot once, and the active slot if one was taken.
+/// Releases the opening slot (and its place among the openings) once, and the active
+/// slot if one was taken. Declared after the connection's stream, so it is dropped first.
 struct Held<'a> {
     slots: &'a Slots,
     opening: bool,
+    ticket: Option<Ticket>,
     active: bool,
 }
 
 impl Held<'_> {
     fn leave_opening(&mut self) {
+        self.ticket = None;
         if std::mem::take(&mut self.opening) {
             self.slots.opening.fetch_sub(1, Ordering::SeqCst);
         }
@@ -195,17 +198,19 @@ enum Outcome {
 
 fn handle_connection(
     stream: TcpStream,
+    ticket: Ticket,
     peer: SocketAddr,
     config: &ServerConfig,
     routes: &Routes,
     slots: &Slots,
 ) -> Outcome {
+    let mut channel = Channel::new(stream, peer.to_string());
     let mut held = Held {
         slots,
         opening: true,
+        ticket: Some(ticket),
         active: false,
     };
-    let mut channel = Channel::new(stream, peer.to_string());
     let first = match channel.recv(OPENING_TIMEOUT, "waiting for the first message from") {
         Ok(message) => message,
         Err(e) => {
@@ -259,6 +264,8 @@ fn handle_connection(
                 return Outcome::Rejected(FabricError::Config(message.into()));
             };
             let index = join.index;
+            // Handed to its test: no longer an opening that may be cut.
+            held.leave_opening();
             if let Err(
                 mpsc::TrySendError::Full((_, stream))
                 | mpsc::TrySendError::Disconnected((_, stream)),

@@ -270,9 +270,13 @@ fn probe_sizes(sender: &NodeSummary) -> Vec<u32> {
     sizes
 }
 
+/// Openings greeted at once; past it the oldest is cut (see `fabric::openings`).
+const MAX_OPENINGS: usize = 256;
+
 /// B: waits (up to the timeout) for a peer on `listener`, answers its probes, and
-/// computes the pair checks. Strangers and peers that fail the opening are logged and
-/// the wait goes on.
+/// computes the pair checks. Each connection's opening runs on its own thread, bounded by
+/// what is left of the timeout, so strangers that connect and stall (or fail the opening)
+/// are logged and never hold up the real peer.
 pub fn serve(
     listener: TcpListener,
     facts: &Facts,
@@ -282,14 +286,21 @@ pub fn serve(
     listener
         .set_nonblocking(true)
         .map_err(|e| FabricError::io("setting the listener non-blocking", e))?;
+    let (opened, ready) = std::sync::mpsc::channel::<(Channel, SocketAddr)>();
+    let openings = fabric::openings::Openings::new(MAX_OPENINGS);
     loop {
+        if let Ok((channel, peer)) = ready.try_recv() {
+            openings.cut_all();
+            return answer(channel, peer, facts, options);
+        }
+        if Instant::now() >= deadline {
+            openings.cut_all();
+            return Err(PairError::NoPeer(options.timeout));
+        }
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
             Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
-                if Instant::now() >= deadline {
-                    return Err(PairError::NoPeer(options.timeout));
-                }
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(5));
                 continue;
             }
             Err(e) => {
@@ -300,24 +311,51 @@ pub fn serve(
         };
         let _ = stream.set_nonblocking(false);
         let _ = stream.set_nodelay(true);
-        let mut channel = Channel::new(stream, peer.to_string());
-        match opening(&mut channel, options) {
-            Ok(()) => return answer(channel, peer, facts, options),
-            Err(e) => (options.log)(&format!("{peer}: {e}")),
-        }
+        // Our own handle keeps the registered descriptor open until the ticket is gone.
+        let Ok(keep) = stream.try_clone() else {
+            continue;
+        };
+        let (ticket, _) = openings.admit(&keep);
+        let (opened, token, log) = (opened.clone(), options.token.clone(), options.log);
+        let _ = std::thread::Builder::new()
+            .name("pair-opening".into())
+            .spawn(move || {
+                let mut channel = Channel::new(stream, peer.to_string());
+                let outcome = opening(&mut channel, token.as_deref(), deadline);
+                drop(ticket);
+                drop(keep);
+                match outcome {
+                    Ok(()) => {
+                        let _ = opened.send((channel, peer));
+                    }
+                    Err(e) => log(&format!("{peer}: {e}")),
+                }
+            });
     }
 }
 
-fn opening(channel: &mut Channel, options: &PairOptions) -> Result<(), PairError> {
-    let hello = match channel.recv(
-        handshake::HANDSHAKE_TIMEOUT,
-        "waiting for the greeting from",
-    )? {
+fn opening(
+    channel: &mut Channel,
+    token: Option<&[u8]>,
+    deadline: Instant,
+) -> Result<(), PairError> {
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .min(handshake::HANDSHAKE_TIMEOUT)
+            .max(Duration::from_millis(1))
+    };
+    let hello = match channel.recv(left(), "waiting for the greeting from")? {
         Message::Hello(hello) => hello,
         other => return Err(FabricError::unexpected("Hello", &other).into()),
     };
-    if let Err(e) = handshake::open_server(channel, &hello, TOOL, options.token.as_deref()) {
-        let _ = channel.send(&PairMessage::Error(e.to_string()), Duration::from_secs(1));
+    if let Err(e) = handshake::open_server_within(channel, &hello, TOOL, token, left()) {
+        // The peer is still in the opening, reading its message set: an Error there reads
+        // as the token sentence, not as "unknown message kind".
+        let refusal = Message::Error(fabric::control::ErrorMsg {
+            message: e.to_string(),
+        });
+        let _ = channel.send(&refusal, Duration::from_secs(1));
         return Err(e.into());
     }
     Ok(())
@@ -459,7 +497,8 @@ pub fn connect(
         },
     )?;
     let mut channel = Channel::new(stream, addr.to_string());
-    handshake::open_client(&mut channel, TOOL, options.token.as_deref())?;
+    // --timeout bounds the whole opening, as every other wait.
+    handshake::open_client_within(&mut channel, TOOL, options.token.as_deref(), t)?;
     let ours = NodeSummary::of(facts);
     let here = own_address(&ours)?;
     let t0 = now_ns();
