@@ -378,23 +378,33 @@ fn start_prefill_with(
     lease: Duration,
     token: Option<&[u8]>,
 ) -> SocketAddr {
+    start_prefill_configured(shape, blocks, |config| {
+        config.lease = lease;
+        config.token = token.map(<[u8]>::to_vec);
+    })
+}
+
+/// A TP 1 prefill on loopback with the defaults, changed by `configure`.
+fn start_prefill_configured(
+    shape: KvShape,
+    blocks: u32,
+    configure: impl FnOnce(&mut PrefillConfig),
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let agent = PrefillAgent::new(
-        KvLayout::new(shape, 1, 0, blocks).unwrap(),
-        PrefillConfig {
-            dp_rank: 0,
-            lease,
-            io_timeout: T,
-            idle_timeout: kvcache::prefill::DEFAULT_IDLE_TIMEOUT,
-            token: token.map(<[u8]>::to_vec),
-            rdma: RdmaOptions::default(),
-            rails: Vec::new(),
-            session_quota: None,
-            log: quiet,
-        },
-    )
-    .unwrap();
+    let mut config = PrefillConfig {
+        dp_rank: 0,
+        lease: Duration::from_secs(30),
+        io_timeout: T,
+        idle_timeout: kvcache::prefill::DEFAULT_IDLE_TIMEOUT,
+        token: None,
+        rdma: RdmaOptions::default(),
+        rails: Vec::new(),
+        session_quota: None,
+        log: quiet,
+    };
+    configure(&mut config);
+    let agent = PrefillAgent::new(KvLayout::new(shape, 1, 0, blocks).unwrap(), config).unwrap();
     std::thread::spawn(move || agent.serve(listener));
     addr
 }
@@ -639,24 +649,9 @@ fn one_connection_cannot_hold_more_than_its_quota_of_the_pool() {
 /// next request succeeds instead of failing on the dead link.
 #[test]
 fn an_idle_session_is_closed_and_decode_reconnects_for_the_next_request() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let agent = PrefillAgent::new(
-        KvLayout::new(shape(), 1, 0, 32).unwrap(),
-        PrefillConfig {
-            dp_rank: 0,
-            lease: Duration::from_secs(30),
-            io_timeout: T,
-            idle_timeout: Duration::from_millis(200),
-            token: None,
-            rdma: RdmaOptions::default(),
-            rails: Vec::new(),
-            session_quota: None,
-            log: quiet,
-        },
-    )
-    .unwrap();
-    std::thread::spawn(move || agent.serve(listener));
+    let addr = start_prefill_configured(shape(), 32, |config| {
+        config.idle_timeout = Duration::from_millis(200);
+    });
     let decode = decode_agent(addr);
     let mut links = decode.links();
     decode

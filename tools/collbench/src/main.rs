@@ -58,6 +58,30 @@ pub struct JobArgs {
     timeout: Duration,
 }
 
+/// What `synthetic-step` and `model` run per batch size.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
+    batch: Vec<u64>,
+    /// Timed iterations: steps, or runs per message size.
+    #[arg(short = 'n', long = "iters", default_value_t = 20)]
+    iters: usize,
+    /// Warm-up iterations.
+    #[arg(short = 'w', long = "warmup_iters", default_value_t = 5)]
+    warmup: usize,
+    /// Print one JSON document on stdout and nothing else.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RunArgs {
+    fn fill(self, args: &mut Args) {
+        (args.batch, args.iters) = (self.batch, self.iters);
+        (args.warmup, args.json) = (self.warmup, self.json);
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct StepArgs {
     #[command(flatten)]
@@ -80,18 +104,8 @@ pub struct StepArgs {
     /// Micro-batches in flight, 1 to --pp [default: min(--pp, batch), as vLLM].
     #[arg(long, value_name = "K")]
     micro_batches: Option<usize>,
-    /// Batch sizes, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
-    batch: Vec<u64>,
-    /// Timed steps.
-    #[arg(short = 'n', long = "iters", default_value_t = 20)]
-    iters: usize,
-    /// Warm-up steps.
-    #[arg(short = 'w', long = "warmup_iters", default_value_t = 5)]
-    warmup: usize,
-    /// Print one JSON document on stdout and nothing else.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    run: RunArgs,
     /// Only the summary line: the step time per batch.
     #[arg(short, long)]
     quiet: bool,
@@ -113,21 +127,11 @@ pub struct ModelArgs {
     /// decode (tokens = batch) or prefill (tokens = batch x --input-len).
     #[arg(long, default_value = "decode")]
     phase: String,
-    /// Batch sizes, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
-    batch: Vec<u64>,
     /// Prompt length for --phase prefill.
     #[arg(long, default_value_t = 2000)]
     input_len: u64,
-    /// Timed iterations per message size.
-    #[arg(short = 'n', long = "iters", default_value_t = 20)]
-    iters: usize,
-    /// Warm-up iterations per message size.
-    #[arg(short = 'w', long = "warmup_iters", default_value_t = 5)]
-    warmup: usize,
-    /// Print one JSON document on stdout and nothing else.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    run: RunArgs,
     /// Only the summary line: TP and PP communication per step, per batch.
     #[arg(short, long)]
     quiet: bool,
@@ -234,8 +238,8 @@ impl StepArgs {
         let mut args = Args::defaults(self.job)?;
         (args.layers, args.hidden, args.compute_us) = (self.layers, self.hidden, self.compute_us);
         (args.tp, args.pp, args.micro_batches) = (self.tp, self.pp, self.micro_batches);
-        (args.batch, args.iters, args.warmup) = (self.batch, self.iters, self.warmup);
-        (args.json, args.quiet) = (self.json, self.quiet);
+        self.run.fill(&mut args);
+        args.quiet = self.quiet;
         Ok(args)
     }
 }
@@ -244,9 +248,9 @@ impl ModelArgs {
     fn into_args(self) -> anyhow::Result<Args> {
         let mut args = Args::defaults(self.job)?;
         (args.model, args.tp, args.pp) = (Some(self.model), self.tp, self.pp);
-        (args.phase, args.batch, args.input_len) = (self.phase, self.batch, self.input_len);
-        (args.iters, args.warmup) = (self.iters, self.warmup);
-        (args.json, args.quiet) = (self.json, self.quiet);
+        (args.phase, args.input_len) = (self.phase, self.input_len);
+        self.run.fill(&mut args);
+        args.quiet = self.quiet;
         Ok(args)
     }
 }

@@ -201,31 +201,7 @@ fn strict_turns_warnings_into_failure() {
 /// Runs `netcheck --listen` in `pair.a` and `netcheck --peer` in `pair.b` (both `--json`),
 /// returning (listener's output, peer's output).
 fn pair_run(pair: &Pair, listen_extra: &[&str], peer_extra: &[&str]) -> (Output, Output) {
-    let mut listener = pair.a.command(BIN);
-    listener
-        .args([
-            "--iface",
-            Pair::IFACE,
-            "--listen",
-            "--quick",
-            "--timeout",
-            "30s",
-            "--json",
-        ])
-        .args(listen_extra)
-        .env_remove("NODELINK_TOKEN")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let listener = listener.spawn().unwrap();
-    // The listener says "ready" once it listens; the peer retries nothing, so wait for it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::time::Instant::now() < deadline {
-        let ss = pair.a.output("ss", &["-ltn"]).unwrap();
-        if String::from_utf8_lossy(&ss.stdout).contains(":18516") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let listener = start_listener(pair, "30s", listen_extra, None);
     let peer = pair
         .b
         .command(BIN)
@@ -242,6 +218,44 @@ fn pair_run(pair: &Pair, listen_extra: &[&str], peer_extra: &[&str]) -> (Output,
         .output()
         .unwrap();
     (listener.wait_with_output().unwrap(), peer)
+}
+
+/// `netcheck --listen --quick --json` in `pair.a`, once it listens (the peer retries
+/// nothing, so the caller must not connect before).
+fn start_listener(
+    pair: &Pair,
+    timeout: &str,
+    extra: &[&str],
+    token: Option<&str>,
+) -> std::process::Child {
+    let mut listener = pair.a.command(BIN);
+    listener
+        .args([
+            "--iface",
+            Pair::IFACE,
+            "--listen",
+            "--quick",
+            "--timeout",
+            timeout,
+            "--json",
+        ])
+        .args(extra)
+        .env_remove("NODELINK_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(token) = token {
+        listener.env("NODELINK_TOKEN", token);
+    }
+    let listener = listener.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let ss = pair.a.output("ss", &["-ltn"]).unwrap();
+        if String::from_utf8_lossy(&ss.stdout).contains(":18516") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    listener
 }
 
 fn pair_check<'a>(document: &'a Value, id: &str) -> &'a Value {
@@ -993,31 +1007,7 @@ fn a_silent_stranger_does_not_keep_the_peer_out_and_a_wrong_token_is_named() {
     let Some(pair) = build_or_skip(Pair::new) else {
         return;
     };
-    let listener = pair
-        .a
-        .command(BIN)
-        .args([
-            "--iface",
-            Pair::IFACE,
-            "--listen",
-            "--quick",
-            "--timeout",
-            "8s",
-            "--json",
-        ])
-        .env("NODELINK_TOKEN", "right")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::time::Instant::now() < deadline {
-        let ss = pair.a.output("ss", &["-ltn"]).unwrap();
-        if String::from_utf8_lossy(&ss.stdout).contains(":18516") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let listener = start_listener(&pair, "8s", &[], Some("right"));
     let started = std::time::Instant::now();
     // A stranger that connects and says nothing, for longer than the listener waits.
     let silent = format!("exec 3<>/dev/tcp/{}/18516; sleep 30", Pair::ADDR_A);

@@ -290,7 +290,10 @@ pub fn serve(
     let openings = fabric::openings::Openings::new(MAX_OPENINGS);
     loop {
         if let Ok((channel, peer)) = ready.try_recv() {
+            // The peer is in: strangers still greeting or queued are turned away now, not
+            // when the pair checks end.
             openings.cut_all();
+            drop(listener);
             return answer(channel, peer, facts, options);
         }
         if Instant::now() >= deadline {
