@@ -105,10 +105,12 @@ for mode in "bw --op send" "lat --op write"; do
   server=$!
   sleep 1
   # shellcheck disable=SC2086
-  $LB $mode --transport rdma --peer 127.0.0.1 --device rxe0 -n 100000000 >/dev/null 2>&1 &
+  $LB $mode --transport rdma --peer 127.0.0.1 --device rxe0 -n 100000000 >/tmp/client_dead.log 2>&1 &
   client=$!
   sleep 3
-  kill -9 $client; wait $client 2>/dev/null
+  # A client that ended by itself before the kill is a finding of its own: show why.
+  kill -0 $client 2>/dev/null || echo "the client had already exited: $(tail -2 /tmp/client_dead.log)"
+  kill -9 $client 2>/dev/null; wait $client 2>/dev/null
   t0=$(date +%s%N)
   for _ in $(seq 300); do kill -0 $server 2>/dev/null || break; sleep 0.1; done
   noticed_ms=$((($(date +%s%N) - t0) / 1000000))

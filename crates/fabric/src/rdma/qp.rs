@@ -549,6 +549,9 @@ pub struct Watchdog<'a> {
     limit: Duration,
     spins: u32,
     control: Option<BorrowedFd<'a>>,
+    /// The control connection was seen closed once; the next quiet check ends the wait.
+    /// One round of grace lets completions the peer saw before it exited be polled.
+    closed_once: bool,
 }
 
 impl Watchdog<'static> {
@@ -558,6 +561,7 @@ impl Watchdog<'static> {
             limit,
             spins: 0,
             control: None,
+            closed_once: false,
         }
     }
 }
@@ -570,12 +574,14 @@ impl<'a> Watchdog<'a> {
             limit: self.limit,
             spins: self.spins,
             control: control.map(|s| s.as_fd()),
+            closed_once: self.closed_once,
         }
     }
 
     pub fn progress(&mut self) {
         self.spins = 0;
         self.last = None;
+        self.closed_once = false;
     }
 
     pub fn check(&mut self, what: &dyn Fn() -> String) -> Result<()> {
@@ -585,6 +591,9 @@ impl<'a> Watchdog<'a> {
         }
         self.spins = 0;
         if self.control.is_some_and(closed) {
+            if !std::mem::replace(&mut self.closed_once, true) {
+                return Ok(());
+            }
             return Err(FabricError::PeerClosed {
                 what: what(),
                 detail: " (its control connection ended while this side polled: did it die?)"
@@ -602,27 +611,19 @@ impl<'a> Watchdog<'a> {
     }
 }
 
-/// Whether the peer closed or reset the connection (a peek that never blocks and never
-/// consumes: data waiting, e.g. the peer's Done, means it is alive).
+/// Whether the peer closed or reset the connection. It asks for the peer's FIN
+/// (POLLRDHUP), not for an empty read: a peer that sent something (its Done, an Error)
+/// and then exited leaves that data queued ahead of its FIN, and a peek would call it
+/// alive forever. Data waiting from a peer that is still open means it is alive.
 fn closed(fd: BorrowedFd<'_>) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: one writable byte; MSG_PEEK | MSG_DONTWAIT neither blocks nor consumes.
-    let rc = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
+    let mut watch = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
     };
-    match rc {
-        0 => true,
-        n if n > 0 => false,
-        _ => !matches!(
-            std::io::Error::last_os_error().kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-        ),
-    }
+    // SAFETY: one valid pollfd; a zero timeout never blocks.
+    let rc = unsafe { libc::poll(&mut watch, 1, 0) };
+    rc > 0 && watch.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 #[cfg(test)]
@@ -665,5 +666,27 @@ mod tests {
         // Unwatched, the same loop only has its time limit.
         let mut plain = Watchdog::new(Duration::from_secs(60));
         tick(&mut plain).unwrap();
+    }
+
+    #[test]
+    fn a_peer_that_sends_then_exits_is_noticed_though_its_bytes_are_unread() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let mut watchdog = Watchdog::new(Duration::from_secs(60)).watching(Some(&server));
+        client.write_all(b"Done").unwrap();
+        drop(client);
+        std::thread::sleep(Duration::from_millis(50));
+        // One quiet round of grace (completions the peer saw may still be polled), then
+        // the wait ends, long before the 60 s limit.
+        tick(&mut watchdog).unwrap();
+        let seen = tick(&mut watchdog).unwrap_err().to_string();
+        assert!(seen.contains("control connection ended"), "{seen:?}");
+        // Progress in between restarts the grace.
+        let mut watchdog = Watchdog::new(Duration::from_secs(60)).watching(Some(&server));
+        tick(&mut watchdog).unwrap();
+        watchdog.progress();
+        tick(&mut watchdog).unwrap();
+        assert!(tick(&mut watchdog).is_err());
     }
 }
