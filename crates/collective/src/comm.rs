@@ -53,7 +53,7 @@ impl Communicator {
         let (data_listener, table, job_key, coordinator) = if boot.rank == 0 {
             let listener = match master_listener {
                 Some(l) => l,
-                None => TcpListener::bind(master_addr).map_err(|e| CollError::Io {
+                None => fabric::tcp::bind_listener(master_addr).map_err(|e| CollError::Io {
                     context: format!(
                         "rank 0 binding the master address {master_addr} (is another job using the port? give {} another port)",
                         measure::Setting::Master

@@ -117,6 +117,21 @@ pub fn apply(stream: &TcpStream, options: &SocketOptions) -> Result<()> {
     configure(&socket2::SockRef::from(stream), options)
 }
 
+/// Listen backlog: deep enough that a burst of idle connects waits in the accept queue,
+/// where accept cuts them or closing the listener resets them, instead of overflowing into
+/// half-open connections nobody ever resets. The kernel caps it at net.core.somaxconn.
+pub const BACKLOG: i32 = 4096;
+
+/// Binds a plain listener (SO_REUSEADDR, as std does) with [`BACKLOG`]. It returns the io
+/// error so that each caller can say what it listened for.
+pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SockAddr::from(addr))?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// Listens on `addr`, optionally pinned to one interface.
 pub fn listen(addr: SocketAddr, iface: Option<&str>) -> Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
@@ -141,7 +156,7 @@ pub fn listen(addr: SocketAddr, iface: Option<&str>) -> Result<TcpListener> {
         )
     })?;
     socket
-        .listen(1024)
+        .listen(BACKLOG)
         .map_err(|e| FabricError::io(format!("listening on {addr}"), e))?;
     Ok(socket.into())
 }
@@ -279,6 +294,30 @@ impl Write for ZeroCopyWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_of_idle_connects_waits_in_the_accept_queue_and_is_reset_when_the_listener_closes() {
+        // std's backlog of 128 overflowed here: the rest became half-open connections that
+        // no accept and no close ever reached, so an idle client never learned it was cut.
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let burst: Vec<TcpStream> = (0..300)
+            .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        drop(listener);
+        for mut idle in burst {
+            idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let ended = match std::io::Read::read(&mut idle, &mut [0u8; 1]) {
+                Ok(n) => n == 0,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            };
+            assert!(
+                ended,
+                "a queued connection was not reset when its listener closed"
+            );
+        }
+    }
 
     #[test]
     fn peers_parse_with_and_without_port() {

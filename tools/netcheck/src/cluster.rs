@@ -104,7 +104,7 @@ pub fn run(
         return Ok(code);
     }
     let listener =
-        std::net::TcpListener::bind(SocketAddr::new(bind_ip(facts, master.ip()), master.port()))
+        fabric::tcp::bind_listener(SocketAddr::new(bind_ip(facts, master.ip()), master.port()))
             .with_context(|| {
                 format!(
                     "rank 0 listening on port {} (pass another --pair-port)",

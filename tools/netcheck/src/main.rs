@@ -356,7 +356,7 @@ fn run_pair(
                     facts.iface.name
                 )
             })?;
-        let listener = std::net::TcpListener::bind((ip, args.pair_port)).map_err(|e| {
+        let listener = fabric::tcp::bind_listener((ip, args.pair_port).into()).map_err(|e| {
             anyhow::anyhow!(
                 "listening on {ip}:{} for the pair checks: {e}; pass another --pair-port",
                 args.pair_port
