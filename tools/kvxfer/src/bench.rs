@@ -107,6 +107,7 @@ fn measure_link(peer: &str, timeout: Duration) -> anyhow::Result<f64> {
         connect_timeout: timeout,
         token: crate::token()?,
         iface: None,
+        stall: fabric::perf::STALL_TIMEOUT,
     })
     .map_err(|e| anyhow::anyhow!("--link-peer {peer}: {e}"))?;
     let spec = BwSpec {

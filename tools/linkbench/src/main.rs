@@ -314,6 +314,7 @@ fn resolve_common(common: &Common, size: Option<u64>, default_size: u64) -> anyh
             connect_timeout: common.connect_timeout,
             token: token()?,
             iface: common.iface.clone(),
+            stall: fabric::perf::STALL_TIMEOUT,
         },
         sizes: if common.all_sizes {
             sweep_sizes()
@@ -673,6 +674,7 @@ fn compare(args: CompareArgs) -> anyhow::Result<u8> {
             connect_timeout: args.connect_timeout,
             token: token()?,
             iface: args.iface.clone(),
+            stall: fabric::perf::STALL_TIMEOUT,
         },
         sizes: vec![args.size],
         sweep: false,

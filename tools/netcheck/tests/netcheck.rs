@@ -388,6 +388,64 @@ fn a_peer_that_never_comes_is_an_error_within_the_timeout() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
 
+/// Fault matrix row 72: a listener stopped (SIGSTOP) mid-session kept `--peer` waiting
+/// 22.7 s under `--timeout 5s`: the bandwidth engine waited its own 10 s stall limit and
+/// 15 s for results, then the session went on to wait for a verdict. Now the engine's
+/// stall limit is the --timeout, counted from the peer's last sign of life, and a peer
+/// that stalled ends the session at once. Stops land at several moments of the session.
+#[test]
+fn a_listener_stopped_mid_session_fails_the_peer_within_its_timeout() {
+    let Some(pair) = build_or_skip(Pair::new) else {
+        return;
+    };
+    for stop_after_ms in [300u64, 700, 1100, 1500] {
+        let mut listener = start_listener(&pair, "30s", &[], None);
+        let mut peer = pair
+            .b
+            .command(BIN)
+            .args(["--iface", Pair::IFACE, "--peer", Pair::ADDR_A])
+            .args(["--quick", "--timeout", "3s", "--json"])
+            .env_remove("NODELINK_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(stop_after_ms));
+        let stop = |signal: &str| {
+            std::process::Command::new("kill")
+                .args([signal, &listener.id().to_string()])
+                .status()
+                .unwrap()
+        };
+        stop("-STOP");
+        let stopped = std::time::Instant::now();
+        let output = loop {
+            if peer.try_wait().unwrap().is_some() {
+                break peer.wait_with_output().unwrap();
+            }
+            if stopped.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = peer.kill();
+                break peer.wait_with_output().unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let took = stopped.elapsed();
+        stop("-CONT");
+        let _ = listener.kill();
+        let _ = listener.wait();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.success() {
+            // The session was already over when the stop landed.
+            continue;
+        }
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            took < std::time::Duration::from_millis(5500),
+            "stopped {stop_after_ms} ms in, the peer took {took:?} to give up: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn emit_env_prints_exports_only_when_nothing_fails() {
     let Some(pair) = build_or_skip(Pair::new) else {

@@ -4,7 +4,7 @@
 use super::report::{merge, BwContext, CpuReport, LatReport};
 pub use super::report::{BwReport, Mode};
 use super::stream::{self, ReceivePlan, SendPlan, StreamOutcome, Until};
-use super::{validate, FINISH_GRACE, HANDSHAKE_TIMEOUT, TOOL};
+use super::{validate, HANDSHAKE_TIMEOUT, TOOL};
 use crate::channel::Channel;
 use crate::control::{Direction, Done, Join, Message, Results, TestKind, TestRequest};
 use crate::cpu::{CpuMeter, Scope};
@@ -17,6 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+/// The shortest wait for the server's figures after a test: they follow the Done within
+/// a round trip, even when the streams were quiet for most of the stall limit.
+const RESULTS_FLOOR: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub peer: SocketAddr,
@@ -25,6 +29,9 @@ pub struct ClientConfig {
     pub token: Option<Vec<u8>>,
     /// SO_BINDTODEVICE for every connection.
     pub iface: Option<String>,
+    /// How long the peer may show no sign of life (no byte moved, no answer) during a
+    /// test before the test fails; linkbench uses [`STALL_TIMEOUT`](super::STALL_TIMEOUT).
+    pub stall: Duration,
 }
 
 /// A bandwidth test.
@@ -69,8 +76,14 @@ impl Client {
         };
         let stream = tcp::connect(config.peer, config.connect_timeout, &options)?;
         let mut channel = Channel::new(stream, config.peer.to_string());
-        handshake::open_client(&mut channel, TOOL, config.token.as_deref())?;
+        let wait = HANDSHAKE_TIMEOUT.min(config.stall);
+        handshake::open_client_within(&mut channel, TOOL, config.token.as_deref(), wait)?;
         Ok(Client { channel, config })
+    }
+
+    /// The longest wait for one answer on the control connection.
+    fn answer_wait(&self) -> Duration {
+        HANDSHAKE_TIMEOUT.min(self.config.stall)
     }
 
     /// Sends the request, opens and registers the data connections, waits for Start.
@@ -82,9 +95,9 @@ impl Client {
     ) -> Result<Vec<TcpStream>> {
         validate(request).map_err(FabricError::Config)?;
         self.channel
-            .send(&Message::Request(request.clone()), HANDSHAKE_TIMEOUT)?;
+            .send(&Message::Request(request.clone()), self.answer_wait())?;
         let cookie = match self.channel.recv_ok(
-            HANDSHAKE_TIMEOUT,
+            self.answer_wait(),
             "waiting for the server to accept the test:",
         )? {
             Message::Accept(accept) => accept.cookie,
@@ -108,12 +121,12 @@ impl Client {
                     cookie: cookie.clone(),
                     index,
                 }),
-                HANDSHAKE_TIMEOUT,
+                self.answer_wait(),
             )?;
             streams.push(data.into_stream());
         }
         match self.channel.recv_ok(
-            HANDSHAKE_TIMEOUT,
+            self.answer_wait(),
             "waiting for the server to start the test:",
         )? {
             Message::Start => Ok(streams),
@@ -121,14 +134,16 @@ impl Client {
         }
     }
 
-    /// Tells the server this side is done and collects its figures.
-    fn finish(&mut self, iterations: u64) -> Result<Results> {
+    /// Tells the server this side is done and collects its figures. The wait ends the
+    /// stall limit after the peer's last sign of life (`alive_at`), so a peer that stalled
+    /// mid-test costs one stall limit in all, not one per phase.
+    fn finish(&mut self, iterations: u64, alive_at: Instant) -> Result<Results> {
         self.channel
-            .send(&Message::Done(Done { iterations }), HANDSHAKE_TIMEOUT)?;
-        match self
-            .channel
-            .recv_ok(FINISH_GRACE, "waiting for the results from")?
-        {
+            .send(&Message::Done(Done { iterations }), self.answer_wait())?;
+        let wait = (alive_at + self.config.stall)
+            .saturating_duration_since(Instant::now())
+            .max(RESULTS_FLOOR);
+        match self.channel.recv_ok(wait, "waiting for the results from")? {
             Message::Results(results) => Ok(results),
             other => Err(FabricError::unexpected("Results", &other)),
         }
@@ -210,11 +225,27 @@ impl Client {
         }
         drop(tx);
         let mut outcomes = Vec::with_capacity(total);
+        // The peer's last sign of life: a byte moved on any stream, as seen every 100 ms.
+        // (Not at the streams' end: a write blocked on a stalled peer returns its partial
+        // count only when it is cut, which is no sign of life.)
+        let (mut alive_at, mut moved) = (Instant::now(), 0);
         while outcomes.len() < total {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(outcome) => outcomes.push(outcome?),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    progress(start.elapsed(), meter.load(Ordering::Relaxed))
+                    let now_moved = meter.load(Ordering::Relaxed);
+                    if now_moved != moved {
+                        (alive_at, moved) = (Instant::now(), now_moved);
+                    } else if alive_at.elapsed() > self.config.stall {
+                        return Err(FabricError::Timeout {
+                            what: format!(
+                                "bandwidth test with {}: no byte moved on any stream",
+                                self.config.peer
+                            ),
+                            after: self.config.stall,
+                        });
+                    }
+                    progress(start.elapsed(), now_moved)
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(FabricError::Config(
@@ -224,7 +255,7 @@ impl Client {
             }
         }
         let local_cpu = cpu.used().usage(cpu.wall());
-        let results = self.finish(0)?;
+        let results = self.finish(0, alive_at)?;
         let local: Vec<_> = outcomes.into_iter().map(|o| o.stats).collect();
         Ok(merge(
             BwContext {
@@ -283,16 +314,19 @@ impl Client {
         let what = format!("latency stream with {}", self.config.peer);
         let done = stream::ping(
             &stream,
-            spec.size as usize,
-            spec.until,
+            stream::PingPlan {
+                size: spec.size as usize,
+                until: spec.until,
+                busy_poll: spec.busy_poll,
+                stall: self.config.stall,
+            },
             &mut recorder,
-            spec.busy_poll,
             progress,
             &what,
         )?;
         let wall = cpu.wall();
         let local_cpu = cpu.used().usage(wall);
-        let results = self.finish(done)?;
+        let results = self.finish(done, Instant::now())?;
         Ok(LatReport {
             transport: "tcp",
             msg_size: spec.size,

@@ -99,9 +99,13 @@ fn stream_error(what: &str, error: std::io::Error) -> FabricError {
 }
 
 fn set_timeouts(stream: &TcpStream, what: &str) -> Result<()> {
+    set_stall(stream, STALL_TIMEOUT, what)
+}
+
+fn set_stall(stream: &TcpStream, stall: Duration, what: &str) -> Result<()> {
     stream
-        .set_read_timeout(Some(STALL_TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(STALL_TIMEOUT)))
+        .set_read_timeout(Some(stall))
+        .and_then(|()| stream.set_write_timeout(Some(stall)))
         .map_err(|e| FabricError::io(what, e))
 }
 
@@ -411,17 +415,31 @@ pub enum Until {
     Elapsed(Duration),
 }
 
+/// What the client side of a ping-pong does.
+#[derive(Debug, Clone, Copy)]
+pub struct PingPlan {
+    pub size: usize,
+    pub until: Until,
+    pub busy_poll: bool,
+    /// The longest wait for one answer before the peer counts as stalled.
+    pub stall: Duration,
+}
+
 /// Client side of the ping-pong: records every round trip, in nanoseconds.
 pub fn ping(
     stream: &TcpStream,
-    size: usize,
-    until: Until,
+    plan: PingPlan,
     recorder: &mut LatencyRecorder,
-    busy_poll: bool,
     progress: &mut dyn FnMut(u64, Duration),
     what: &str,
 ) -> Result<u64> {
-    set_timeouts(stream, what)?;
+    let PingPlan {
+        size,
+        until,
+        busy_poll,
+        stall,
+    } = plan;
+    set_stall(stream, stall, what)?;
     let out: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     let mut back = vec![0u8; size];
     let start = Instant::now();
@@ -440,6 +458,10 @@ pub fn ping(
             ErrorKind::UnexpectedEof => FabricError::PeerClosed {
                 what: what.to_string(),
                 detail: " mid-test; did the peer process die?".into(),
+            },
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => FabricError::Timeout {
+                what: what.to_string(),
+                after: stall,
             },
             _ => stream_error(what, e),
         })?;

@@ -615,8 +615,13 @@ pub fn connect(
         other => return Err(unexpected("PerfPort", &other)),
     };
     let rdma = (!ours.rdma.is_empty() && !theirs.rdma.is_empty()).then_some(here);
-    if let Err(e) = measure_perf(SocketAddr::new(there, port), options, &mut m, rdma) {
-        m.perf_error = Some(e.to_string());
+    match measure_perf(SocketAddr::new(there, port), options, &mut m, rdma) {
+        // A peer that stopped answering or died mid-test will not give a verdict either.
+        Err(e @ (FabricError::Timeout { .. } | FabricError::PeerClosed { .. })) => {
+            return Err(e.into())
+        }
+        Err(e) => m.perf_error = Some(e.to_string()),
+        Ok(()) => {}
     }
 
     channel.send(&PairMessage::Report(m.clone()), t)?;
@@ -647,6 +652,8 @@ fn measure_perf(
         connect_timeout: options.timeout.min(Duration::from_secs(10)),
         token: options.token.clone(),
         iface: None,
+        // A peer that stalls mid-test fails it within --timeout, as every other wait.
+        stall: options.timeout,
     })?;
     // One direction at a time: run together, each direction's data shares a shaped
     // egress with the other's ACKs and short tests read 30 % low.
