@@ -4,7 +4,7 @@
 //! nothing stages a whole request.
 
 use crate::compat::compat_hash;
-use crate::plan::{plan, sources, stream_bytes_per_block, Piece, Source};
+use crate::plan::{next_batch, plan, sources, stream_bytes_per_block, Piece, Source, BATCH_PIECES};
 use crate::pool::{BlockAllocator, KvPool};
 use crate::prefill::block_checksums;
 use crate::rails;
@@ -295,7 +295,7 @@ impl PrefillLink {
                     if checksums {
                         for piece in landed {
                             let crc = &mut crcs[piece.block as usize];
-                            *crc = crc32c::crc32c_append(*crc, unsafe {
+                            *crc = crate::integrity::crc32c_append(*crc, unsafe {
                                 pool.slice(piece.dst, piece.len)
                             });
                         }
@@ -516,7 +516,8 @@ struct Wanted<'a> {
 /// decides on the same timeout.
 const ANSWER_GRACE: Duration = Duration::from_secs(2);
 
-/// Reads the stream into every piece's destination in order (up to 64 pieces a call),
+/// Reads the stream into every piece's destination in order (a batch of at most 64
+/// pieces and 512 KiB a call, see [`next_batch`](crate::plan::next_batch)),
 /// all of it before `deadline` (a timeout error after it, however the peer paces writes).
 /// `landed` sees each batch of pieces as soon as it is in place, while it is still in
 /// cache (the checksums are taken there, not in a second pass over the request).
@@ -533,9 +534,16 @@ fn read_pieces<'a>(
     }
     // One timer for the whole transfer; each read also checks the clock.
     stream.set_read_timeout(Some(left))?;
-    const BATCH: usize = 64;
-    let mut slices: [IoSliceMut<'a>; BATCH] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
-    for chunk in pieces.chunks(BATCH) {
+    let mut slices: [IoSliceMut<'a>; BATCH_PIECES] =
+        std::array::from_fn(|_| IoSliceMut::new(&mut []));
+    let mut batch = [Piece::default(); BATCH_PIECES];
+    let mut cursor = (0, 0);
+    loop {
+        let count = next_batch(pieces, &mut cursor, &mut batch);
+        if count == 0 {
+            break;
+        }
+        let chunk = &batch[..count];
         for (slot, piece) in slices.iter_mut().zip(chunk) {
             *slot = IoSliceMut::new(bytes(piece));
         }

@@ -11,6 +11,7 @@
 
 pub mod compat;
 pub mod decode;
+pub mod integrity;
 pub mod layout;
 pub mod log_budget;
 pub mod pattern;

@@ -74,12 +74,48 @@ pub fn readers(
 
 /// `len` bytes from `src` in the sender's pool to `dst` in the receiver's; `block` is the
 /// index of the block pair within the request (pieces never span two).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Piece {
     pub src: u64,
     pub dst: u64,
     pub len: u64,
     pub block: u32,
+}
+
+/// An IO batch holds at most this many pieces ...
+pub(crate) const BATCH_PIECES: usize = 64;
+/// ... and this many bytes, so that a batch's checksums read it while it is still in
+/// the core's cache (half of this host's 1 MiB L2). Whole 64-piece batches of merged
+/// 2 MiB pieces were read back from memory: checksums cost 6-11 % instead of ~1-5 %.
+pub(crate) const BATCH_BYTES: u64 = 512 << 10;
+
+/// Fills `batch` with the next stretch of `pieces` from `cursor` (piece index, offset
+/// into it), cutting pieces larger than what is left of [`BATCH_BYTES`]; returns how many
+/// it wrote, 0 once every byte was handed out. Cut pieces keep their block, so per-block
+/// checksums appended batch by batch see the same bytes in the same order.
+pub(crate) fn next_batch(
+    pieces: &[Piece],
+    cursor: &mut (usize, u64),
+    batch: &mut [Piece; BATCH_PIECES],
+) -> usize {
+    let (mut index, mut offset) = *cursor;
+    let (mut count, mut bytes) = (0, 0u64);
+    while index < pieces.len() && count < BATCH_PIECES && bytes < BATCH_BYTES {
+        let piece = pieces[index];
+        let take = (piece.len - offset).min(BATCH_BYTES - bytes);
+        batch[count] = Piece {
+            src: piece.src + offset,
+            dst: piece.dst + offset,
+            len: take,
+            block: piece.block,
+        };
+        (count, bytes, offset) = (count + 1, bytes + take, offset + take);
+        if offset >= piece.len {
+            (index, offset) = (index + 1, 0);
+        }
+    }
+    *cursor = (index, offset);
+    count
 }
 
 fn push(out: &mut Vec<Piece>, piece: Piece) {
@@ -196,6 +232,80 @@ mod tests {
     use super::*;
     use crate::layout::Dtype;
     use crate::pattern;
+
+    #[test]
+    fn batches_hand_out_every_byte_once_in_order_within_their_bounds() {
+        // Merged whole blocks (2 MiB), small pieces, an empty one, and a tail.
+        let mut pieces = vec![
+            Piece {
+                src: 0,
+                dst: 1 << 30,
+                len: 2 << 20,
+                block: 0,
+            },
+            Piece {
+                src: 2 << 20,
+                dst: 0,
+                len: 0,
+                block: 1,
+            },
+        ];
+        pieces.extend((0..100u64).map(|i| Piece {
+            src: (4 << 20) + i * 4096,
+            dst: (8 << 20) + i * 4096,
+            len: 4096,
+            block: 2 + (i / 50) as u32,
+        }));
+        pieces.push(Piece {
+            src: 64 << 20,
+            dst: 96 << 20,
+            len: 700_001,
+            block: 4,
+        });
+        let mut batch = [Piece::default(); BATCH_PIECES];
+        let mut cursor = (0, 0);
+        let mut handed: Vec<Piece> = Vec::new();
+        loop {
+            let count = next_batch(&pieces, &mut cursor, &mut batch);
+            if count == 0 {
+                break;
+            }
+            let chunk = &batch[..count];
+            assert!(chunk.iter().map(|p| p.len).sum::<u64>() <= BATCH_BYTES);
+            handed.extend_from_slice(chunk);
+        }
+        // Glued back together, the cut pieces are the pieces.
+        let mut glued: Vec<Piece> = Vec::new();
+        for piece in handed {
+            match glued.last_mut() {
+                Some(last)
+                    if last.block == piece.block
+                        && last.src + last.len == piece.src
+                        && last.dst + last.len == piece.dst
+                        && piece.len > 0 =>
+                {
+                    last.len += piece.len
+                }
+                _ => glued.push(piece),
+            }
+        }
+        let mut merged: Vec<Piece> = Vec::new();
+        for &piece in &pieces {
+            match merged.last_mut() {
+                Some(last)
+                    if last.block == piece.block
+                        && last.src + last.len == piece.src
+                        && last.dst + last.len == piece.dst
+                        && piece.len > 0 =>
+                {
+                    last.len += piece.len
+                }
+                _ => merged.push(piece),
+            }
+        }
+        assert_eq!(glued, merged);
+        assert_eq!(next_batch(&pieces, &mut cursor, &mut batch), 0);
+    }
     use crate::pool::KvPool;
 
     fn shape(order: Order) -> KvShape {

@@ -5,7 +5,7 @@
 
 use crate::compat::{compat_hash, mismatch};
 use crate::log_budget::{Admit, LogBudget};
-use crate::plan::{plan, stream_bytes_per_block, Piece};
+use crate::plan::{next_batch, plan, stream_bytes_per_block, Piece, BATCH_PIECES};
 use crate::pool::KvPool;
 use crate::rails::{self, MAX_RAILS};
 use crate::rdma::{self, RdmaOptions};
@@ -639,7 +639,7 @@ impl PrefillAgent {
                 if checksums {
                     for piece in batch {
                         let crc = &mut crcs[piece.block as usize];
-                        *crc = crc32c::crc32c_append(*crc, bytes_of(piece));
+                        *crc = crate::integrity::crc32c_append(*crc, bytes_of(piece));
                     }
                 }
             });
@@ -856,7 +856,8 @@ fn refuse(channel: &mut Channel, request_id: Option<String>, message: &str, time
     );
 }
 
-/// Writes every piece's bytes in order with vectored writes (up to 64 pieces a call),
+/// Writes every piece's bytes in order with vectored writes (a batch of at most 64
+/// pieces and 512 KiB a call, see [`next_batch`]),
 /// all of it before `deadline` (a timeout error after it, however the peer paces reads).
 pub(crate) fn write_pieces<'a>(
     stream: &TcpStream,
@@ -871,9 +872,15 @@ pub(crate) fn write_pieces<'a>(
     }
     // One timer for the whole transfer; each write also checks the clock.
     stream.set_write_timeout(Some(left))?;
-    const BATCH: usize = 64;
-    let mut slices: [IoSlice<'a>; BATCH] = [IoSlice::new(&[]); BATCH];
-    for chunk in pieces.chunks(BATCH) {
+    let mut slices: [IoSlice<'a>; BATCH_PIECES] = [IoSlice::new(&[]); BATCH_PIECES];
+    let mut batch = [Piece::default(); BATCH_PIECES];
+    let mut cursor = (0, 0);
+    loop {
+        let count = next_batch(pieces, &mut cursor, &mut batch);
+        if count == 0 {
+            break;
+        }
+        let chunk = &batch[..count];
         for (slot, piece) in slices.iter_mut().zip(chunk) {
             *slot = IoSlice::new(bytes(piece));
         }
@@ -909,7 +916,7 @@ pub(crate) fn block_checksums<'a>(
     let mut crcs = vec![0u32; blocks];
     for piece in pieces {
         let crc = &mut crcs[piece.block as usize];
-        *crc = crc32c::crc32c_append(*crc, bytes(piece));
+        *crc = crate::integrity::crc32c_append(*crc, bytes(piece));
     }
     crcs
 }
