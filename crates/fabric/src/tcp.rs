@@ -134,6 +134,19 @@ pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Listens on `addr`, optionally pinned to one interface.
 pub fn listen(addr: SocketAddr, iface: Option<&str>) -> Result<TcpListener> {
+    bind(addr, iface)?.listen()
+}
+
+/// A socket bound to its address but not listening yet: a bad address or a port another
+/// server listens on fails here, and a client that connects meanwhile is refused at once
+/// instead of waiting in a queue that nobody serves yet.
+pub struct Bound {
+    socket: Socket,
+    addr: SocketAddr,
+}
+
+/// Binds `addr` (optionally pinned to one interface) without listening; see [`Bound`].
+pub fn bind(addr: SocketAddr, iface: Option<&str>) -> Result<Bound> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(|e| FabricError::io("creating a TCP socket", e))?;
     socket
@@ -146,19 +159,40 @@ pub fn listen(addr: SocketAddr, iface: Option<&str>) -> Result<TcpListener> {
             ..SocketOptions::default()
         },
     )?;
-    socket.bind(&SockAddr::from(addr)).map_err(|e| {
-        FabricError::io(
-            format!(
-                "listening on {addr} (another server on this port? set {} to a free one)",
-                measure::Setting::ListenPort
-            ),
-            e,
-        )
-    })?;
     socket
-        .listen(BACKLOG)
-        .map_err(|e| FabricError::io(format!("listening on {addr}"), e))?;
-    Ok(socket.into())
+        .bind(&SockAddr::from(addr))
+        .map_err(|e| in_use(addr, e))?;
+    Ok(Bound { socket, addr })
+}
+
+fn in_use(addr: SocketAddr, e: std::io::Error) -> FabricError {
+    FabricError::io(
+        format!(
+            "listening on {addr} (another server on this port? set {} to a free one)",
+            measure::Setting::ListenPort
+        ),
+        e,
+    )
+}
+
+impl Bound {
+    /// The bound address (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or_else(|| {
+                FabricError::Config(format!("reading the address bound for {}", self.addr))
+            })
+    }
+
+    /// Starts accepting connections.
+    pub fn listen(self) -> Result<TcpListener> {
+        let addr = self.addr;
+        self.socket.listen(BACKLOG).map_err(|e| in_use(addr, e))?;
+        Ok(self.socket.into())
+    }
 }
 
 /// The TCP_INFO fields linkbench reports.
@@ -294,6 +328,21 @@ impl Write for ZeroCopyWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bound_socket_refuses_connects_at_once_until_it_listens() {
+        let bound = bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let addr = bound.local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        // A port another server listens on fails at bind, before any slow start-up.
+        let taken = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(bind(taken.local_addr().unwrap(), None).is_err());
+        let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+        let listener = bound.listen().unwrap();
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        drop(listener);
+    }
 
     #[test]
     fn a_burst_of_idle_connects_waits_in_the_accept_queue_and_is_reset_when_the_listener_closes() {

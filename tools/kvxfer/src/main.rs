@@ -8,7 +8,6 @@
 mod bench;
 mod sweep;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kvcache::decode::{DecodeAgent, DecodeConfig};
 use kvcache::prefill::{PrefillAgent, PrefillConfig};
@@ -486,17 +485,18 @@ fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
         layout.shape.order.name(),
         layout.shape.block_size,
     );
-    // Bind first (a bad address fails before the pool is committed), then commit (and
-    // for RDMA register) the pool before accepting: a decode that connects as soon as it
-    // reads "ready" is served at once.
-    let listeners = addrs
+    // Bind first (a bad address or a port in use fails before the pool is committed),
+    // commit (and for RDMA register) the pool, and only then listen: a decode that
+    // connects during a commit of several GB is refused at once, not left waiting for a
+    // greeting that cannot come until the commit ends.
+    let sockets = addrs
         .iter()
-        .map(|&addr| fabric::tcp::listen(addr, None))
+        .map(|&addr| fabric::tcp::bind(addr, None))
         .collect::<Result<Vec<_>, _>>()?;
-    let bound = listeners
+    let bound = sockets
         .iter()
-        .map(|l| l.local_addr().context("reading the listening address"))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(fabric::tcp::Bound::local_addr)
+        .collect::<Result<Vec<_>, _>>()?;
     let agent = PrefillAgent::new(
         layout,
         prefill_config(
@@ -519,6 +519,10 @@ fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
         Ok(()) => "RDMA and TCP".to_string(),
         Err(why) => format!("TCP only: {why}"),
     };
+    let listeners = sockets
+        .into_iter()
+        .map(fabric::tcp::Bound::listen)
+        .collect::<Result<Vec<_>, _>>()?;
     eprintln!(
         "kvxfer prefill: ready: listening on {bound} ({auth}; {rdma}): {model}, TP rank {tp_rank} of {tp}, DP rank {}, {description}; pool of {num_blocks} blocks committed in {:.2} s",
         args.pool.dp_rank,
