@@ -516,3 +516,55 @@ fn every_mode_honours_or_refuses_each_output_flag() {
         dir.path(),
     );
 }
+
+/// README's measured-runs example, on the files it names: the 1-node run calibrates the
+/// model, the 2-node run is measured slower, the model agrees on the direction (the old
+/// ideal-plan prediction had it faster), and the books are not forced to balance.
+#[test]
+fn the_readme_case_from_its_example_run_files() {
+    let runs = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/explain/");
+    let (single, dual) = (
+        format!("{runs}single-tp4.json"),
+        format!("{runs}dual-tp4-pp2.json"),
+    );
+    let out = explain(&[
+        "--model",
+        "meta-llama/Meta-Llama-3-70B-Instruct",
+        "--gpu",
+        "h100-sxm",
+        "--plan",
+        "tp4@1x4",
+        "--vs",
+        "tp4,pp2@2x4",
+        "--inter-node",
+        "tcp-25g",
+        "--run",
+        &single,
+        "--run-vs",
+        &dual,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = json_of(&out);
+    assert_eq!(doc["workload"]["concurrency"], 50.0);
+    assert!(
+        doc["calibration"]["rms_error"].as_f64().unwrap() < 0.1,
+        "{doc}"
+    );
+    let at = &doc["attribution"];
+    assert!(
+        (at["measured_tpot_diff_ms"].as_f64().unwrap() - 7.2).abs() < 1e-9,
+        "{at}"
+    );
+    let plans = doc["plans"].as_array().unwrap();
+    let (one, two) = (&plans[0], &plans[1]);
+    assert!(
+        two["tpot_ms"].as_f64().unwrap() > one["tpot_ms"].as_f64().unwrap(),
+        "{plans:?}"
+    );
+    assert!(
+        two["req_s"].as_f64().unwrap() < one["req_s"].as_f64().unwrap(),
+        "{plans:?}"
+    );
+    assert!(at["unexplained_ms"].as_f64().unwrap().abs() > 1.0, "{at}");
+}
