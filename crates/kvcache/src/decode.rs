@@ -4,7 +4,7 @@
 //! nothing stages a whole request.
 
 use crate::compat::compat_hash;
-use crate::plan::{next_batch, plan, sources, stream_bytes_per_block, Piece, Source, BATCH_PIECES};
+use crate::plan::{plan, sources, stream_bytes_per_block, Batches, Piece, Source, BATCH_PIECES};
 use crate::pool::{BlockAllocator, KvPool};
 use crate::prefill::block_checksums;
 use crate::rails;
@@ -517,7 +517,7 @@ struct Wanted<'a> {
 const ANSWER_GRACE: Duration = Duration::from_secs(2);
 
 /// Reads the stream into every piece's destination in order (a batch of at most 64
-/// pieces and 512 KiB a call, see [`next_batch`](crate::plan::next_batch)),
+/// pieces and 512 KiB a call, see [`Batches`](crate::plan::Batches)),
 /// all of it before `deadline` (a timeout error after it, however the peer paces writes).
 /// `landed` sees each batch of pieces as soon as it is in place, while it is still in
 /// cache (the checksums are taken there, not in a second pass over the request).
@@ -536,14 +536,8 @@ fn read_pieces<'a>(
     stream.set_read_timeout(Some(left))?;
     let mut slices: [IoSliceMut<'a>; BATCH_PIECES] =
         std::array::from_fn(|_| IoSliceMut::new(&mut []));
-    let mut batch = [Piece::default(); BATCH_PIECES];
-    let mut cursor = (0, 0);
-    loop {
-        let count = next_batch(pieces, &mut cursor, &mut batch);
-        if count == 0 {
-            break;
-        }
-        let chunk = &batch[..count];
+    let mut batches = Batches::new(pieces);
+    while let Some(chunk) = batches.next_batch() {
         for (slot, piece) in slices.iter_mut().zip(chunk) {
             *slot = IoSliceMut::new(bytes(piece));
         }

@@ -89,33 +89,46 @@ pub(crate) const BATCH_PIECES: usize = 64;
 /// 2 MiB pieces were read back from memory: checksums cost 6-11 % instead of ~1-5 %.
 pub(crate) const BATCH_BYTES: u64 = 512 << 10;
 
-/// Fills `batch` with the next stretch of `pieces` from `cursor` (piece index, offset
-/// into it), cutting pieces larger than what is left of [`BATCH_BYTES`]; returns how many
-/// it wrote, 0 once every byte was handed out. Cut pieces keep their block, so per-block
-/// checksums appended batch by batch see the same bytes in the same order.
-pub(crate) fn next_batch(
-    pieces: &[Piece],
-    cursor: &mut (usize, u64),
-    batch: &mut [Piece; BATCH_PIECES],
-) -> usize {
-    let (mut index, mut offset) = *cursor;
-    let (mut count, mut bytes) = (0, 0u64);
-    while index < pieces.len() && count < BATCH_PIECES && bytes < BATCH_BYTES {
-        let piece = pieces[index];
-        let take = (piece.len - offset).min(BATCH_BYTES - bytes);
-        batch[count] = Piece {
-            src: piece.src + offset,
-            dst: piece.dst + offset,
-            len: take,
-            block: piece.block,
-        };
-        (count, bytes, offset) = (count + 1, bytes + take, offset + take);
-        if offset >= piece.len {
-            (index, offset) = (index + 1, 0);
+/// Hands out `pieces` as IO batches, cutting pieces larger than what is left of
+/// [`BATCH_BYTES`]. Cut pieces keep their block, so per-block checksums appended batch by
+/// batch see the same bytes in the same order. No allocation: one fixed array, reused.
+pub(crate) struct Batches<'p> {
+    pieces: &'p [Piece],
+    /// The next piece and the offset into it.
+    index: usize,
+    offset: u64,
+    batch: [Piece; BATCH_PIECES],
+}
+
+impl<'p> Batches<'p> {
+    pub(crate) fn new(pieces: &'p [Piece]) -> Self {
+        Batches {
+            pieces,
+            index: 0,
+            offset: 0,
+            batch: [Piece::default(); BATCH_PIECES],
         }
     }
-    *cursor = (index, offset);
-    count
+
+    /// The next batch; `None` once every byte was handed out.
+    pub(crate) fn next_batch(&mut self) -> Option<&[Piece]> {
+        let (mut count, mut bytes) = (0, 0u64);
+        while self.index < self.pieces.len() && count < BATCH_PIECES && bytes < BATCH_BYTES {
+            let piece = self.pieces[self.index];
+            let take = (piece.len - self.offset).min(BATCH_BYTES - bytes);
+            self.batch[count] = Piece {
+                src: piece.src + self.offset,
+                dst: piece.dst + self.offset,
+                len: take,
+                block: piece.block,
+            };
+            (count, bytes, self.offset) = (count + 1, bytes + take, self.offset + take);
+            if self.offset >= piece.len {
+                (self.index, self.offset) = (self.index + 1, 0);
+            }
+        }
+        (count > 0).then(|| &self.batch[..count])
+    }
 }
 
 fn push(out: &mut Vec<Piece>, piece: Piece) {
@@ -262,49 +275,32 @@ mod tests {
             len: 700_001,
             block: 4,
         });
-        let mut batch = [Piece::default(); BATCH_PIECES];
-        let mut cursor = (0, 0);
+        let mut batches = Batches::new(&pieces);
         let mut handed: Vec<Piece> = Vec::new();
-        loop {
-            let count = next_batch(&pieces, &mut cursor, &mut batch);
-            if count == 0 {
-                break;
-            }
-            let chunk = &batch[..count];
+        while let Some(chunk) = batches.next_batch() {
             assert!(chunk.iter().map(|p| p.len).sum::<u64>() <= BATCH_BYTES);
             handed.extend_from_slice(chunk);
         }
+        assert!(batches.next_batch().is_none());
         // Glued back together, the cut pieces are the pieces.
-        let mut glued: Vec<Piece> = Vec::new();
-        for piece in handed {
-            match glued.last_mut() {
-                Some(last)
-                    if last.block == piece.block
-                        && last.src + last.len == piece.src
-                        && last.dst + last.len == piece.dst
-                        && piece.len > 0 =>
-                {
-                    last.len += piece.len
+        let glue = |cut: &[Piece]| {
+            let mut whole: Vec<Piece> = Vec::new();
+            for &piece in cut {
+                match whole.last_mut() {
+                    Some(last)
+                        if last.block == piece.block
+                            && last.src + last.len == piece.src
+                            && last.dst + last.len == piece.dst
+                            && piece.len > 0 =>
+                    {
+                        last.len += piece.len
+                    }
+                    _ => whole.push(piece),
                 }
-                _ => glued.push(piece),
             }
-        }
-        let mut merged: Vec<Piece> = Vec::new();
-        for &piece in &pieces {
-            match merged.last_mut() {
-                Some(last)
-                    if last.block == piece.block
-                        && last.src + last.len == piece.src
-                        && last.dst + last.len == piece.dst
-                        && piece.len > 0 =>
-                {
-                    last.len += piece.len
-                }
-                _ => merged.push(piece),
-            }
-        }
-        assert_eq!(glued, merged);
-        assert_eq!(next_batch(&pieces, &mut cursor, &mut batch), 0);
+            whole
+        };
+        assert_eq!(glue(&handed), glue(&pieces));
     }
     use crate::pool::KvPool;
 

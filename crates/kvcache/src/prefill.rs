@@ -5,7 +5,7 @@
 
 use crate::compat::{compat_hash, mismatch};
 use crate::log_budget::{Admit, LogBudget};
-use crate::plan::{next_batch, plan, stream_bytes_per_block, Piece, BATCH_PIECES};
+use crate::plan::{plan, stream_bytes_per_block, Batches, Piece, BATCH_PIECES};
 use crate::pool::KvPool;
 use crate::rails::{self, MAX_RAILS};
 use crate::rdma::{self, RdmaOptions};
@@ -857,7 +857,7 @@ fn refuse(channel: &mut Channel, request_id: Option<String>, message: &str, time
 }
 
 /// Writes every piece's bytes in order with vectored writes (a batch of at most 64
-/// pieces and 512 KiB a call, see [`next_batch`]),
+/// pieces and 512 KiB a call, see [`Batches`]),
 /// all of it before `deadline` (a timeout error after it, however the peer paces reads).
 pub(crate) fn write_pieces<'a>(
     stream: &TcpStream,
@@ -873,14 +873,8 @@ pub(crate) fn write_pieces<'a>(
     // One timer for the whole transfer; each write also checks the clock.
     stream.set_write_timeout(Some(left))?;
     let mut slices: [IoSlice<'a>; BATCH_PIECES] = [IoSlice::new(&[]); BATCH_PIECES];
-    let mut batch = [Piece::default(); BATCH_PIECES];
-    let mut cursor = (0, 0);
-    loop {
-        let count = next_batch(pieces, &mut cursor, &mut batch);
-        if count == 0 {
-            break;
-        }
-        let chunk = &batch[..count];
+    let mut batches = Batches::new(pieces);
+    while let Some(chunk) = batches.next_batch() {
         for (slot, piece) in slices.iter_mut().zip(chunk) {
             *slot = IoSlice::new(bytes(piece));
         }
