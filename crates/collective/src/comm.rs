@@ -2,7 +2,7 @@
 //! the rendezvous), and the engine that runs a collective's send/receive schedule over it.
 
 use crate::abort::{self, Report};
-use crate::dtype::{reduce_into, DType, RedOp};
+use crate::dtype::{reduce_into, Dtype, RedOp};
 use crate::error::CollError;
 use crate::rendezvous::roster::{Claim, Roster, Verdict};
 use crate::rendezvous::{self, Bootstrap, Message};
@@ -278,7 +278,7 @@ impl Communicator {
         &mut self,
         schedule: &Schedule,
         buffer: &mut [u8],
-        dtype: DType,
+        dtype: Dtype,
         op: RedOp,
     ) -> Result<(), CollError> {
         self.execute_from(schedule, None, buffer, dtype, op)
@@ -292,7 +292,7 @@ impl Communicator {
         schedule: &Schedule,
         source: Option<&[u8]>,
         buffer: &mut [u8],
-        dtype: DType,
+        dtype: Dtype,
         op: RedOp,
     ) -> Result<(), CollError> {
         self.run_schedule(schedule, source, buffer, dtype, op)
@@ -304,7 +304,7 @@ impl Communicator {
         schedule: &Schedule,
         source: Option<&[u8]>,
         buffer: &mut [u8],
-        dtype: DType,
+        dtype: Dtype,
         op: RedOp,
     ) -> Result<(), CollError> {
         if let Some(source) = source {
@@ -570,7 +570,7 @@ struct Run<'a> {
     source: SharedBuffer,
     peers: &'a [Option<TcpStream>],
     buffer: SharedBuffer,
-    dtype: DType,
+    dtype: Dtype,
     op: RedOp,
     timeout: Duration,
 }

@@ -3,69 +3,45 @@
 
 use half::{bf16, f16};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DType {
-    F32,
-    F16,
-    Bf16,
-    I32,
+pub use measure::Dtype;
+
+/// The types the collectives reduce: fp8 has no arithmetic here (nccl-tests runs it only
+/// on NCCL builds that have it).
+pub const SUPPORTED: [Dtype; 4] = [Dtype::Fp32, Dtype::Fp16, Dtype::Bf16, Dtype::I32];
+
+pub fn is_supported(dtype: Dtype) -> bool {
+    SUPPORTED.contains(&dtype)
 }
 
-impl DType {
-    pub fn parse(text: &str) -> Option<DType> {
-        match text.to_ascii_lowercase().as_str() {
-            "f32" | "float" | "float32" => Some(DType::F32),
-            "f16" | "half" | "float16" => Some(DType::F16),
-            "bf16" | "bfloat16" => Some(DType::Bf16),
-            "i32" | "int" | "int32" => Some(DType::I32),
-            _ => None,
-        }
+/// Writes `value(i)` for every element of `bytes`.
+pub fn fill(dtype: Dtype, bytes: &mut [u8], value: impl Fn(usize) -> f64) {
+    match dtype {
+        Dtype::Fp32 => each_mut::<f32>(bytes, |i, x| *x = value(i) as f32),
+        Dtype::I32 => each_mut::<i32>(bytes, |i, x| *x = value(i) as i32),
+        Dtype::Fp16 => each_mut::<f16>(bytes, |i, x| *x = f16::from_f64(value(i))),
+        Dtype::Bf16 => each_mut::<bf16>(bytes, |i, x| *x = bf16::from_f64(value(i))),
+        // Unsupported (refused before a run): small integers as bytes, never a panic.
+        Dtype::Fp8 => each_mut::<u8>(bytes, |i, x| *x = value(i) as u8),
     }
+}
 
-    pub fn size(self) -> usize {
-        match self {
-            DType::F32 | DType::I32 => 4,
-            DType::F16 | DType::Bf16 => 2,
+/// Counts elements that differ from `expected(i)` (values are small integers, exact in
+/// every type, so equality is the right test).
+pub fn count_wrong(dtype: Dtype, bytes: &[u8], expected: impl Fn(usize) -> f64) -> u64 {
+    let mut wrong = 0;
+    let mut check = |i: usize, got: f64| {
+        if got != expected(i) {
+            wrong += 1;
         }
+    };
+    match dtype {
+        Dtype::Fp32 => each::<f32>(bytes, |i, x| check(i, x as f64)),
+        Dtype::I32 => each::<i32>(bytes, |i, x| check(i, x as f64)),
+        Dtype::Fp16 => each::<f16>(bytes, |i, x| check(i, x.to_f64())),
+        Dtype::Bf16 => each::<bf16>(bytes, |i, x| check(i, x.to_f64())),
+        Dtype::Fp8 => each::<u8>(bytes, |i, x| check(i, x as f64)),
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::F32 => "float",
-            DType::F16 => "half",
-            DType::Bf16 => "bfloat16",
-            DType::I32 => "int32",
-        }
-    }
-
-    /// Writes `value(i)` for every element of `bytes`.
-    pub fn fill(self, bytes: &mut [u8], value: impl Fn(usize) -> f64) {
-        match self {
-            DType::F32 => each_mut::<f32>(bytes, |i, x| *x = value(i) as f32),
-            DType::I32 => each_mut::<i32>(bytes, |i, x| *x = value(i) as i32),
-            DType::F16 => each_mut::<f16>(bytes, |i, x| *x = f16::from_f64(value(i))),
-            DType::Bf16 => each_mut::<bf16>(bytes, |i, x| *x = bf16::from_f64(value(i))),
-        }
-    }
-
-    /// Counts elements that differ from `expected(i)` (values are small integers, exact in
-    /// every type, so equality is the right test).
-    pub fn count_wrong(self, bytes: &[u8], expected: impl Fn(usize) -> f64) -> u64 {
-        let mut wrong = 0;
-        let mut check = |i: usize, got: f64| {
-            if got != expected(i) {
-                wrong += 1;
-            }
-        };
-        match self {
-            DType::F32 => each::<f32>(bytes, |i, x| check(i, x as f64)),
-            DType::I32 => each::<i32>(bytes, |i, x| check(i, x as f64)),
-            DType::F16 => each::<f16>(bytes, |i, x| check(i, x.to_f64())),
-            DType::Bf16 => each::<bf16>(bytes, |i, x| check(i, x.to_f64())),
-        }
-        wrong
-    }
+    wrong
 }
 
 fn each_mut<T: bytemuck::Pod>(bytes: &mut [u8], mut f: impl FnMut(usize, &mut T)) {
@@ -121,13 +97,14 @@ impl RedOp {
 
 /// `dst[i] = op(dst[i], src[i])`. Both slices hold whole elements of `dtype` and are
 /// aligned to it (buffers are allocated as u64 words, offsets are element multiples).
-pub fn reduce_into(dtype: DType, op: RedOp, dst: &mut [u8], src: &[u8]) {
+pub fn reduce_into(dtype: Dtype, op: RedOp, dst: &mut [u8], src: &[u8]) {
     debug_assert_eq!(dst.len(), src.len());
     match dtype {
-        DType::F32 => native::<f32>(op, dst, src),
-        DType::I32 => integer(op, dst, src),
-        DType::F16 => widened::<f16>(op, dst, src, f16::to_f32, f16::from_f32),
-        DType::Bf16 => widened::<bf16>(op, dst, src, bf16::to_f32, bf16::from_f32),
+        Dtype::Fp32 => native::<f32>(op, dst, src),
+        Dtype::I32 => integer(op, dst, src),
+        Dtype::Fp16 => widened::<f16>(op, dst, src, f16::to_f32, f16::from_f32),
+        Dtype::Bf16 => widened::<bf16>(op, dst, src, bf16::to_f32, bf16::from_f32),
+        Dtype::Fp8 => bytes(op, dst, src),
     }
 }
 
@@ -164,6 +141,16 @@ fn integer(op: RedOp, dst: &mut [u8], src: &[u8]) {
     }
 }
 
+/// Unsupported fp8 (refused before a run) reduces as wrapping bytes rather than panic.
+fn bytes(op: RedOp, dst: &mut [u8], src: &[u8]) {
+    let zip = dst.iter_mut().zip(src);
+    match op {
+        RedOp::Sum => zip.for_each(|(d, s)| *d = d.wrapping_add(*s)),
+        RedOp::Max => zip.for_each(|(d, s)| *d = (*d).max(*s)),
+        RedOp::Min => zip.for_each(|(d, s)| *d = (*d).min(*s)),
+    }
+}
+
 fn widened<T: bytemuck::Pod>(
     op: RedOp,
     dst: &mut [u8],
@@ -193,21 +180,21 @@ mod tests {
 
     #[test]
     fn every_type_and_op_reduces() {
-        for dtype in [DType::F32, DType::F16, DType::Bf16, DType::I32] {
+        for dtype in SUPPORTED {
             for op in [RedOp::Sum, RedOp::Max, RedOp::Min] {
                 let mut a = words(4);
                 let mut b = words(4);
                 let count = 32 / dtype.size();
                 let a_bytes =
                     &mut bytemuck::cast_slice_mut::<u64, u8>(&mut a)[..count * dtype.size()];
-                dtype.fill(a_bytes, |i| (i % 5) as f64);
+                fill(dtype, a_bytes, |i| (i % 5) as f64);
                 let b_bytes =
                     &mut bytemuck::cast_slice_mut::<u64, u8>(&mut b)[..count * dtype.size()];
-                dtype.fill(b_bytes, |i| (i % 3) as f64 - 1.0);
+                fill(dtype, b_bytes, |i| (i % 3) as f64 - 1.0);
                 reduce_into(dtype, op, a_bytes, b_bytes);
                 let expected =
                     |i: usize| op.fold([(i % 5) as f64, (i % 3) as f64 - 1.0].into_iter());
-                assert_eq!(dtype.count_wrong(a_bytes, expected), 0, "{dtype:?} {op:?}");
+                assert_eq!(count_wrong(dtype, a_bytes, expected), 0, "{dtype:?} {op:?}");
             }
         }
     }

@@ -3,7 +3,7 @@
 //! averages time and #wrong over ranks. Each collective only describes itself.
 
 use crate::comm::Communicator;
-use crate::dtype::{DType, RedOp};
+use crate::dtype::{Dtype, RedOp};
 use crate::error::CollError;
 use crate::ops::{all, input, Collective, Ctx};
 use crate::schedule::{Builder, Schedule};
@@ -14,13 +14,33 @@ use std::time::Instant;
 #[derive(Clone)]
 pub struct RunConfig {
     pub op: &'static dyn Collective,
-    pub dtype: DType,
+    pub dtype: Dtype,
     pub redop: RedOp,
     pub root: usize,
     pub sizes: Vec<u64>,
     pub iters: usize,
     pub warmup: usize,
     pub check: bool,
+}
+
+impl RunConfig {
+    /// What no backend can run: a root outside the job, a type without arithmetic.
+    pub fn validate(&self, world: usize) -> Result<(), CollError> {
+        if self.root >= world {
+            return Err(CollError::Invalid(format!(
+                "root {} is not a rank of this {world}-rank job: the root must be 0..{}",
+                self.root,
+                world - 1
+            )));
+        }
+        if !crate::dtype::is_supported(self.dtype) {
+            return Err(CollError::Invalid(format!(
+                "the collectives have no {} arithmetic: use fp32, fp16, bf16 or i32",
+                self.dtype
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Default)]
@@ -35,7 +55,7 @@ pub struct Timing {
 pub struct Row {
     pub bytes: u64,
     pub count: u64,
-    pub dtype: DType,
+    pub dtype: Dtype,
     pub redop: Option<RedOp>,
     pub root: i64,
     /// Out-of-place figures (nccl-tests' left block).
@@ -51,7 +71,7 @@ pub struct Row {
 
 impl Row {
     pub fn dtype_name(&self) -> &'static str {
-        self.dtype.name()
+        self.dtype.nccl_tests_name()
     }
 }
 
@@ -60,7 +80,7 @@ pub fn plan(
     op: &dyn Collective,
     comm: &Communicator,
     count: usize,
-    dtype: DType,
+    dtype: Dtype,
     root: usize,
 ) -> (Ctx, Schedule) {
     plan_with(op, comm, count, dtype, root, false)
@@ -71,7 +91,7 @@ pub fn plan_with(
     op: &dyn Collective,
     comm: &Communicator,
     count: usize,
-    dtype: DType,
+    dtype: Dtype,
     root: usize,
     out_of_place: bool,
 ) -> (Ctx, Schedule) {
@@ -97,7 +117,7 @@ pub fn plan_group(
     comm: &Communicator,
     group: &[usize],
     count: usize,
-    dtype: DType,
+    dtype: Dtype,
 ) -> Result<Schedule, CollError> {
     let index = group.iter().position(|&r| r == comm.rank).ok_or_else(|| {
         CollError::Invalid(format!("rank {} is not in the group {group:?}", comm.rank))
@@ -132,16 +152,16 @@ pub(crate) fn words_for(bytes: usize) -> Vec<u64> {
     vec![0u64; bytes.div_ceil(8)]
 }
 
-pub(crate) fn fill_input(ctx: &Ctx, dtype: DType, work: &mut [u8]) {
+pub(crate) fn fill_input(ctx: &Ctx, dtype: Dtype, work: &mut [u8]) {
     let send = ctx.bytes(ctx.shape.send_at..ctx.shape.send_at + ctx.shape.send_count);
     let rank = ctx.rank;
-    dtype.fill(&mut work[send], |i| input(rank, i));
+    crate::dtype::fill(dtype, &mut work[send], |i| input(rank, i));
 }
 
 pub(crate) fn count_wrong(
     op: &dyn Collective,
     ctx: &Ctx,
-    dtype: DType,
+    dtype: Dtype,
     redop: RedOp,
     work: &[u8],
 ) -> u64 {
@@ -149,7 +169,7 @@ pub(crate) fn count_wrong(
     if op.expected(ctx, redop, 0).is_none() && ctx.shape.recv_count > 0 {
         return 0;
     }
-    dtype.count_wrong(&work[recv], |i| {
+    crate::dtype::count_wrong(dtype, &work[recv], |i| {
         op.expected(ctx, redop, i).unwrap_or(f64::NAN)
     })
 }
@@ -157,11 +177,11 @@ pub(crate) fn count_wrong(
 /// Sums small f32 figures over all ranks (times, error counts) with the TCP all_reduce.
 pub fn sum_over_ranks(comm: &mut Communicator, values: &[f32]) -> Result<Vec<f32>, CollError> {
     let op = all()[0];
-    let (_, schedule) = plan(op, comm, values.len(), DType::F32, 0);
+    let (_, schedule) = plan(op, comm, values.len(), Dtype::Fp32, 0);
     let mut words = words_for(values.len() * 4);
     let bytes: &mut [u8] = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..values.len() * 4];
     bytes.copy_from_slice(bytemuck::cast_slice(values));
-    comm.execute(&schedule, bytes, DType::F32, RedOp::Sum)?;
+    comm.execute(&schedule, bytes, Dtype::Fp32, RedOp::Sum)?;
     Ok(bytemuck::cast_slice::<u8, f32>(bytes).to_vec())
 }
 
@@ -174,14 +194,7 @@ pub fn run(
     let op = config.op;
     let dtype = config.dtype;
     let elem = dtype.size() as u64;
-    if config.root >= comm.world {
-        return Err(CollError::Invalid(format!(
-            "root {} is not a rank of this {}-rank job: pass -r 0..{}",
-            config.root,
-            comm.world,
-            comm.world - 1
-        )));
-    }
+    config.validate(comm.world)?;
     let mut rows = Vec::new();
     for &size in &config.sizes {
         let count = (size / elem) as usize;
@@ -198,7 +211,7 @@ pub fn run(
         let source: &mut [u8] =
             &mut bytemuck::cast_slice_mut::<u64, u8>(&mut source_words)[..send_range.len()];
         let rank = comm.rank;
-        dtype.fill(source, |i| input(rank, i));
+        crate::dtype::fill(dtype, source, |i| input(rank, i));
 
         // The out-of-place variant reads a source as large as the work buffer.
         let reads_source = op.reads_source() && send_range == (0..work_bytes) && comm.world > 1;

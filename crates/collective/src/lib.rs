@@ -4,7 +4,7 @@
 
 pub mod abort;
 mod comm;
-mod dtype;
+pub mod dtype;
 mod error;
 mod harness;
 pub mod nccl;
@@ -13,7 +13,7 @@ pub mod rendezvous;
 mod schedule;
 
 pub use comm::Communicator;
-pub use dtype::{reduce_into, DType, RedOp};
+pub use dtype::{reduce_into, Dtype, RedOp};
 pub use error::CollError;
 pub use harness::{
     avg_busbw, plan, plan_group, run, sum_over_ranks, sweep, Row, RunConfig, Timing,

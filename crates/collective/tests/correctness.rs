@@ -1,10 +1,10 @@
 //! Every operation x dtype x reduction on 2, 3 and 4 ranks (threads over loopback), odd
 //! sizes, in-place and out-of-place, with the harness's own element-by-element check.
 
-use collective::{ops, run, run_local, DType, RedOp, RunConfig};
+use collective::{ops, run, run_local, Dtype, RedOp, RunConfig};
 use std::time::Duration;
 
-const DTYPES: [DType; 4] = [DType::F32, DType::F16, DType::Bf16, DType::I32];
+const DTYPES: [Dtype; 4] = [Dtype::Fp32, Dtype::Fp16, Dtype::Bf16, Dtype::I32];
 const REDOPS: [RedOp; 3] = [RedOp::Sum, RedOp::Max, RedOp::Min];
 
 fn matrix(world: usize) {
@@ -16,7 +16,7 @@ fn matrix(world: usize) {
                 // 1 and 7 elements (fewer than ranks for some ops), an odd count, and one
                 // large enough to use several pipeline segments and the sender thread.
                 let mut sizes = vec![elem, 7 * elem, 1001 * elem];
-                if dtype == DType::F32 || dtype == DType::Bf16 {
+                if dtype == Dtype::Fp32 || dtype == Dtype::Bf16 {
                     sizes.push(600_001 * elem);
                 }
                 let redops: &[RedOp] = if op.has_redop() { &REDOPS } else { &REDOPS[..1] };
@@ -72,11 +72,11 @@ fn the_check_catches_a_wrong_result() {
     // A schedule that skips the all-gather half leaves other ranks' chunks unreduced.
     let wrong = run_local(2, Duration::from_secs(10), |comm| {
         let op = ops::by_name("all_reduce").unwrap();
-        let (ctx, _) = collective::plan(op, comm, 64, DType::F32, 0);
+        let (ctx, _) = collective::plan(op, comm, 64, Dtype::Fp32, 0);
         let mut builder = collective::Builder::new(4);
         let mut words = vec![0u64; 32];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
-        DType::F32.fill(bytes, |i| ops::input(comm.rank, i));
+        collective::dtype::fill(Dtype::Fp32, bytes, |i| ops::input(comm.rank, i));
         let count = ctx.shape.work_count;
         for step in 0..1 {
             let send = collective::chunk(count, 2, (comm.rank + 2 - step - 1) % 2);
@@ -90,8 +90,8 @@ fn the_check_catches_a_wrong_result() {
                     collective::Action::Reduce,
                 );
         }
-        comm.execute(&builder.build(), bytes, DType::F32, RedOp::Sum)?;
-        Ok(DType::F32.count_wrong(bytes, |i| op.expected(&ctx, RedOp::Sum, i).unwrap()))
+        comm.execute(&builder.build(), bytes, Dtype::Fp32, RedOp::Sum)?;
+        Ok(collective::dtype::count_wrong(Dtype::Fp32, bytes, |i| op.expected(&ctx, RedOp::Sum, i).unwrap()))
     })
     .unwrap();
     assert!(wrong.iter().all(|&w| w == 32), "{wrong:?}");
@@ -108,7 +108,7 @@ fn an_all_reduce_over_a_group_sums_only_that_group() {
         } else {
             vec![2, 3]
         };
-        let schedule = collective::plan_group(op, comm, &group, 4, DType::F32)?;
+        let schedule = collective::plan_group(op, comm, &group, 4, Dtype::Fp32)?;
         // u64 words: the engine wants an 8-byte-aligned buffer.
         let mut words = [0u64; 2];
         let values: &mut [f32] = bytemuck::cast_slice_mut(&mut words);
@@ -116,7 +116,7 @@ fn an_all_reduce_over_a_group_sums_only_that_group() {
         comm.execute(
             &schedule,
             bytemuck::cast_slice_mut(&mut words),
-            DType::F32,
+            Dtype::Fp32,
             RedOp::Sum,
         )?;
         Ok(bytemuck::cast_slice::<u64, f32>(&words)[0])
@@ -124,7 +124,7 @@ fn an_all_reduce_over_a_group_sums_only_that_group() {
     .unwrap();
     assert_eq!(sums, vec![3.0, 3.0, 7.0, 7.0]);
     let outside = run_local(2, Duration::from_secs(10), |comm| {
-        Ok(collective::plan_group(op, comm, &[5, 6], 4, DType::F32).is_err())
+        Ok(collective::plan_group(op, comm, &[5, 6], 4, Dtype::Fp32).is_err())
     })
     .unwrap();
     assert_eq!(outside, vec![true, true]);

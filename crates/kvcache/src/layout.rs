@@ -6,43 +6,7 @@ use crate::KvError;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dtype {
-    Fp8,
-    Fp16,
-    Bf16,
-    Fp32,
-}
-
-impl Dtype {
-    pub fn bytes(self) -> u64 {
-        match self {
-            Dtype::Fp8 => 1,
-            Dtype::Fp16 | Dtype::Bf16 => 2,
-            Dtype::Fp32 => 4,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Dtype::Fp8 => "fp8",
-            Dtype::Fp16 => "fp16",
-            Dtype::Bf16 => "bf16",
-            Dtype::Fp32 => "fp32",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Dtype> {
-        Some(match text.to_ascii_lowercase().as_str() {
-            "fp8" | "f8" | "int8" => Dtype::Fp8,
-            "fp16" | "f16" | "float16" | "half" => Dtype::Fp16,
-            "bf16" | "bfloat16" => Dtype::Bf16,
-            "fp32" | "f32" | "float32" => Dtype::Fp32,
-            _ => return None,
-        })
-    }
-}
+pub use measure::Dtype;
 
 /// Order of the two inner dimensions of a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,15 +80,7 @@ impl KvShape {
         block_size: u32,
         order: Order,
     ) -> Result<KvShape, KvError> {
-        let dtype = match dtype {
-            Some(d) => d,
-            None => Dtype::parse(&model.dtype).ok_or_else(|| {
-                KvError::Config(format!(
-                    "model {} has dtype {:?}, which kvxfer does not know: set {} to bf16, fp16, fp8 or fp32",
-                    model.name, model.dtype, measure::Setting::KvDtype
-                ))
-            })?,
-        };
+        let dtype = dtype.unwrap_or(model.dtype);
         let shape = KvShape {
             model: model.name.clone(),
             layers: u32::try_from(model.layers).unwrap_or(u32::MAX),
@@ -163,7 +119,7 @@ impl KvShape {
 
     /// Bytes of one head's vector for one token.
     pub fn head_bytes(&self) -> u64 {
-        self.head_dim as u64 * self.dtype.bytes()
+        self.head_dim as u64 * self.dtype.size() as u64
     }
 
     /// KV bytes per token over the whole model (all heads, K and V, every layer).

@@ -2,6 +2,7 @@
 //! the same way, so figures from two tools can be compared without guessing units.
 
 mod bars;
+mod dtype;
 mod heatmap;
 mod latency;
 mod plot;
@@ -11,6 +12,7 @@ mod setting;
 mod units;
 
 pub use bars::{write_bar_chart, BarChart};
+pub use dtype::Dtype;
 pub use heatmap::{write_heatmap, Heatmap};
 pub use latency::{LatencyRecorder, LatencySummary};
 pub use plot::{is_chart_path, write_chart, Axis, Chart, PlotError, Series};

@@ -462,7 +462,7 @@ mod tests {
             head_dim: 250,
             intermediate: 0,
             vocab: 0,
-            dtype: "bf16".into(),
+            dtype: measure::Dtype::Bf16,
             params: 1e9,
         }
     }

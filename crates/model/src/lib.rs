@@ -53,17 +53,13 @@ pub struct ModelShape {
     pub intermediate: u64,
     #[serde(default)]
     pub vocab: u64,
-    pub dtype: String,
+    pub dtype: measure::Dtype,
     pub params: f64,
 }
 
 impl ModelShape {
     pub fn dtype_bytes(&self) -> u64 {
-        match self.dtype.as_str() {
-            "f32" | "fp32" | "float32" => 4,
-            "fp8" | "f8" | "int8" => 1,
-            _ => 2,
-        }
+        self.dtype.size() as u64
     }
 
     /// KV cache bytes per token: K and V, every layer, every KV head.

@@ -7,7 +7,7 @@ mod synthetic;
 
 use anyhow::Context;
 use clap::Parser;
-use collective::{avg_busbw, ops, BootstrapFlags, Communicator, DType, RedOp, Row, RunConfig};
+use collective::{avg_busbw, ops, BootstrapFlags, Communicator, Dtype, RedOp, Row, RunConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -325,12 +325,14 @@ fn sweep(args: Args) -> anyhow::Result<u8> {
             known.join(", ")
         ))
     })?;
-    let dtype = DType::parse(&args.dtype).ok_or_else(|| {
-        cli::usage(format!(
-            "-d {}: unknown datatype; choose f32, f16, bf16 or i32",
-            args.dtype
-        ))
-    })?;
+    let dtype = Dtype::parse(&args.dtype)
+        .filter(|d| collective::dtype::is_supported(*d))
+        .ok_or_else(|| {
+            cli::usage(format!(
+                "-d {}: not a collective datatype; choose float, half, bfloat16 or int32 (or fp32, fp16, bf16, i32)",
+                args.dtype
+            ))
+        })?;
     let redop = RedOp::parse(&args.redop).ok_or_else(|| {
         cli::usage(format!(
             "-o {}: unknown reduction; choose sum, max or min",

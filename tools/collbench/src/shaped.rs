@@ -4,7 +4,7 @@
 
 use crate::{on_ranks, Args, Job};
 use anyhow::Context;
-use collective::{ops, Communicator, DType, RedOp, RunConfig};
+use collective::{ops, Communicator, Dtype, RedOp, RunConfig};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,9 +64,9 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
         ));
     }
     let dtype = if shape.dtype_bytes() == 4 {
-        DType::F32
+        Dtype::Fp32
     } else {
-        DType::Bf16
+        Dtype::Bf16
     };
     let bar = cli::progress(
         args.batch.len() as u64,

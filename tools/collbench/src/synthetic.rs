@@ -12,7 +12,7 @@
 
 use crate::{on_ranks, Args, Job};
 use anyhow::Context;
-use collective::{ops, CollError, Communicator, DType, RedOp, Schedule};
+use collective::{ops, CollError, Communicator, Dtype, RedOp, Schedule};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -253,9 +253,9 @@ fn plan(
     let stage = at.stage();
     let group: Vec<usize> = (stage * at.tp..(stage + 1) * at.tp).collect();
     let count = (tokens * hidden) as usize;
-    let all_reduce = collective::plan_group(all_reduce_op, comm, &group, count, DType::Bf16)?;
+    let all_reduce = collective::plan_group(all_reduce_op, comm, &group, count, Dtype::Bf16)?;
     // Hidden states and residual; each TP rank sends its share to the same lane next stage.
-    let handover = 2 * count * DType::Bf16.size();
+    let handover = 2 * count * Dtype::Bf16.size();
     let handover_share = collective::chunk(handover, at.tp, at.lane()).len();
     // The scheduler output, sized as `explain` prices it.
     let control = model::control_bytes(tokens as f64) as usize;
@@ -264,7 +264,7 @@ fn plan(
     let driver = at.rank == 0 && at.pp > 1;
     Ok(Plan {
         all_reduce,
-        allreduce_bytes: count * DType::Bf16.size(),
+        allreduce_bytes: count * Dtype::Bf16.size(),
         handover_from: (stage > 0).then(|| at.rank - at.tp),
         handover_to: (!at.last_stage()).then_some(at.rank + at.tp),
         handover_share,
@@ -364,8 +364,8 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
                             for _ in 0..stage_layers {
                                 compute(compute_time);
                                 let began = Instant::now();
-                                comm.execute(&p.all_reduce, activations, DType::Bf16, RedOp::Sum)?;
-                                comm.execute(&p.all_reduce, activations, DType::Bf16, RedOp::Sum)?;
+                                comm.execute(&p.all_reduce, activations, Dtype::Bf16, RedOp::Sum)?;
+                                comm.execute(&p.all_reduce, activations, Dtype::Bf16, RedOp::Sum)?;
                                 if round >= args.warmup {
                                     in_comm += began.elapsed();
                                 }

@@ -316,7 +316,9 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 }
 
 fn parse_dtype(text: &str) -> Result<Dtype, String> {
-    Dtype::parse(text).ok_or_else(|| format!("unknown dtype {text:?}: use bf16, fp16, fp8 or fp32"))
+    Dtype::parse(text)
+        .filter(|d| *d != Dtype::I32)
+        .ok_or_else(|| format!("{text:?} is not a KV dtype: use bf16, fp16, fp8 or fp32"))
 }
 
 /// This tool's flag for each setting the libraries' hints name.
