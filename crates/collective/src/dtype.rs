@@ -3,7 +3,7 @@
 
 use half::{bf16, f16};
 
-pub use measure::Dtype;
+pub use measure::{Dtype, RedOp};
 
 /// The types the collectives reduce: fp8 has no arithmetic here (nccl-tests runs it only
 /// on NCCL builds that have it).
@@ -56,42 +56,6 @@ fn each_mut<T: bytemuck::Pod>(bytes: &mut [u8], mut f: impl FnMut(usize, &mut T)
 fn each<T: bytemuck::Pod>(bytes: &[u8], mut f: impl FnMut(usize, T)) {
     for (i, x) in bytemuck::cast_slice::<u8, T>(bytes).iter().enumerate() {
         f(i, *x);
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RedOp {
-    Sum,
-    Max,
-    Min,
-}
-
-impl RedOp {
-    pub fn parse(text: &str) -> Option<RedOp> {
-        match text.to_ascii_lowercase().as_str() {
-            "sum" => Some(RedOp::Sum),
-            "max" => Some(RedOp::Max),
-            "min" => Some(RedOp::Min),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            RedOp::Sum => "sum",
-            RedOp::Max => "max",
-            RedOp::Min => "min",
-        }
-    }
-
-    /// Folds `values` the way this op reduces them (for expected results).
-    pub fn fold(self, values: impl Iterator<Item = f64>) -> f64 {
-        match self {
-            RedOp::Sum => values.sum(),
-            RedOp::Max => values.fold(f64::MIN, f64::max),
-            RedOp::Min => values.fold(f64::MAX, f64::min),
-        }
     }
 }
 

@@ -8,7 +8,6 @@ use crate::error::CollError;
 use crate::ops::{all, input, Collective, Ctx};
 use crate::schedule::{Builder, Schedule};
 use measure::LatencyRecorder;
-use serde::Serialize;
 use std::time::Instant;
 
 #[derive(Clone)]
@@ -43,37 +42,8 @@ impl RunConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Default)]
-pub struct Timing {
-    pub time_us: f64,
-    pub algbw_gbs: f64,
-    pub busbw_gbs: f64,
-    pub wrong: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Row {
-    pub bytes: u64,
-    pub count: u64,
-    pub dtype: Dtype,
-    pub redop: Option<RedOp>,
-    pub root: i64,
-    /// Out-of-place figures (nccl-tests' left block).
-    pub time_us: f64,
-    pub algbw_gbs: f64,
-    pub busbw_gbs: f64,
-    pub wrong: u64,
-    pub in_place: Timing,
-    /// Rank 0's per-iteration latency percentiles (out-of-place), microseconds.
-    pub p50_us: f64,
-    pub p99_us: f64,
-}
-
-impl Row {
-    pub fn dtype_name(&self) -> &'static str {
-        self.dtype.nccl_tests_name()
-    }
-}
+/// nccl-tests' timings, and one size's row, are the records collbench prints and explain reads.
+pub use measure::record::{CollectiveRow as Row, CollectiveTiming as Timing};
 
 /// Builds the schedule of `op` for this rank.
 pub fn plan(

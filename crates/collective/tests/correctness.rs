@@ -91,7 +91,9 @@ fn the_check_catches_a_wrong_result() {
                 );
         }
         comm.execute(&builder.build(), bytes, Dtype::Fp32, RedOp::Sum)?;
-        Ok(collective::dtype::count_wrong(Dtype::Fp32, bytes, |i| op.expected(&ctx, RedOp::Sum, i).unwrap()))
+        Ok(collective::dtype::count_wrong(Dtype::Fp32, bytes, |i| {
+            op.expected(&ctx, RedOp::Sum, i).unwrap()
+        }))
     })
     .unwrap();
     assert!(wrong.iter().all(|&w| w == 32), "{wrong:?}");

@@ -177,11 +177,15 @@ pub fn user_files() -> Vec<Vec<u8>> {
         ),
         with(
             1,
-            r#"{"op":"all_reduce","world":2,"rows":[{"bytes":4096,"time_us":30},{"bytes":65536,"time_us":90}]}"#,
+            r#"{"tool":"collbench","version":"0.1.0","test":"sweep","op":"all_reduce","backend":"tcp","world":2,"dtype":"fp32","redop":"sum","avg_busbw_gbs":1.0,"wrong":0,"rows":[
+{"bytes":4096,"count":1024,"dtype":"fp32","redop":"sum","root":-1,"time_us":30,"algbw_gbs":0.1,"busbw_gbs":0.1,"wrong":0,"p50_us":30,"p99_us":31,"in_place":{"time_us":30,"algbw_gbs":0.1,"busbw_gbs":0.1,"wrong":0}},
+{"bytes":65536,"count":16384,"dtype":"fp32","redop":"sum","root":-1,"time_us":90,"algbw_gbs":0.7,"busbw_gbs":0.7,"wrong":0,"p50_us":90,"p99_us":92,"in_place":{"time_us":90,"algbw_gbs":0.7,"busbw_gbs":0.7,"wrong":0}}]}"#,
         ),
         with(
             1,
-            r#"{"sweep":[{"msg_size":2,"latency_us":{"p50":5.0}},{"msg_size":65536,"latency_us":{"p50":40.0}}]}"#,
+            r#"{"tool":"linkbench","version":"0.1.0","test":"lat","peer":"h:5201","one_way":"round trip / 2","sweep":[
+{"transport":"tcp","msg_size":2,"latency_us":{"min":4.0,"mean":5.0,"p50":5.0,"p90":6.0,"p99":7.0,"p999":8.0,"max":9.0,"stdev":0.5,"samples":1000}},
+{"transport":"tcp","msg_size":65536,"latency_us":{"min":39.0,"mean":40.0,"p50":40.0,"p90":41.0,"p99":42.0,"p999":43.0,"max":44.0,"stdev":0.5,"samples":1000}}]}"#,
         ),
         with(2, "tp4,pp2@2x4"),
         with(3, "[link]\ntcp_min_gbps = 20.0\nmax_latency_us = 50.0\n"),

@@ -18,7 +18,13 @@ pub enum Dtype {
 }
 
 impl Dtype {
-    pub const ALL: [Dtype; 5] = [Dtype::Fp8, Dtype::Fp16, Dtype::Bf16, Dtype::Fp32, Dtype::I32];
+    pub const ALL: [Dtype; 5] = [
+        Dtype::Fp8,
+        Dtype::Fp16,
+        Dtype::Bf16,
+        Dtype::Fp32,
+        Dtype::I32,
+    ];
 
     /// Bytes per element.
     pub fn size(self) -> usize {
@@ -82,6 +88,43 @@ impl std::fmt::Display for Dtype {
     }
 }
 
+/// A reduction, as NCCL names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedOp {
+    Sum,
+    Max,
+    Min,
+}
+
+impl RedOp {
+    pub fn parse(text: &str) -> Option<RedOp> {
+        match text.to_ascii_lowercase().as_str() {
+            "sum" => Some(RedOp::Sum),
+            "max" => Some(RedOp::Max),
+            "min" => Some(RedOp::Min),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RedOp::Sum => "sum",
+            RedOp::Max => "max",
+            RedOp::Min => "min",
+        }
+    }
+
+    /// Folds `values` the way this op reduces them (for expected results).
+    pub fn fold(self, values: impl Iterator<Item = f64>) -> f64 {
+        match self {
+            RedOp::Sum => values.sum(),
+            RedOp::Max => values.fold(f64::MIN, f64::max),
+            RedOp::Min => values.fold(f64::MAX, f64::min),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,8 +140,13 @@ mod tests {
         }
         assert_eq!(Dtype::parse("BFloat16"), Some(Dtype::Bf16));
         assert_eq!(Dtype::parse("fp64"), None);
-        assert_eq!(serde_json::from_str::<Dtype>("\"bfloat16\"").unwrap(), Dtype::Bf16);
-        let error = serde_json::from_str::<Dtype>("\"fp64\"").unwrap_err().to_string();
+        assert_eq!(
+            serde_json::from_str::<Dtype>("\"bfloat16\"").unwrap(),
+            Dtype::Bf16
+        );
+        let error = serde_json::from_str::<Dtype>("\"fp64\"")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("unknown dtype \"fp64\""), "{error}");
     }
 }

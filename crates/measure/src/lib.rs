@@ -7,12 +7,13 @@ mod heatmap;
 mod latency;
 mod plot;
 mod png;
+pub mod record;
 mod render;
 mod setting;
 mod units;
 
 pub use bars::{write_bar_chart, BarChart};
-pub use dtype::Dtype;
+pub use dtype::{Dtype, RedOp};
 pub use heatmap::{write_heatmap, Heatmap};
 pub use latency::{LatencyRecorder, LatencySummary};
 pub use plot::{is_chart_path, write_chart, Axis, Chart, PlotError, Series};

@@ -3,7 +3,7 @@
 //! kvxfer `--json`). A measurement always wins over a profile.
 
 use crate::ModelError;
-use serde_json::Value;
+use measure::record::Record;
 
 /// One link as the cost model sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,78 +188,96 @@ impl LinkModel {
         same.then(|| m.at(bytes)).flatten()
     }
 
-    /// Fits a link to a tool's `--json` document (`name` labels it in the report).
+    /// Fits a link to a tool's `--json` record (`name` labels it in the report). The
+    /// record's envelope says what it is; a part the record did not measure is assumed,
+    /// and the source text says so with the value used.
     pub fn from_json(name: &str, text: &str) -> Result<Self, ModelError> {
         let bad = |why: &str| ModelError::Invalid(format!("{name}: {why}"));
-        let doc: Value = serde_json::from_str(text).map_err(|e| {
-            bad(&format!(
-                "not a JSON document ({e}); pass the output of collbench/linkbench/kvxfer --json"
-            ))
-        })?;
-        if let Some(rows) = doc.get("rows").and_then(Value::as_array) {
-            let op = doc.get("op").and_then(Value::as_str).unwrap_or("");
-            let world = doc.get("world").and_then(Value::as_u64).unwrap_or(0);
-            let mut points: Vec<(f64, f64)> = rows
-                .iter()
-                .filter_map(|r| {
-                    let bytes = r.get("bytes")?.as_f64()?;
-                    // TP all-reduces run in place: prefer the in-place time.
-                    let time = r
-                        .get("in_place")
-                        .and_then(|p| p.get("time_us"))
-                        .and_then(Value::as_f64)
-                        .or_else(|| r.get("time_us").and_then(Value::as_f64))?;
-                    (time > 0.0).then_some((bytes, time))
-                })
-                .collect();
-            points.sort_by(|x, y| x.0.total_cmp(&y.0));
-            let (a, b) = fit_line(&points)
-                .ok_or_else(|| bad("needs at least two rows of different sizes with times to fit a line; run a size sweep (-b 4K -e 4M)"))?;
-            let (alpha_us, gbs) = match op {
-                "all_reduce" if world >= 2 => {
-                    let n = world as f64;
-                    (a / (2.0 * (n - 1.0)), 2.0 * (n - 1.0) / (n * b * 1e3))
-                }
-                "sendrecv" => (a, 1.0 / (b * 1e3)),
-                _ => {
-                    return Err(bad(&format!(
-                        "a collbench '{op}' run over {world} rank(s) cannot price a link; run collbench --op all_reduce (2+ ranks) or --op sendrecv"
-                    )))
-                }
+        let record = Record::from_json(text).map_err(|e| bad(&format!("{e}; {LINK_FILES}")))?;
+        let rate_only = |gbps: f64, what: &str, latency_us: Option<f64>| {
+            if !(gbps > 0.0 && gbps.is_finite()) {
+                return Err(bad(&format!("{what} measured no throughput; {LINK_FILES}")));
+            }
+            let (alpha_us, latency_text) = match latency_us.filter(|us| *us > 0.0) {
+                Some(us) => (us, format!("{us:.1} us one way measured")),
+                None => (
+                    ASSUMED_LATENCY_US,
+                    format!("{ASSUMED_LATENCY_US:.0} us one way assumed (it measured no idle latency: pass a linkbench compare or netcheck --peer --json for one)"),
+                ),
             };
-            return Ok(LinkModel {
+            Ok(LinkModel {
                 name: name.to_string(),
                 alpha_us,
-                gbs,
-                source: format!(
-                    "measured: collbench {op} over {world} ranks, {} sizes",
-                    points.len()
-                ),
-                measured: Some(Measured {
-                    op: op.to_string(),
-                    world,
-                    points,
-                }),
-            });
-        }
-        // linkbench lat -a: a one-way time (round trip / 2) per message size, which prices
-        // single sends exactly as a sendrecv sweep does, without the other direction's
-        // traffic on the link.
-        if let Some(sweep) = doc.get("sweep").and_then(Value::as_array) {
-            let mut points: Vec<(f64, f64)> = sweep
-                .iter()
-                .filter_map(|r| {
-                    let bytes = r.get("msg_size")?.as_f64()?;
-                    let us = r.get("latency_us")?.get("p50")?.as_f64()?;
-                    (us > 0.0).then_some((bytes, us))
+                gbs: gbps / 8.0,
+                source: format!("measured: {what}, {gbps:.2} Gbit/s; {latency_text}"),
+                measured: None,
+            })
+        };
+        match record {
+            Record::CollectiveSweep(sweep) => {
+                let op = sweep.op.as_str();
+                let world = sweep.world;
+                let mut points: Vec<(f64, f64)> = sweep
+                    .rows
+                    .iter()
+                    .filter_map(|r| {
+                        // TP all-reduces run in place: prefer the in-place time.
+                        let time = if r.in_place.time_us > 0.0 {
+                            r.in_place.time_us
+                        } else {
+                            r.time_us
+                        };
+                        (time > 0.0).then_some((r.bytes as f64, time))
+                    })
+                    .collect();
+                points.sort_by(|x, y| x.0.total_cmp(&y.0));
+                let (a, b) = fit_line(&points)
+                    .ok_or_else(|| bad("needs at least two rows of different sizes with times to fit a line; run a size sweep (-b 4K -e 4M)"))?;
+                let (alpha_us, gbs) = match op {
+                    "all_reduce" if world >= 2 => {
+                        let n = world as f64;
+                        (a / (2.0 * (n - 1.0)), 2.0 * (n - 1.0) / (n * b * 1e3))
+                    }
+                    "sendrecv" => (a, 1.0 / (b * 1e3)),
+                    _ => {
+                        return Err(bad(&format!(
+                            "a collbench '{op}' run over {world} rank(s) cannot price a link; run collbench --op all_reduce (2+ ranks) or --op sendrecv"
+                        )))
+                    }
+                };
+                Ok(LinkModel {
+                    name: name.to_string(),
+                    alpha_us,
+                    gbs,
+                    source: format!(
+                        "measured: collbench {op} over {world} ranks, {} sizes",
+                        points.len()
+                    ),
+                    measured: Some(Measured {
+                        op: op.to_string(),
+                        world,
+                        points,
+                    }),
                 })
-                .collect();
-            if !points.is_empty() {
+            }
+            // linkbench lat -a: a one-way time (round trip / 2) per message size, which
+            // prices single sends exactly as a sendrecv sweep does, without the other
+            // direction's traffic on the link.
+            Record::LinkLat(lat) => {
+                let mut points: Vec<(f64, f64)> = lat
+                    .sweep
+                    .iter()
+                    .filter(|p| p.latency_us.p50 > 0.0)
+                    .map(|p| (p.msg_size as f64, p.latency_us.p50))
+                    .collect();
+                if lat.sweep.is_empty() {
+                    return Err(bad("a one-size linkbench lat file has a latency but no rate; run linkbench lat -a (a size sweep gives both) or linkbench compare"));
+                }
                 points.sort_by(|x, y| x.0.total_cmp(&y.0));
                 let (a, b) = fit_line(&points).ok_or_else(|| {
                     bad("a linkbench lat sweep needs at least two sizes with times")
                 })?;
-                return Ok(LinkModel {
+                Ok(LinkModel {
                     name: name.to_string(),
                     alpha_us: a,
                     gbs: 1.0 / (b * 1e3),
@@ -272,53 +290,37 @@ impl LinkModel {
                         world: 2,
                         points,
                     }),
-                });
+                })
             }
-        }
-        if doc.get("throughput_gbps").is_none() && doc.get("latency_us").is_some() {
-            return Err(bad("a one-size linkbench lat file has a latency but no rate; run linkbench lat -a (a size sweep gives both) or linkbench compare"));
-        }
-        // linkbench compare: its TCP half carries both a bandwidth and an idle latency.
-        let doc = match doc
-            .get("tcp")
-            .filter(|t| t.get("throughput_gbps").is_some())
-        {
-            Some(tcp) => tcp.clone(),
-            None => doc,
-        };
-        // linkbench bw (one size or a sweep), kvxfer: throughput_gbps in Gbit/s.
-        let mut gbps = doc.get("throughput_gbps").and_then(Value::as_f64);
-        if let Some(sweep) = doc.get("sweep").and_then(Value::as_array) {
-            gbps = sweep
-                .iter()
-                .filter_map(|r| r.get("throughput_gbps").and_then(Value::as_f64))
-                .fold(gbps, |best, x| Some(best.map_or(x, |b: f64| b.max(x))));
-        }
-        let gbps = gbps.filter(|g| *g > 0.0).ok_or_else(|| {
-            bad("holds no throughput (throughput_gbps) or collective rows (rows); pass linkbench bw --json or collbench --json")
-        })?;
-        // Only an idle ping-pong is a latency: a bw file's RTT is taken under load
-        // (61 us against 4 us idle on one veth), so without one the latency is assumed,
-        // and the report says so.
-        let measured_latency = doc
-            .get("latency_us")
-            .and_then(|l| l.get("p50").and_then(Value::as_f64).or(l.as_f64()));
-        let (latency, latency_text) = match measured_latency {
-            Some(us) => (us, format!("{us:.1} us one way measured")),
-            None => (
-                ASSUMED_LATENCY_US,
-                format!("{ASSUMED_LATENCY_US:.0} us one way assumed (pass a linkbench compare --json for a measured one)"),
+            // Only an idle ping-pong is a latency: a bw file's RTT is taken under load
+            // (61 us against 4 us idle on one veth).
+            Record::LinkBw(bw) => rate_only(bw.best_gbps().unwrap_or(0.0), "linkbench bw", None),
+            Record::LinkCompare(compare) => rate_only(
+                compare.tcp.throughput_gbps,
+                "linkbench compare",
+                Some(compare.tcp.latency_us.p50),
             ),
-        };
-        Ok(LinkModel {
-            name: name.to_string(),
-            alpha_us: latency,
-            gbs: gbps / 8.0,
-            source: format!("measured: {gbps:.2} Gbit/s; {latency_text}"),
-            measured: None,
-        })
+            Record::KvBench(kv) => rate_only(kv.throughput_gbps, "kvxfer bench", None),
+            // Both directions were measured: the slower one is what a ring or a PP
+            // hand-over in either direction gets.
+            Record::NetcheckPair(pair) => {
+                let m = &pair.pair.measured;
+                let gbps = match (m.bw_a_to_b_gbps, m.bw_b_to_a_gbps) {
+                    (Some(x), Some(y)) => x.min(y),
+                    (x, y) => x.or(y).unwrap_or(0.0),
+                };
+                rate_only(gbps, "netcheck pair", m.latency_p50_us)
+            }
+            Record::Other(envelope) => Err(bad(&format!(
+                "a {} {} record has no link figures; {LINK_FILES}",
+                envelope.tool, envelope.test
+            ))),
+        }
     }
 }
+
+/// The records a link can be read from, for the errors that refuse the others.
+const LINK_FILES: &str = "pass the --json output of linkbench bw, lat -a or compare, collbench (all_reduce or sendrecv), kvxfer bench, or netcheck --peer";
 
 /// The one-way latency assumed for a link file that measured none.
 const ASSUMED_LATENCY_US: f64 = 25.0;
@@ -351,17 +353,65 @@ pub fn fit_line(points: &[(f64, f64)]) -> Option<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    /// A tool's record as it prints it: the envelope, then `body`.
+    fn record(tool: &str, test: &str, body: Value) -> String {
+        measure::record::document(tool, test, &body)
+            .unwrap()
+            .to_string()
+    }
+
+    fn latency(p50: f64) -> Value {
+        json!({"min": p50, "mean": p50, "p50": p50, "p90": p50, "p99": p50, "p999": p50,
+               "max": p50, "stdev": 0.0, "samples": 100})
+    }
+
+    fn collbench(op: &str, world: u64, rows: &[(f64, f64)]) -> String {
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|&(bytes, us)| {
+                json!({"bytes": bytes as u64, "count": bytes as u64 / 4, "dtype": "fp32",
+                       "redop": "sum", "root": -1, "time_us": us, "algbw_gbs": 0.0,
+                       "busbw_gbs": 0.0, "wrong": 0, "p50_us": us, "p99_us": us,
+                       "in_place": {"time_us": us, "algbw_gbs": 0.0, "busbw_gbs": 0.0, "wrong": 0}})
+            })
+            .collect();
+        record(
+            "collbench",
+            "sweep",
+            json!({"op": op, "backend": "tcp", "world": world, "dtype": "fp32", "redop": "sum",
+                   "rows": rows, "avg_busbw_gbs": 1.0, "wrong": 0}),
+        )
+    }
+
+    fn linkbench_bw(gbps: f64) -> String {
+        record(
+            "linkbench",
+            "bw",
+            json!({"peer": "h:5201", "transport": "tcp", "streams": 1, "msg_size": 1048576,
+                   "seconds": 1.0, "bytes": 1, "throughput_gbps": gbps, "rtt_us": 61.0}),
+        )
+    }
 
     #[test]
     fn latency_comes_from_an_idle_ping_pong_or_is_labelled_assumed() {
         // A bw file: its RTT under load is not a latency.
-        let bw = serde_json::json!({"throughput_gbps": 20.0, "rtt_us": 61.0});
-        let link = LinkModel::from_json("bw.json", &bw.to_string()).unwrap();
+        let link = LinkModel::from_json("bw.json", &linkbench_bw(20.0)).unwrap();
         assert_eq!(link.alpha_us, 25.0);
-        assert!(link.source.contains("assumed"), "{}", link.source);
+        assert!(
+            link.source.contains("25 us one way assumed"),
+            "{}",
+            link.source
+        );
         // A compare file: both measured.
-        let compare = serde_json::json!({"tcp": {"throughput_gbps": 20.0, "latency_us": {"p50": 4.2}}, "rdma": {"available": false}});
-        let link = LinkModel::from_json("cmp.json", &compare.to_string()).unwrap();
+        let compare = record(
+            "linkbench",
+            "compare",
+            json!({"peer": "h:5201", "tcp": {"msg_size": 65536, "throughput_gbps": 20.0,
+                   "lat_msg_size": 2, "latency_us": latency(4.2)}, "rdma": {"available": false}}),
+        );
+        let link = LinkModel::from_json("cmp.json", &compare).unwrap();
         assert_eq!(link.alpha_us, 4.2);
         assert_eq!(link.gbs, 2.5);
         assert!(
@@ -372,23 +422,67 @@ mod tests {
     }
 
     #[test]
+    fn a_netcheck_pair_gives_the_slower_direction_and_its_idle_latency() {
+        let pair = |latency: Value| {
+            record(
+                "netcheck",
+                "pair",
+                json!({"host": "a", "pair": {"a": "10.0.0.1", "b": "10.0.0.2", "measured": {
+                    "bw_a_to_b_gbps": 9.0, "bw_b_to_a_gbps": 8.0, "latency_p50_us": latency}}}),
+            )
+        };
+        let link = LinkModel::from_json("nc.json", &pair(json!(30.0))).unwrap();
+        assert_eq!((link.gbs, link.alpha_us), (1.0, 30.0));
+        assert!(!link.source.contains("assumed"), "{}", link.source);
+        let link = LinkModel::from_json("nc.json", &pair(Value::Null)).unwrap();
+        assert!(link.source.contains("assumed"), "{}", link.source);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_link_record_is_refused_with_what_to_pass() {
+        let error = LinkModel::from_json("x.json", r#"{"throughput_gbps": 9.2}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("no \"tool\"") && error.contains("linkbench bw"),
+            "{error}"
+        );
+        let error = LinkModel::from_json("x.json", &record("explain", "plans", json!({})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("a explain plans record has no link figures"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn a_linkbench_lat_sweep_alone_prices_sends_by_size() {
         // One way = round trip / 2 per size, from a 1 GB/s, 20 us link: the fit gives the
         // link back and each measured size is priced as measured.
         let truth = LinkModel::new("truth", 1.0, 20.0);
         let sweep: Vec<Value> = [8.0, 1024.0, 65536.0, 1048576.0]
             .iter()
-            .map(|&b| serde_json::json!({"msg_size": b, "latency_us": {"p50": truth.send_us(b), "mean": 1e6}}))
+            .map(|&b| json!({"transport": "tcp", "msg_size": b as u64, "latency_us": latency(truth.send_us(b))}))
             .collect();
-        let doc = serde_json::json!({"one_way": "round trip / 2", "sweep": sweep});
-        let link = LinkModel::from_json("lat.json", &doc.to_string()).unwrap();
+        let doc = record(
+            "linkbench",
+            "lat",
+            json!({"peer": "h", "one_way": "round trip / 2", "sweep": sweep}),
+        );
+        let link = LinkModel::from_json("lat.json", &doc).unwrap();
         assert!((link.alpha_us - 20.0).abs() < 1e-6, "{link:?}");
         assert!((link.gbs - 1.0).abs() < 1e-9, "{link:?}");
         assert!((link.send_us(65536.0) - truth.send_us(65536.0)).abs() < 1e-9);
         assert!(link.source.contains("linkbench lat"), "{}", link.source);
         // One size has no rate: refused with what to run instead.
-        let one = serde_json::json!({"msg_size": 2, "latency_us": {"p50": 4.0}});
-        let error = LinkModel::from_json("one.json", &one.to_string()).unwrap_err();
+        let one = record(
+            "linkbench",
+            "lat",
+            json!({"peer": "h", "one_way": "round trip / 2", "transport": "tcp", "msg_size": 2,
+                   "latency_us": latency(4.0)}),
+        );
+        let error = LinkModel::from_json("one.json", &one).unwrap_err();
         assert!(error.to_string().contains("lat -a"), "{error}");
     }
 
@@ -418,25 +512,35 @@ mod tests {
     fn collbench_all_reduce_json_round_trips_to_the_same_prices() {
         // Rows made from a 2 GB/s, 8 us link over 4 ranks: the fit gives the link back.
         let link = LinkModel::new("truth", 2.0, 8.0);
-        let rows: Vec<Value> = [4096.0, 65536.0, 1048576.0]
+        let rows: Vec<(f64, f64)> = [4096.0, 65536.0, 1048576.0]
             .iter()
-            .map(|&b| serde_json::json!({"bytes": b, "time_us": link.all_reduce_us(b, 4)}))
+            .map(|&b| (b, link.all_reduce_us(b, 4)))
             .collect();
-        let doc = serde_json::json!({"op": "all_reduce", "world": 4, "rows": rows});
-        let fitted = LinkModel::from_json("cb.json", &doc.to_string()).unwrap();
+        let fitted = LinkModel::from_json("cb.json", &collbench("all_reduce", 4, &rows)).unwrap();
         assert!((fitted.alpha_us - 8.0).abs() < 1e-6, "{fitted:?}");
         assert!((fitted.gbs - 2.0).abs() < 1e-9, "{fitted:?}");
         assert!(fitted.source.starts_with("measured"));
+        let error = LinkModel::from_json("b.json", &collbench("broadcast", 4, &rows))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("cannot price a link"), "{error}");
     }
 
     #[test]
     fn sizes_inside_a_measured_sweep_are_priced_between_their_neighbours() {
         // A sweep with a cliff at 64K: 32K 400 us, 64K 1600 us. 48K lies on the line
         // between them (1000 us); the global fit would miss both.
-        let doc = serde_json::json!({"op": "all_reduce", "world": 4, "rows": [
-            {"bytes": 16384, "time_us": 200.0}, {"bytes": 32768, "time_us": 400.0},
-            {"bytes": 65536, "time_us": 1600.0}, {"bytes": 131072, "time_us": 3200.0}]});
-        let link = LinkModel::from_json("cb.json", &doc.to_string()).unwrap();
+        let doc = collbench(
+            "all_reduce",
+            4,
+            &[
+                (16384.0, 200.0),
+                (32768.0, 400.0),
+                (65536.0, 1600.0),
+                (131072.0, 3200.0),
+            ],
+        );
+        let link = LinkModel::from_json("cb.json", &doc).unwrap();
         assert!((link.all_reduce_us(49152.0, 4) - 1000.0).abs() < 1e-9);
         assert!((link.all_reduce_us(65536.0, 4) - 1600.0).abs() < 1e-9);
         // Another world size, or outside the range: the alpha-beta line.
@@ -446,22 +550,32 @@ mod tests {
 
     #[test]
     fn linkbench_json_gives_rate_and_latency() {
-        let bw = r#"{"tool":"linkbench","test":"bw","throughput_gbps":9.2,"rtt_us":40.0}"#;
-        let link = LinkModel::from_json("lb.json", bw).unwrap();
+        let link = LinkModel::from_json("lb.json", &linkbench_bw(9.2)).unwrap();
         // The RTT under load is not the link's latency: assumed, and labelled so.
         assert!((link.gbs - 1.15).abs() < 1e-9 && link.alpha_us == 25.0);
         assert!(link.source.contains("assumed"), "{}", link.source);
-        let error = LinkModel::from_json("x.json", r#"{"tool":"linkbench","test":"lat"}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("linkbench bw --json"), "{error}");
+        // A bw record without its figures is refused, naming the tool and what to pass.
+        let error =
+            LinkModel::from_json("x.json", &record("linkbench", "bw", json!({"peer": "h"})))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            error.contains("linkbench bw measured no throughput"),
+            "{error}"
+        );
     }
 
     #[test]
     fn kvxfer_bench_json_gives_the_kv_path_rate() {
-        let doc = r#"{"requests":100,"failed":0,"bytes_per_request":262144000,
-            "throughput_gbps":12.4,"latency_ms":{"mean":170.0,"p50":168.0,"p99":190.0},"verified":false}"#;
-        let link = LinkModel::from_json("kv.json", doc).unwrap();
+        let doc = record(
+            "kvxfer",
+            "bench",
+            json!({"requests": 100, "failed": 0, "bytes_per_request": 262144000u64,
+                   "duration_s": 2.0, "throughput_gbps": 12.4, "transport": "tcp",
+                   "latency_ms": {"mean": 170.0, "p50": 168.0, "p90": 180.0, "p99": 190.0},
+                   "checksums": true, "verified": false}),
+        );
+        let link = LinkModel::from_json("kv.json", &doc).unwrap();
         assert!((link.gbs - 1.55).abs() < 1e-9, "{}", link.gbs);
     }
 

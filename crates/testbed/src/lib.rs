@@ -359,3 +359,76 @@ pub fn build_or_skip<T>(build: impl FnOnce() -> Result<T, String>) -> Option<T> 
         }
     }
 }
+
+/// Result records as the tools print them (the envelope, then the typed body), for tests
+/// that feed a reader a measurement without running the tool.
+pub mod records {
+    use measure::record::{
+        document, CollectiveRow, CollectiveSweep, CollectiveTiming, LatPoint, LinkLat,
+    };
+    use measure::{Dtype, LatencySummary, RedOp};
+
+    /// `collbench --op OP --json` over `world` ranks with these (bytes, microseconds) rows.
+    pub fn collbench_sweep(op: &str, world: u64, rows: &[(f64, f64)]) -> String {
+        let rows = rows
+            .iter()
+            .map(|&(bytes, time_us)| CollectiveRow {
+                bytes: bytes as u64,
+                count: bytes as u64 / 4,
+                dtype: Dtype::Fp32,
+                redop: Some(RedOp::Sum),
+                root: -1,
+                time_us,
+                algbw_gbs: 0.0,
+                busbw_gbs: 0.0,
+                wrong: 0,
+                in_place: CollectiveTiming {
+                    time_us,
+                    ..CollectiveTiming::default()
+                },
+                p50_us: time_us,
+                p99_us: time_us,
+            })
+            .collect();
+        let sweep = CollectiveSweep {
+            op: op.into(),
+            backend: "tcp".into(),
+            world,
+            dtype: Dtype::Fp32,
+            redop: Some(RedOp::Sum),
+            rows,
+            avg_busbw_gbs: 0.0,
+            wrong: 0,
+        };
+        document("collbench", "sweep", &sweep).unwrap().to_string()
+    }
+
+    /// `linkbench lat -a --json` with these (bytes, one-way p50 microseconds) points.
+    pub fn linkbench_lat_sweep(points: &[(f64, f64)]) -> String {
+        let sweep = points
+            .iter()
+            .map(|&(bytes, p50)| LatPoint {
+                transport: "tcp".into(),
+                msg_size: bytes as u64,
+                latency_us: LatencySummary {
+                    min: p50,
+                    mean: p50,
+                    p50,
+                    p90: p50,
+                    p99: p50,
+                    p999: p50,
+                    max: p50,
+                    stdev: 0.0,
+                    samples: 1000,
+                },
+            })
+            .collect();
+        let lat = LinkLat {
+            peer: "peer:5201".into(),
+            one_way: "round trip / 2".into(),
+            one: None,
+            sweep,
+        };
+        document("linkbench", "lat", &lat).unwrap().to_string()
+    }
+}

@@ -118,9 +118,7 @@ pub fn check(binary: &str, mode: &Mode, flag: Flag, dir: &Path) -> Result<Outcom
         return Err(format!("{what}: exit {code}: {stderr}"));
     }
     let produced = match flag {
-        Flag::Json => serde_json::from_str::<serde_json::Value>(&stdout)
-            .map(|_| ())
-            .map_err(|e| format!("stdout is not one JSON document ({e}): {stdout}")),
+        Flag::Json => check_record(binary, &stdout),
         Flag::Csv => check_csv(&file),
         Flag::Svg => std::fs::read_to_string(&file)
             .map_err(|e| format!("no chart written: {e}"))
@@ -150,6 +148,38 @@ pub fn check(binary: &str, mode: &Mode, flag: Flag, dir: &Path) -> Result<Outcom
     produced
         .map(|()| Outcome::Honoured)
         .map_err(|problem| format!("{what}: accepted, but {problem}"))
+}
+
+/// One JSON document under the envelope of this tool, which reads back into its record
+/// type (the records explain reads are typed through and through).
+fn check_record(binary: &str, stdout: &str) -> Result<(), String> {
+    let tool = Path::new(binary)
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or(binary);
+    let record = measure::record::Record::from_json(stdout)
+        .map_err(|e| format!("stdout is not a record ({e}): {stdout}"))?;
+    let envelope: measure::record::Envelope =
+        serde_json::from_str(stdout).map_err(|e| format!("no envelope ({e}): {stdout}"))?;
+    if envelope.tool != tool || envelope.version != measure::record::VERSION {
+        return Err(format!(
+            "the envelope says {} {}, not {tool} {}",
+            envelope.tool,
+            envelope.version,
+            measure::record::VERSION
+        ));
+    }
+    let typed = matches!(
+        (tool, envelope.test.as_str()),
+        ("collbench", "sweep") | ("linkbench", _) | ("kvxfer", "bench") | ("netcheck", "pair")
+    );
+    if typed && matches!(record, measure::record::Record::Other(_)) {
+        return Err(format!(
+            "a {tool} {} record did not read back as its type",
+            envelope.test
+        ));
+    }
+    Ok(())
 }
 
 fn check_csv(path: &Path) -> Result<(), String> {

@@ -424,11 +424,17 @@ fn sweep(args: Args) -> anyhow::Result<u8> {
     let average = avg_busbw(&rows);
     // Results first: a file that fails to write must not take the printed rows with it.
     if args.json {
-        let document = serde_json::json!({
-            "op": op.name(), "backend": args.backend, "world": world, "dtype": dtype, "redop": op.has_redop().then_some(redop),
-            "rows": rows, "avg_busbw_gbs": average, "wrong": wrong,
-        });
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        let sweep = measure::record::CollectiveSweep {
+            op: op.name().to_string(),
+            backend: args.backend.clone(),
+            world: world as u64,
+            dtype,
+            redop: op.has_redop().then_some(redop),
+            rows: rows.clone(),
+            avg_busbw_gbs: average,
+            wrong,
+        };
+        measure::record::print_json("collbench", "sweep", &sweep)?;
     } else {
         println!(
             "# Out of bounds values : {wrong} {}",

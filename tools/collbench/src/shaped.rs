@@ -138,7 +138,7 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
             "model": shape.name, "tp": tp, "pp": pp, "phase": args.phase, "world": world,
             "backend": args.backend, "dtype": dtype, "rows": rows,
         });
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        measure::record::print_json("collbench", "model", &document)?;
         return Ok(cli::exit::OK);
     }
     if args.quiet {

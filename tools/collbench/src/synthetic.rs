@@ -435,7 +435,7 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
     }
     if args.json {
         let mut document = serde_json::json!({
-            "synthetic_step": true, "op": "all_reduce", "backend": "tcp", "dtype": "bf16",
+            "op": "all_reduce", "backend": "tcp", "dtype": measure::Dtype::Bf16,
             "world": world, "tp": tp, "pp": pp,
             "layers": args.layers, "hidden": args.hidden,
             "compute_us": args.compute_us, "steps": args.iters, "warmup": args.warmup,
@@ -447,7 +447,7 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
             fields.insert("step_ms".into(), row.step_ms.into());
             fields.insert("comm_ms".into(), row.comm_ms.into());
         }
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        measure::record::print_json("collbench", "synthetic-step", &document)?;
     } else if !args.quiet {
         println!(
             "# synthetic decode step: TP {tp} x PP {pp} ({world} ranks), min(PP, batch) micro-batches unless --micro-batches; {} layers x ({} us compute + 2 all-reduces of tokens x {} bf16); {} steps",

@@ -98,7 +98,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
             "link": link_json(&tp_link),
             "pp_link": link_json(&pp_link),
         });
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        measure::record::print_json("explain", "predict-step", &document)?;
         return Ok(cli::exit::OK);
     }
     let mut table = measure::Table::new(["quantity", "value"]);

@@ -179,7 +179,7 @@ pub fn run(args: &Args, r: &Resolved) -> anyhow::Result<u8> {
                 Err(reason) => json!({"what": w.what, "rejected": reason}),
             }).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        measure::record::print_json("explain", "plans", &document)?;
         return Ok(cli::exit::OK);
     }
     println!(

@@ -189,12 +189,15 @@ fn predict_step_prices_the_step_from_a_collbench_sweep() {
     // 8 layers x (200 + 2 x 75.536) us = 2.808576 ms.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ar.json");
-    let rows: Vec<Value> = [16384.0, 65536.0, 262144.0]
+    let rows: Vec<(f64, f64)> = [16384.0, 65536.0, 262144.0]
         .iter()
-        .map(|&b: &f64| serde_json::json!({"bytes": b, "time_us": 10.0 + b / 1000.0}))
+        .map(|&b: &f64| (b, 10.0 + b / 1000.0))
         .collect();
-    let doc = serde_json::json!({"op": "all_reduce", "world": 2, "rows": rows});
-    std::fs::write(&file, doc.to_string()).unwrap();
+    std::fs::write(
+        &file,
+        testbed::records::collbench_sweep("all_reduce", 2, &rows),
+    )
+    .unwrap();
     let output = predict_step(&["--world", "2", "--link", file.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
     let predicted = json_of(&output)["predicted_step_ms"].as_f64().unwrap();
@@ -212,13 +215,11 @@ fn predict_step_prices_a_pipeline_from_a_linkbench_lat_sweep() {
     // in 20.032 us. Round = 2 x 800 + 85.536 + 20.032 = 1,705.568 us, no bubble.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("lat.json");
-    let sweep: Vec<Value> = [2.0, 1024.0, 65536.0, 1048576.0]
+    let sweep: Vec<(f64, f64)> = [2.0, 1024.0, 65536.0, 1048576.0]
         .iter()
-        .map(
-            |&b: &f64| serde_json::json!({"msg_size": b, "latency_us": {"p50": 20.0 + b / 1000.0}}),
-        )
+        .map(|&b: &f64| (b, 20.0 + b / 1000.0))
         .collect();
-    std::fs::write(&file, serde_json::json!({"sweep": sweep}).to_string()).unwrap();
+    std::fs::write(&file, testbed::records::linkbench_lat_sweep(&sweep)).unwrap();
     let pipeline = |micro_batches: &str| {
         let output = predict_step(&[
             "--world",
@@ -471,12 +472,15 @@ fn every_mode_honours_or_refuses_each_output_flag() {
     use testbed::outputs::{walk, Flag, Mode, Outcome};
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("ar.json");
-    let rows: Vec<Value> = [16384.0, 65536.0, 262144.0]
+    let rows: Vec<(f64, f64)> = [16384.0, 65536.0, 262144.0]
         .iter()
-        .map(|&b: &f64| serde_json::json!({"bytes": b, "time_us": 10.0 + b / 1000.0}))
+        .map(|&b: &f64| (b, 10.0 + b / 1000.0))
         .collect();
-    let doc = serde_json::json!({"op": "all_reduce", "world": 2, "rows": rows});
-    std::fs::write(&link, doc.to_string()).unwrap();
+    std::fs::write(
+        &link,
+        testbed::records::collbench_sweep("all_reduce", 2, &rows),
+    )
+    .unwrap();
     let run = published_dp_run(dir.path());
     let modes = [
         Mode::new(

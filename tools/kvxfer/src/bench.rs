@@ -486,7 +486,7 @@ fn report(
             "errors": tally.errors,
             "stopped": tally.stopped,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        measure::record::print_json("kvxfer", "bench", &doc)?;
         return write_csv(args, tally, seconds, request_throughput, &latency);
     }
     let sources: Vec<String> = agent

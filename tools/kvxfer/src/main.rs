@@ -726,7 +726,7 @@ fn decode(args: DecodeArgs) -> anyhow::Result<u8> {
             "verified": args.peers.verify,
             "verify_ms": done.verify.as_secs_f64() * 1e3,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        measure::record::print_json("kvxfer", "decode", &doc)?;
     } else {
         println!(
             "request {}: {} in {:.3} ms ({:.2} Gbit/s){}",

@@ -248,7 +248,6 @@ fn report(args: &BenchArgs, batch: u32, rows: &[Row], errors: &[String]) -> anyh
     }
     if args.peers.json {
         let doc = serde_json::json!({
-            "test": "sweep",
             "num_prompts": args.num_prompts,
             "batch": batch,
             "checksums": !args.peers.no_checksum,
@@ -256,7 +255,7 @@ fn report(args: &BenchArgs, batch: u32, rows: &[Row], errors: &[String]) -> anyh
             "sweep": rows,
             "errors": errors,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        measure::record::print_json("kvxfer", "sweep", &doc)?;
     } else {
         if !args.quiet {
             println!(

@@ -37,11 +37,11 @@ fn opt<T: ToString>(value: Option<T>) -> String {
 }
 
 fn with_header(record: Value, test: &str, peer: &str) -> Value {
-    let mut document = json!({ "tool": "linkbench", "test": test, "peer": peer });
-    if let (Some(target), Value::Object(fields)) = (document.as_object_mut(), record) {
+    let mut body = json!({ "peer": peer });
+    if let (Some(target), Value::Object(fields)) = (body.as_object_mut(), record) {
         target.extend(fields);
     }
-    document
+    measure::record::document("linkbench", test, &body).unwrap_or(body)
 }
 
 /// The table a person reads and the same rows as data for `--csv`: raw numbers, units in

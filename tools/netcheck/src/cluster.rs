@@ -88,13 +88,13 @@ pub fn run(
             )
         })?;
         if args.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({
-                    "tool": "netcheck", "version": env!("CARGO_PKG_VERSION"), "test": "cluster",
+            measure::record::print_json(
+                "netcheck",
+                "cluster",
+                &json!({
                     "rank": boot.rank, "world": boot.world, "verdict": summary, "exit_code": code,
-                }))?
-            );
+                }),
+            )?;
         } else {
             println!(
                 "netcheck --cluster: rank {} of {}: rank 0's verdict: {summary} -> exit {code}",
@@ -315,14 +315,7 @@ fn print_report(report: &ClusterReport) {
 }
 
 fn document(report: &ClusterReport) -> serde_json::Value {
-    let mut doc =
-        json!({ "tool": "netcheck", "version": env!("CARGO_PKG_VERSION"), "test": "cluster" });
-    if let (Some(fields), Ok(serde_json::Value::Object(body))) =
-        (doc.as_object_mut(), serde_json::to_value(report))
-    {
-        fields.extend(body);
-    }
-    doc
+    measure::record::document("netcheck", "cluster", report).unwrap_or_default()
 }
 
 fn csv_matrix(report: &ClusterReport, values: &[Vec<Option<f64>>], unit: &str) -> Table {

@@ -261,8 +261,6 @@ fn run(args: Args) -> anyhow::Result<u8> {
 
     if args.json {
         let document = json!({
-            "tool": "netcheck",
-            "version": env!("CARGO_PKG_VERSION"),
             "host": facts.hostname,
             "iface": facts.iface.name,
             "checks": checks,
@@ -283,7 +281,8 @@ fn run(args: Args) -> anyhow::Result<u8> {
             })),
             "exit_code": code,
         });
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        let test = if pair.is_some() { "pair" } else { "local" };
+        measure::record::print_json("netcheck", test, &document)?;
         return Ok(code);
     }
 

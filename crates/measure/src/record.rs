@@ -1,0 +1,352 @@
+//! Result records. Every tool's `--json` is one document under one envelope,
+//! `{"tool", "version", "test", ...}`, made by [`document`]; [`Record::from_json`] reads a
+//! document back into its typed record by that envelope, so a reader (explain) never
+//! guesses a file's shape from the fields it happens to have.
+
+use crate::{Dtype, LatencySummary, RedOp};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The release every record is stamped with (one workspace version for every tool).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Which tool wrote a record, in which release, for which test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub tool: String,
+    pub version: String,
+    pub test: String,
+}
+
+/// The envelope, then the body's own fields: the one shape of every `--json` document.
+/// A body that is not a JSON object lands under `"result"`.
+pub fn document(tool: &str, test: &str, body: &impl Serialize) -> serde_json::Result<Value> {
+    let mut fields = Map::new();
+    fields.insert("tool".into(), tool.into());
+    fields.insert("version".into(), VERSION.into());
+    fields.insert("test".into(), test.into());
+    match serde_json::to_value(body)? {
+        Value::Object(body) => {
+            for (key, value) in body {
+                // The envelope is the writer's, not the body's to overwrite.
+                fields.entry(key).or_insert(value);
+            }
+        }
+        Value::Null => {}
+        other => {
+            fields.insert("result".into(), other);
+        }
+    }
+    Ok(Value::Object(fields))
+}
+
+/// [`document`], pretty-printed to stdout (the `--json` output of every tool).
+pub fn print_json(tool: &str, test: &str, body: &impl Serialize) -> serde_json::Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&document(tool, test, body)?)?
+    );
+    Ok(())
+}
+
+/// Why a document could not be read back as a record.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("not a JSON document ({0})")]
+    NotJson(serde_json::Error),
+    #[error("not a nodelink result: it has no \"tool\"/\"version\"/\"test\" envelope ({0})")]
+    NoEnvelope(serde_json::Error),
+    #[error("a {tool} {test} record from release {version}, which this release ({VERSION}) reads differently: {source}")]
+    Body {
+        tool: String,
+        test: String,
+        version: String,
+        source: serde_json::Error,
+    },
+}
+
+/// A record read back, by what wrote it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    CollectiveSweep(CollectiveSweep),
+    LinkBw(LinkBw),
+    LinkLat(LinkLat),
+    LinkCompare(LinkCompare),
+    KvBench(KvBench),
+    NetcheckPair(NetcheckPair),
+    /// A record of a test no reader here consumes (netcheck local, explain, ...).
+    Other(Envelope),
+}
+
+impl Record {
+    pub fn from_json(text: &str) -> Result<Record, RecordError> {
+        let value: Value = serde_json::from_str(text).map_err(RecordError::NotJson)?;
+        let envelope = Envelope::deserialize(&value).map_err(RecordError::NoEnvelope)?;
+        let body = |source| RecordError::Body {
+            tool: envelope.tool.clone(),
+            test: envelope.test.clone(),
+            version: envelope.version.clone(),
+            source,
+        };
+        Ok(match (envelope.tool.as_str(), envelope.test.as_str()) {
+            ("collbench", "sweep") => {
+                Record::CollectiveSweep(Deserialize::deserialize(&value).map_err(body)?)
+            }
+            ("linkbench", "bw") => Record::LinkBw(Deserialize::deserialize(&value).map_err(body)?),
+            ("linkbench", "lat") => {
+                Record::LinkLat(Deserialize::deserialize(&value).map_err(body)?)
+            }
+            ("linkbench", "compare") => {
+                Record::LinkCompare(Deserialize::deserialize(&value).map_err(body)?)
+            }
+            ("kvxfer", "bench") => Record::KvBench(Deserialize::deserialize(&value).map_err(body)?),
+            ("netcheck", "pair") => {
+                Record::NetcheckPair(Deserialize::deserialize(&value).map_err(body)?)
+            }
+            _ => Record::Other(envelope),
+        })
+    }
+}
+
+/// One collective's timings at one size, nccl-tests' columns.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct CollectiveTiming {
+    pub time_us: f64,
+    pub algbw_gbs: f64,
+    pub busbw_gbs: f64,
+    pub wrong: u64,
+}
+
+/// One size of a collbench sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectiveRow {
+    pub bytes: u64,
+    pub count: u64,
+    pub dtype: Dtype,
+    pub redop: Option<RedOp>,
+    pub root: i64,
+    /// Out-of-place figures (nccl-tests' left block).
+    pub time_us: f64,
+    pub algbw_gbs: f64,
+    pub busbw_gbs: f64,
+    pub wrong: u64,
+    pub in_place: CollectiveTiming,
+    /// Rank 0's per-iteration latency percentiles (out-of-place), microseconds.
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+impl CollectiveRow {
+    /// The `type` column as nccl-tests prints it.
+    pub fn dtype_name(&self) -> &'static str {
+        self.dtype.nccl_tests_name()
+    }
+}
+
+/// `collbench --json` (test "sweep"): one operation over a range of sizes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectiveSweep {
+    pub op: String,
+    pub backend: String,
+    pub world: u64,
+    pub dtype: Dtype,
+    pub redop: Option<RedOp>,
+    pub rows: Vec<CollectiveRow>,
+    pub avg_busbw_gbs: f64,
+    pub wrong: u64,
+}
+
+/// One size of a linkbench bandwidth test (the fields a reader needs; the document has
+/// per-stream, per-direction and CPU detail besides).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BwPoint {
+    pub transport: String,
+    pub streams: u32,
+    pub msg_size: u64,
+    pub seconds: f64,
+    pub bytes: u64,
+    /// Decimal Gbit/s at the receiver.
+    pub throughput_gbps: f64,
+    /// The senders' smoothed RTT under load: not the link's idle latency.
+    pub rtt_us: Option<f64>,
+}
+
+/// `linkbench bw --json`: one size, or a sweep (`-a`) with one point per size. (A field
+/// of the flattened point must not be one of the outer record's: the outer would take it.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkBw {
+    pub peer: String,
+    #[serde(flatten)]
+    pub one: Option<BwPoint>,
+    #[serde(default)]
+    pub sweep: Vec<BwPoint>,
+}
+
+impl LinkBw {
+    /// The best rate over the sizes measured, Gbit/s.
+    pub fn best_gbps(&self) -> Option<f64> {
+        self.one
+            .iter()
+            .chain(&self.sweep)
+            .map(|p| p.throughput_gbps)
+            .fold(None, |best: Option<f64>, x| {
+                Some(best.map_or(x, |b| b.max(x)))
+            })
+    }
+}
+
+/// One size of a linkbench latency test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatPoint {
+    pub transport: String,
+    pub msg_size: u64,
+    /// One way = round trip / 2, microseconds.
+    pub latency_us: LatencySummary,
+}
+
+/// `linkbench lat --json`: one size, or a sweep (`-a`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkLat {
+    pub peer: String,
+    pub one_way: String,
+    #[serde(flatten)]
+    pub one: Option<LatPoint>,
+    #[serde(default)]
+    pub sweep: Vec<LatPoint>,
+}
+
+/// The TCP half of `linkbench compare`: a bandwidth and an idle latency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareTcp {
+    pub msg_size: u64,
+    pub throughput_gbps: f64,
+    pub lat_msg_size: u64,
+    pub latency_us: LatencySummary,
+}
+
+/// `linkbench compare --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkCompare {
+    pub peer: String,
+    pub tcp: CompareTcp,
+}
+
+/// Per-request latency of a kvxfer bench, milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KvLatency {
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+}
+
+/// `kvxfer bench --json`: whole requests' KV pulled from a prefill.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KvBench {
+    pub requests: u64,
+    pub failed: u64,
+    pub bytes_per_request: u64,
+    pub duration_s: f64,
+    pub throughput_gbps: f64,
+    pub latency_ms: KvLatency,
+    pub transport: String,
+    pub checksums: bool,
+    pub verified: bool,
+}
+
+/// What `netcheck --peer` measured between the two nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairMeasured {
+    pub bw_a_to_b_gbps: Option<f64>,
+    pub bw_b_to_a_gbps: Option<f64>,
+    /// One way, idle, microseconds.
+    pub latency_p50_us: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairSection {
+    pub a: String,
+    pub b: String,
+    pub measured: PairMeasured,
+}
+
+/// `netcheck --peer ... --json` (test "pair"): the local checks and the pair section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetcheckPair {
+    pub pair: PairSection,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_is_the_envelope_then_the_body_and_reads_back_by_it() {
+        let sweep = CollectiveSweep {
+            op: "all_reduce".into(),
+            backend: "tcp".into(),
+            world: 4,
+            dtype: Dtype::Fp32,
+            redop: Some(RedOp::Sum),
+            rows: vec![],
+            avg_busbw_gbs: 1.5,
+            wrong: 0,
+        };
+        let doc = document("collbench", "sweep", &sweep).unwrap();
+        let keys: Vec<&str> = doc
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(&keys[..3], ["tool", "version", "test"]);
+        let text = doc.to_string();
+        assert_eq!(
+            Record::from_json(&text).unwrap(),
+            Record::CollectiveSweep(sweep)
+        );
+        // A body cannot overwrite its envelope.
+        let doc = document("kvxfer", "bench", &serde_json::json!({"tool": "x"})).unwrap();
+        assert_eq!(doc["tool"], "kvxfer");
+    }
+
+    #[test]
+    fn a_file_without_the_envelope_or_with_a_broken_body_is_refused_by_name() {
+        let error = Record::from_json(r#"{"throughput_gbps": 9.0}"#).unwrap_err();
+        assert!(matches!(error, RecordError::NoEnvelope(_)), "{error}");
+        let error = Record::from_json(
+            r#"{"tool":"linkbench","version":"0.1.0","test":"compare","peer":"x"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("linkbench compare record")
+                && error.to_string().contains("tcp"),
+            "{error}"
+        );
+        assert!(matches!(
+            Record::from_json(r#"{"tool":"explain","version":"0.1.0","test":"plans"}"#).unwrap(),
+            Record::Other(_)
+        ));
+    }
+
+    #[test]
+    fn a_linkbench_bw_record_is_one_size_or_a_sweep() {
+        let one = r#"{"tool":"linkbench","version":"0.1.0","test":"bw","peer":"h:5201",
+            "transport":"tcp","streams":1,"msg_size":1048576,"seconds":1.0,"bytes":100,
+            "throughput_gbps":9.5,"rtt_us":40.0}"#;
+        let Record::LinkBw(bw) = Record::from_json(one).unwrap() else {
+            panic!("not a bw record")
+        };
+        assert!(bw.one.is_some() && bw.sweep.is_empty());
+        assert_eq!(bw.best_gbps(), Some(9.5));
+        let sweep = r#"{"tool":"linkbench","version":"0.1.0","test":"bw","peer":"h:5201",
+            "transport":"tcp","sweep":[
+            {"transport":"tcp","streams":1,"msg_size":2,"seconds":1.0,"bytes":1,"throughput_gbps":0.1,"rtt_us":null},
+            {"transport":"tcp","streams":1,"msg_size":4096,"seconds":1.0,"bytes":1,"throughput_gbps":3.0,"rtt_us":null}]}"#;
+        let Record::LinkBw(bw) = Record::from_json(sweep).unwrap() else {
+            panic!("not a bw record")
+        };
+        assert!(bw.one.is_none());
+        assert_eq!(bw.best_gbps(), Some(3.0));
+    }
+}
