@@ -497,7 +497,7 @@ pub(crate) fn connect_greeted(
                     name(&other)
                 )))
             }
-            Err(CollError::PeerGone(_)) | Err(CollError::Timeout(_))
+            Err(CollError::PeerGone(_) | CollError::Timeout(_))
                 if Instant::now() + Duration::from_millis(100) < deadline =>
             {
                 std::thread::sleep(Duration::from_millis(100));

@@ -44,7 +44,10 @@ impl Openings {
     /// down (its reader fails at once and its thread ends); returns the ticket and
     /// whether one was cut.
     pub fn admit(&self, stream: &TcpStream) -> (Ticket, bool) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut cut = false;
         while inner.open.len() >= self.budget {
             if let Some((_, fd)) = inner.open.pop_front() {
@@ -77,7 +80,10 @@ impl Openings {
 
     /// Cuts every opening (the listener is done).
     pub fn cut_all(&self) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (_, fd) in inner.open.drain(..) {
             // SAFETY: as in `admit`.
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
@@ -87,7 +93,10 @@ impl Openings {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(at) = inner.open.iter().position(|(id, _)| *id == self.id) {
             inner.open.remove(at);
         }

@@ -103,7 +103,7 @@ fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
                 out.splice(at..at, chunk);
             }
             4 => {
-                let junk: Vec<u8> = (0..rng.below(8) + 1).map(|_| rng.next() as u8).collect();
+                let junk: Vec<u8> = (0..=rng.below(8)).map(|_| rng.next() as u8).collect();
                 out.splice(at..at, junk);
             }
             5 if out.len() >= 11 => {
@@ -119,7 +119,7 @@ fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
             }
             _ => {
                 // Digits grow numbers past their type's range.
-                let digits: Vec<u8> = (0..rng.below(24) + 1).map(|_| b'9').collect();
+                let digits: Vec<u8> = (0..=rng.below(24)).map(|_| b'9').collect();
                 out.splice(at..at, digits);
             }
         }

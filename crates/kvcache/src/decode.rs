@@ -555,7 +555,7 @@ fn read_pieces<'a>(
             }
         }
         // Let go of the batch's mutable views before anyone reads it.
-        for slot in slices.iter_mut() {
+        for slot in &mut slices {
             *slot = IoSliceMut::new(&mut []);
         }
         landed(chunk);
@@ -785,7 +785,7 @@ impl DecodeAgent {
         remote: &[Vec<u32>],
         local: Option<&[u32]>,
     ) -> Result<Transferred, KvError> {
-        let count = remote.first().map_or(0, |r| r.len());
+        let count = remote.first().map_or(0, std::vec::Vec::len);
         if remote.len() != self.sources.len() || remote.iter().any(|r| r.len() != count) {
             return Err(KvError::Config(
                 "every source must name the same number of blocks".into(),
@@ -811,7 +811,7 @@ impl DecodeAgent {
                     ))
                 });
         }
-        let verify = started.elapsed() - transfer;
+        let verify = started.elapsed().checked_sub(transfer).unwrap();
         for index in 0..self.sources.len() {
             // A failed link cannot carry the notice; its lease expires instead.
             if let Some(link) = links.slots[index].as_mut() {

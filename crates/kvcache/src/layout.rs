@@ -239,7 +239,7 @@ impl KvLayout {
     pub fn ranges(&self, layer: u32, kv: Kv, block: u32, heads: Range<u32>) -> Vec<Range<u64>> {
         let mut out = Vec::new();
         for_each_run(self, layer, kv, block, heads, |start, len| {
-            out.push(start..start + len)
+            out.push(start..start + len);
         });
         out
     }
@@ -272,7 +272,7 @@ fn for_each_run(
             count * layout.shape.block_size as u64 * hb,
         ),
         Order::Nhd if heads == layout.heads => {
-            run(layout.block_offset(layer, kv, block), layout.block_bytes())
+            run(layout.block_offset(layer, kv, block), layout.block_bytes());
         }
         Order::Nhd => {
             for t in 0..layout.shape.block_size {

@@ -41,7 +41,7 @@ pub fn sources(
         let rank = holders[decode_rank as usize % holders.len()];
         match out.last_mut() {
             Some(last) if last.prefill_rank == rank && last.heads.end == head => {
-                last.heads.end += 1
+                last.heads.end += 1;
             }
             _ => out.push(Source {
                 prefill_rank: rank,
@@ -185,7 +185,7 @@ pub fn plan(
                                 len: hb,
                                 block,
                             },
-                        )
+                        );
                     };
                     match src.shape.order {
                         Order::Nhd => tokens.for_each(|t| heads.clone().for_each(|h| row(t, h))),
@@ -293,7 +293,7 @@ mod tests {
                             && last.dst + last.len == piece.dst
                             && piece.len > 0 =>
                     {
-                        last.len += piece.len
+                        last.len += piece.len;
                     }
                     _ => whole.push(piece),
                 }

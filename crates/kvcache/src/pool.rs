@@ -192,7 +192,7 @@ fn map_aligned(len: usize) -> Option<NonNull<u8>> {
 fn populate(base: NonNull<u8>, len: usize) {
     const PER_THREAD_MIN: usize = 256 << 20;
     let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
+        .map_or(1, std::num::NonZero::get)
         .min(len / PER_THREAD_MIN)
         .clamp(1, 16);
     let chunk = len.div_ceil(threads).next_multiple_of(ALIGN);

@@ -398,21 +398,21 @@ impl PrefillAgent {
                 }
                 KvMessage::Pull(pull) if pull.rdma && rdma.is_none() => {
                     let e = KvError::Refused("an RDMA pull before RdmaConnect".into());
-                    self.refuse_request(&mut channel, pull.request_id, e)?
+                    self.refuse_request(&mut channel, pull.request_id, e)?;
                 }
                 KvMessage::Pull(pull) if pull.rails > 1 && !pull.rdma => {
                     match self.take_rails(&cookie, pull.rails as usize, &mut rail_streams) {
                         Ok(()) => {
                             let rails = &rail_streams[..pull.rails as usize - 1];
                             let buffers = (&mut pieces, &mut rail_pieces);
-                            self.pull(&mut channel, pull, buffers, session, rails)?
+                            self.pull(&mut channel, pull, buffers, session, rails)?;
                         }
                         Err(e) => self.refuse_request(&mut channel, pull.request_id, e)?,
                     }
                 }
                 KvMessage::Pull(pull) => {
                     let buffers = (&mut pieces, &mut rail_pieces);
-                    self.pull(&mut channel, pull, buffers, session, &[])?
+                    self.pull(&mut channel, pull, buffers, session, &[])?;
                 }
                 KvMessage::RdmaConnect(theirs) if rdma.is_none() => {
                     let registration = self
@@ -434,7 +434,7 @@ impl PrefillAgent {
                     }
                 }
                 KvMessage::Complete(done) => {
-                    self.complete(&done.request_id, done.ok, &peer, session)
+                    self.complete(&done.request_id, done.ok, &peer, session);
                 }
                 KvMessage::Bye => return Ok(()),
                 other => {

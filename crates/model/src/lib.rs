@@ -280,7 +280,11 @@ mod tests {
             )
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".toml"))
+            .filter(|n| {
+                std::path::Path::new(n)
+                    .extension()
+                    .is_some_and(|e| e == "toml")
+            })
             .collect();
             names.sort();
             names

@@ -23,7 +23,7 @@ pub(crate) fn list_dir(path: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(path)
         .map(|entries| {
             entries
-                .filter_map(|entry| entry.ok())
+                .filter_map(std::result::Result::ok)
                 .map(|entry| entry.file_name().to_string_lossy().into_owned())
                 .collect()
         })

@@ -432,3 +432,20 @@ pub mod records {
         document("linkbench", "lat", &lat).unwrap().to_string()
     }
 }
+
+/// A tool's stdout as one JSON document; panics with stdout and stderr when it is not.
+pub fn json_of(output: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}) (exit {:?}):\n{stdout}\nstderr: {}",
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// A tool's stderr as text.
+pub fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

@@ -8,15 +8,7 @@ use testbed::{build_or_skip, Star};
 
 const BIN: &str = env!("CARGO_BIN_EXE_collbench");
 
-fn json_of(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "not one JSON document ({e}): {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
-}
+use testbed::json_of;
 
 fn assert_rows_correct(document: &Value, world: u64) {
     assert_eq!(document["world"], world);

@@ -169,7 +169,10 @@ fn link(
     what: &'static str,
 ) -> anyhow::Result<LinkModel> {
     let path = Path::new(text);
-    if text.ends_with(".json") || path.is_file() {
+    let json_name = path
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("json"));
+    if json_name || path.is_file() {
         let body = std::fs::read_to_string(path)
             .with_context(|| format!("reading {what} measurement {text}"))
             .map_err(|e| cli::usage(cli::sentence(&e)))?;

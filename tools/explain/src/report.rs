@@ -29,7 +29,7 @@ fn what_ifs(r: &Resolved, plan: &Plan) -> Vec<WhatIf> {
         out.push(WhatIf {
             what,
             result: price(r, &plan, inter).map_err(|e| e.to_string()),
-        })
+        });
     };
     let crosses = plan.nodes_used() > 1;
     if crosses {

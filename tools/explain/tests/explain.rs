@@ -2,7 +2,6 @@
 //! step prediction from a collbench sweep, and bad input (unknown names list the known
 //! ones, plans that do not fit are rejected with the reason, other chart formats are refused).
 
-use serde_json::Value;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_explain");
@@ -18,19 +17,9 @@ fn explain(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn json_of(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "not one JSON document ({e}): {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
-}
+use testbed::json_of;
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use testbed::stderr_of as stderr;
 
 #[test]
 fn json_has_plans_breakdowns_and_a_verdict() {

@@ -18,7 +18,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_kvxfer");
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A running `kvxfer prefill`, killed on drop.
@@ -114,9 +116,7 @@ fn json(output: &Output) -> Value {
     })
 }
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use testbed::stderr_of as stderr;
 
 #[test]
 fn a_2000_token_llama_request_crosses_namespaces_intact() {

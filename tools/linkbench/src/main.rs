@@ -490,7 +490,7 @@ fn lat(args: LatArgs) -> anyhow::Result<u8> {
             .latency(&spec, &mut |count, elapsed| match until {
                 Until::Iterations(n) => bar.set_position(n * i as u64 + count),
                 Until::Elapsed(d) => {
-                    bar.set_position(((d * i as u32) + elapsed.min(d)).as_millis() as u64)
+                    bar.set_position(((d * i as u32) + elapsed.min(d)).as_millis() as u64);
                 }
             })
             .with_context(|| format!("latency test with {size}-byte messages"))?;
@@ -836,7 +836,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         once: args.once,
         max_connections: 1024,
         log: Arc::new(|line: &str| {
-            eprintln!("linkbench serve: {}", measure::name_flags(line, FLAGS))
+            eprintln!("linkbench serve: {}", measure::name_flags(line, FLAGS));
         }),
         rdma: RdmaOptions {
             device: args.device.clone(),

@@ -200,7 +200,7 @@ impl Intervals {
             return;
         }
         let (from, before) = self.last;
-        let seconds = (elapsed - from).as_secs_f64().max(1e-9);
+        let seconds = elapsed.checked_sub(from).unwrap().as_secs_f64().max(1e-9);
         let row = Interval {
             start_s: from.as_secs_f64(),
             end_s: elapsed.as_secs_f64(),

@@ -19,7 +19,7 @@ static TRAFFIC: Mutex<()> = Mutex::new(());
 fn traffic() -> std::sync::MutexGuard<'static, ()> {
     TRAFFIC
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A running `linkbench serve`, killed on drop; its stderr is collected.
@@ -130,21 +130,18 @@ fn run(ns: Option<&Netns>, args: &[&str]) -> Output {
     client(ns, args).output().expect("run linkbench")
 }
 
+/// The JSON of a run that must have succeeded.
 fn json_of(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "linkbench failed: {:?}\nstdout: {stdout}\nstderr: {}",
+        "linkbench failed: {:?}\nstderr: {}",
         output.status,
-        String::from_utf8_lossy(&output.stderr)
+        stderr_of(output)
     );
-    serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{stdout}"))
+    testbed::json_of(output)
 }
 
-fn stderr_of(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use testbed::stderr_of;
 
 fn assert_bw_shape(document: &Value) {
     for key in [

@@ -125,7 +125,7 @@ fn accept_warnings(mut checks: Vec<Check>, accepted: &[String]) -> anyhow::Resul
             )));
         }
     }
-    for check in checks.iter_mut() {
+    for check in &mut checks {
         check.summary = measure::name_flags(&check.summary, FLAGS);
         check.fix = measure::name_flags(&check.fix, FLAGS);
         if check.status == Status::Warn && accepted.iter().any(|a| a == check.id) {

@@ -7,11 +7,7 @@ use testbed::{build_or_skip, Pair};
 
 const BIN: &str = env!("CARGO_BIN_EXE_netcheck");
 
-fn json_of(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{stdout}"))
-}
+use testbed::json_of;
 
 fn check<'a>(document: &'a Value, id: &str) -> &'a Value {
     document["checks"]
@@ -78,10 +74,8 @@ fn exit_code_matches_the_summary_on_this_host() {
     let summary = &document["summary"];
     let expected = if summary["fail"].as_u64() > Some(0) {
         2
-    } else if summary["warn"].as_u64() > Some(0) {
-        1
     } else {
-        0
+        i32::from(summary["warn"].as_u64() > Some(0))
     };
     assert_eq!(output.status.code(), Some(expected));
 }

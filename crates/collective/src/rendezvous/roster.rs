@@ -173,7 +173,7 @@ mod tests {
         let (mut r, t) = roster(4, true);
         r.offer(claim(2, 4, 2), "two", t);
         assert_eq!(
-            r.poll(t + TIMEOUT - Duration::from_micros(1)),
+            r.poll((t + TIMEOUT).checked_sub(Duration::from_micros(1)).unwrap()),
             Verdict::Wait
         );
         assert_eq!(

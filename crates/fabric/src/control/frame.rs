@@ -286,7 +286,7 @@ mod tests {
             } else {
                 // A valid frame with a few bytes flipped: reaches the payload parser.
                 let mut bytes = valid[round % valid.len()].clone();
-                for _ in 0..1 + rng.next() % 4 {
+                for _ in 0..=(rng.next() % 4) {
                     let at = (rng.next() as usize) % bytes.len();
                     bytes[at] = rng.next() as u8;
                 }

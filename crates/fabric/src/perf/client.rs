@@ -245,7 +245,7 @@ impl Client {
                             after: self.config.stall,
                         });
                     }
-                    progress(start.elapsed(), now_moved)
+                    progress(start.elapsed(), now_moved);
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(FabricError::Config(

@@ -310,7 +310,7 @@ impl PrefillState {
     /// none (and no pull running) free their blocks now, not at lease expiry.
     pub fn closed(&mut self, session: SessionId) {
         let mut done = Vec::new();
-        for (id, lease) in self.live.iter_mut() {
+        for (id, lease) in &mut self.live {
             if let Some(position) = lease.owners.iter().position(|&s| s == session) {
                 lease.owners.remove(position);
                 lease.readers_left = lease.readers_left.saturating_sub(1);
@@ -460,7 +460,7 @@ mod tests {
         match state.prefill(s, r, now).unwrap() {
             Allocation::Fresh(blocks) => state.publish(s, r, blocks, now).unwrap(),
             Allocation::Attached(blocks) => blocks,
-            wait => panic!("expected blocks, got {wait:?}"),
+            wait @ Allocation::Wait { .. } => panic!("expected blocks, got {wait:?}"),
         }
     }
 

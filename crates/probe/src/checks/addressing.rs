@@ -14,7 +14,7 @@ pub(crate) fn ip_selection(facts: &Facts) -> Check {
     let route_source = route_iface
         .as_deref()
         .and_then(|name| facts.interface(name))
-        .and_then(|i| i.global_ipv4());
+        .and_then(super::super::facts::Interface::global_ipv4);
     let vllm_host_ip = facts.env("VLLM_HOST_IP");
     let ray_ip = facts.env("RAY_NODE_IP_ADDRESS");
     let evidence = json!({
@@ -186,7 +186,7 @@ fn hosts_fix(facts: &Facts, wanted: Option<IpAddr>) -> String {
 fn join(addrs: &[IpAddr]) -> String {
     addrs
         .iter()
-        .map(|a| a.to_string())
+        .map(std::string::ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -194,7 +194,7 @@ pub(crate) fn nccl_ib(facts: &Facts) -> Check {
             )
             .fix("unset NCCL_IB_DISABLE to let NCCL use RDMA");
         }
-        Some("0") | Some("1") | None => {}
+        Some("0" | "1") | None => {}
         Some(other) => {
             return Check::new(
                 "env.nccl_ib",

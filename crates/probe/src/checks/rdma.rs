@@ -98,7 +98,7 @@ pub(crate) fn ports(facts: &Facts) -> Check {
     if !facts
         .rdma
         .iter()
-        .any(|d| d.ports.iter().any(|p| p.is_active()))
+        .any(|d| d.ports.iter().any(super::super::facts::RdmaPort::is_active))
     {
         return Check::new(
             "rdma.ports",

@@ -83,7 +83,7 @@ mod tests {
         f.shm = Some(Shm {
             total_bytes: total,
             free_bytes: free,
-            stale_nccl: stale.iter().map(|s| s.to_string()).collect(),
+            stale_nccl: stale.iter().map(std::string::ToString::to_string).collect(),
         });
         f
     }

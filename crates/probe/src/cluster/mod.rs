@@ -226,10 +226,8 @@ pub fn run_rank0(
     }
     let exit_code = if findings.iter().any(|f| f.status == Status::Fail) {
         2
-    } else if findings.iter().any(|f| f.status == Status::Warn) {
-        1
     } else {
-        0
+        u8::from(findings.iter().any(|f| f.status == Status::Warn))
     };
     let summary = format!(
         "{} of {world} nodes checked, {} pair sessions, {} failing and {} warning findings",
@@ -292,7 +290,7 @@ fn gather(
                 });
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5))
+                std::thread::sleep(Duration::from_millis(5));
             }
             Err(e) => {
                 (options.pair.log)(&format!("accepting a node failed: {e}; retrying"));

@@ -638,7 +638,7 @@ impl Qp {
             wr_id,
             next: std::ptr::null_mut(),
             sg_list: &mut sge,
-            num_sge: if len == 0 { 0 } else { 1 },
+            num_sge: i32::from(len != 0),
         };
         let mut bad: *mut ibv_recv_wr = std::ptr::null_mut();
         let post = self.ops().post_recv.ok_or(PostError::Verbs(libc::ENOSYS))?;
