@@ -159,6 +159,103 @@ pub fn check_output_path(flag: &str, path: &std::path::Path) -> anyhow::Result<(
     Ok(())
 }
 
+/// `--json`, `--csv FILE`, `--plot FILE.svg|png` and `-q`: declared here once and flattened
+/// into every mode of every tool that prints results. A mode that does not honour one hides
+/// it from its help ([`hide_outputs`]) and refuses it in [`OutputArgs::resolve`], so no
+/// output flag is ever accepted and ignored.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct OutputArgs {
+    /// One JSON document on stdout, nothing else.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the results as CSV: raw numbers, the unit in each column's name.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<std::path::PathBuf>,
+    /// Draw the results as a chart (FILE.svg or FILE.png).
+    #[arg(long, value_name = "FILE.svg|png")]
+    pub plot: Option<std::path::PathBuf>,
+    /// Less on stdout: no progress bar, and only the summary lines or the table alone.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Which output flags a mode honours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Honours {
+    pub json: bool,
+    pub csv: bool,
+    pub plot: bool,
+    pub quiet: bool,
+}
+
+impl Honours {
+    pub const ALL: Honours = Honours {
+        json: true,
+        csv: true,
+        plot: true,
+        quiet: true,
+    };
+    pub const JSON: Honours = Honours {
+        json: true,
+        csv: false,
+        plot: false,
+        quiet: false,
+    };
+    pub const JSON_QUIET: Honours = Honours {
+        quiet: true,
+        ..Honours::JSON
+    };
+}
+
+/// Hides the output flags a mode does not honour from its help:
+/// `#[command(mut_args(cli::hide_outputs(HONOURS)))]` on the mode's flags, with the same
+/// `HONOURS` that [`OutputArgs::resolve`] gets.
+pub fn hide_outputs(honours: Honours) -> impl FnMut(clap::Arg) -> clap::Arg {
+    move |arg| {
+        let honoured = match arg.get_id().as_str() {
+            "json" => honours.json,
+            "csv" => honours.csv,
+            "plot" => honours.plot,
+            "quiet" => honours.quiet,
+            _ => true,
+        };
+        arg.hide(!honoured)
+    }
+}
+
+impl OutputArgs {
+    /// Refuses, with exit 64 and one sentence naming it, each flag given that `mode` does
+    /// not honour; then checks that the output files can be written, before any work.
+    pub fn resolve(&self, mode: &str, honours: Honours) -> anyhow::Result<()> {
+        let given = [
+            (self.json, honours.json, "--json"),
+            (self.csv.is_some(), honours.csv, "--csv"),
+            (self.plot.is_some(), honours.plot, "--plot"),
+            (self.quiet, honours.quiet, "-q/--quiet"),
+        ];
+        if let Some((_, _, flag)) = given
+            .iter()
+            .find(|(given, honoured, _)| *given && !honoured)
+        {
+            let offered: Vec<&str> = given
+                .iter()
+                .filter(|(_, honoured, _)| *honoured)
+                .map(|(_, _, flag)| *flag)
+                .collect();
+            return Err(usage(format!(
+                "{flag}: {mode} has no such output ({})",
+                if offered.is_empty() {
+                    "it has no output flags".to_string()
+                } else {
+                    format!("its output flags: {}", offered.join(", "))
+                }
+            )));
+        }
+        check_plot_path(self.plot.as_deref())?;
+        check_csv_path(self.csv.as_deref())
+    }
+}
+
 /// Joins an error chain into one line: "connecting to 10.0.0.2:18515: connection refused".
 pub fn sentence(error: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();

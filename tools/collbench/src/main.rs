@@ -58,8 +58,10 @@ pub struct JobArgs {
     timeout: Duration,
 }
 
-/// What `synthetic-step` and `model` run per batch size.
+/// What `synthetic-step` and `model` run per batch size. They print a table (`-q`: the
+/// summary line alone) or JSON; no CSV or chart.
 #[derive(clap::Args, Debug)]
+#[command(mut_args(cli::hide_outputs(cli::Honours::JSON_QUIET)))]
 pub struct RunArgs {
     /// Batch sizes, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
@@ -70,15 +72,17 @@ pub struct RunArgs {
     /// Warm-up iterations.
     #[arg(short = 'w', long = "warmup_iters", default_value_t = 5)]
     warmup: usize,
-    /// Print one JSON document on stdout and nothing else.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: cli::OutputArgs,
 }
 
 impl RunArgs {
-    fn fill(self, args: &mut Args) {
+    /// Checks the output flags for `mode` and hands the rest to the shared job flags.
+    fn fill(self, mode: &str, args: &mut Args) -> anyhow::Result<()> {
+        self.output.resolve(mode, cli::Honours::JSON_QUIET)?;
         (args.batch, args.iters) = (self.batch, self.iters);
-        (args.warmup, args.json) = (self.warmup, self.json);
+        (args.warmup, args.output) = (self.warmup, self.output);
+        Ok(())
     }
 }
 
@@ -106,9 +110,6 @@ pub struct StepArgs {
     micro_batches: Option<usize>,
     #[command(flatten)]
     run: RunArgs,
-    /// Only the summary line: the step time per batch.
-    #[arg(short, long)]
-    quiet: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -132,9 +133,6 @@ pub struct ModelArgs {
     input_len: u64,
     #[command(flatten)]
     run: RunArgs,
-    /// Only the summary line: TP and PP communication per step, per batch.
-    #[arg(short, long)]
-    quiet: bool,
 }
 
 /// The size sweep's flags; the other modes fill the fields they use (the rest keep
@@ -180,15 +178,6 @@ pub struct Args {
     /// Add per-iteration p50/p99 (rank 0) columns.
     #[arg(long)]
     percentiles: bool,
-    /// Print one JSON document on stdout and nothing else.
-    #[arg(long)]
-    json: bool,
-    /// Also write the rows as CSV.
-    #[arg(long, value_name = "FILE")]
-    csv: Option<PathBuf>,
-    /// Draw bus bandwidth against size (FILE.svg or FILE.png).
-    #[arg(long, value_name = "FILE.svg|png")]
-    plot: Option<PathBuf>,
     #[command(flatten)]
     job: JobArgs,
     // Filled by `synthetic-step` and `model`; not flags of the sweep.
@@ -218,10 +207,9 @@ pub struct Args {
     /// Path of libnccl.so.2 for --backend nccl.
     #[arg(long, value_name = "PATH")]
     nccl_lib: Option<PathBuf>,
-    /// Only the summary lines, no header or rows: out-of-bounds count and average bus
-    /// bandwidth.
-    #[arg(short, long)]
-    quiet: bool,
+    // -q: only the summary lines (out-of-bounds count, average bus bandwidth).
+    #[command(flatten)]
+    output: cli::OutputArgs,
 }
 
 impl Args {
@@ -235,22 +223,22 @@ impl Args {
 
 impl StepArgs {
     fn into_args(self) -> anyhow::Result<Args> {
+        const MODE: &str = "collbench synthetic-step";
         let mut args = Args::defaults(self.job)?;
         (args.layers, args.hidden, args.compute_us) = (self.layers, self.hidden, self.compute_us);
         (args.tp, args.pp, args.micro_batches) = (self.tp, self.pp, self.micro_batches);
-        self.run.fill(&mut args);
-        args.quiet = self.quiet;
+        self.run.fill(MODE, &mut args)?;
         Ok(args)
     }
 }
 
 impl ModelArgs {
     fn into_args(self) -> anyhow::Result<Args> {
+        const MODE: &str = "collbench model";
         let mut args = Args::defaults(self.job)?;
         (args.model, args.tp, args.pp) = (Some(self.model), self.tp, self.pp);
         (args.phase, args.input_len) = (self.phase, self.input_len);
-        self.run.fill(&mut args);
-        args.quiet = self.quiet;
+        self.run.fill(MODE, &mut args)?;
         Ok(args)
     }
 }
@@ -359,8 +347,7 @@ fn sweep(args: Args) -> anyhow::Result<u8> {
             "-i 0: the step must be at least one byte (or leave -i out and step by -f)",
         ));
     }
-    cli::check_plot_path(args.plot.as_deref())?;
-    cli::check_csv_path(args.csv.as_deref())?;
+    args.output.resolve("collbench", cli::Honours::ALL)?;
     let job = resolve_job(&args.job)?;
     // Each rank in this process holds about three buffers of the largest size (work,
     // source, check): refuse a sweep that cannot fit before allocating any of it.
@@ -397,7 +384,7 @@ fn sweep(args: Args) -> anyhow::Result<u8> {
     };
     let body =
         |comm: &mut Communicator| -> Result<(Vec<Row>, usize, usize), collective::CollError> {
-            let printing = comm.rank == 0 && !args.json && !args.quiet;
+            let printing = comm.rank == 0 && !args.output.json && !args.output.quiet;
             if printing {
                 print_header(&args, op, comm.world, config.iters, config.warmup);
             }
@@ -423,7 +410,7 @@ fn sweep(args: Args) -> anyhow::Result<u8> {
     let wrong: u64 = rows.iter().map(|r| r.wrong + r.in_place.wrong).sum();
     let average = avg_busbw(&rows);
     // Results first: a file that fails to write must not take the printed rows with it.
-    if args.json {
+    if args.output.json {
         let sweep = measure::record::CollectiveSweep {
             op: op.name().to_string(),
             backend: args.backend.clone(),
@@ -442,10 +429,10 @@ fn sweep(args: Args) -> anyhow::Result<u8> {
         );
         println!("# Avg bus bandwidth    : {average:.4} GB/s");
     }
-    if let Some(path) = &args.csv {
+    if let Some(path) = &args.output.csv {
         write_csv(path, &rows).with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(path) = &args.plot {
+    if let Some(path) = &args.output.plot {
         let series = |name: &str, pick: fn(&Row) -> f64| measure::Series {
             name: name.to_string(),
             points: rows.iter().map(|r| (r.bytes as f64, pick(r))).collect(),

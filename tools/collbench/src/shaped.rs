@@ -72,7 +72,7 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
         args.batch.len() as u64,
         &format!("collbench {} {}", shape.name, args.phase),
         "batch sizes",
-        !args.json && !args.quiet,
+        !args.output.json && !args.output.quiet,
     );
     let body = |comm: &mut Communicator| -> Result<Vec<ShapedRow>, collective::CollError> {
         let mut rows = Vec::new();
@@ -133,7 +133,7 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
     };
     let rows = on_ranks(job, args.job.timeout, body).context("measuring the model's messages")?;
     bar.finish_and_clear();
-    if args.json {
+    if args.output.json {
         let document = serde_json::json!({
             "model": shape.name, "tp": tp, "pp": pp, "phase": args.phase, "world": world,
             "backend": args.backend, "dtype": dtype, "rows": rows,
@@ -141,7 +141,7 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
         measure::record::print_json("collbench", "model", &document)?;
         return Ok(cli::exit::OK);
     }
-    if args.quiet {
+    if args.output.quiet {
         // The summary line alone, one figure per batch size.
         let per_step: Vec<String> = rows
             .iter()

@@ -433,7 +433,7 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
     if rank != 0 {
         return Ok(cli::exit::OK);
     }
-    if args.json {
+    if args.output.json {
         let mut document = serde_json::json!({
             "op": "all_reduce", "backend": "tcp", "dtype": measure::Dtype::Bf16,
             "world": world, "tp": tp, "pp": pp,
@@ -448,7 +448,7 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
             fields.insert("comm_ms".into(), row.comm_ms.into());
         }
         measure::record::print_json("collbench", "synthetic-step", &document)?;
-    } else if !args.quiet {
+    } else if !args.output.quiet {
         println!(
             "# synthetic decode step: TP {tp} x PP {pp} ({world} ranks), min(PP, batch) micro-batches unless --micro-batches; {} layers x ({} us compute + 2 all-reduces of tokens x {} bf16); {} steps",
             args.layers, args.compute_us, args.hidden, args.iters

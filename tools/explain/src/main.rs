@@ -35,6 +35,7 @@ enum Mode {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(mut_args(cli::hide_outputs(cli::Honours::JSON)))]
 pub struct StepArgs {
     /// Layers per step.
     #[arg(long, default_value_t = 8)]
@@ -64,13 +65,19 @@ pub struct StepArgs {
     /// (with --pp).
     #[arg(long, value_name = "FILE.json")]
     pp_link: Option<PathBuf>,
-    /// Print one JSON document on stdout and nothing else.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: cli::OutputArgs,
 }
+
+/// Plan pricing prints a table, JSON, or a chart of the plans' breakdowns.
+const PLAN_OUTPUTS: cli::Honours = cli::Honours {
+    plot: true,
+    ..cli::Honours::JSON
+};
 
 /// Plan pricing's flags.
 #[derive(clap::Args, Debug)]
+#[command(mut_args(cli::hide_outputs(PLAN_OUTPUTS)))]
 pub struct Args {
     /// Model (configs/models/*.toml).
     #[arg(long, default_value = "llama-3.1-8b")]
@@ -114,12 +121,9 @@ pub struct Args {
     /// nvlink4, nvlink3, pcie4, pcie5 ..., or a --json FILE [default: the GPU's own link].
     #[arg(long, value_name = "PROFILE|FILE.json")]
     intra_node: Option<String>,
-    /// Print one JSON document on stdout and nothing else.
-    #[arg(long)]
-    json: bool,
-    /// Draw the per-token breakdown of every plan as stacked bars (FILE.svg or FILE.png).
-    #[arg(long, value_name = "FILE.svg|png")]
-    plot: Option<PathBuf>,
+    // --plot: the per-token breakdown of every plan as stacked bars.
+    #[command(flatten)]
+    output: cli::OutputArgs,
 }
 
 /// This tool's flag for each setting the libraries' hints name.
@@ -153,7 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Mode::PredictStep(step)) => return predict::run(&step),
         None => cli.plans,
     };
-    cli::check_plot_path(args.plot.as_deref())?;
+    args.output.resolve("explain", PLAN_OUTPUTS)?;
     let resolved = resolve(&args)?;
     report::run(&args, &resolved)
 }

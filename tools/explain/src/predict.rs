@@ -23,6 +23,8 @@ fn link_json(link: &Option<LinkModel>) -> serde_json::Value {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<u8> {
+    args.output
+        .resolve("explain predict-step", cli::Honours::JSON)?;
     if args.layers == 0 || args.hidden == 0 || args.batch == 0 || args.world == 0 || args.pp == 0 {
         return Err(cli::usage(
             "--layers, --hidden, --batch, --world and --pp must be at least 1",
@@ -83,7 +85,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     let step_ms = round.round_us / 1e3;
     let compute_ms = k as f64 * stage_layers * args.compute_us / 1e3;
     let tp_ms = k as f64 * stage_layers * 2.0 * all_reduce_us / 1e3;
-    if args.json {
+    if args.output.json {
         let document = serde_json::json!({
             "predicted_step_ms": step_ms,
             "breakdown_ms": {

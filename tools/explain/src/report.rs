@@ -146,7 +146,7 @@ pub fn run(args: &Args, r: &Resolved) -> anyhow::Result<u8> {
     };
     let base = r.plans.last().copied().unwrap_or(r.plans[0]);
     let ifs = what_ifs(r, &base);
-    if let Some(path) = &args.plot {
+    if let Some(path) = &args.output.plot {
         let mut shown: Vec<(String, &Estimate)> =
             estimates.iter().map(|e| (e.name.clone(), e)).collect();
         shown.extend(ifs.iter().filter_map(|w| {
@@ -156,7 +156,7 @@ pub fn run(args: &Args, r: &Resolved) -> anyhow::Result<u8> {
         }));
         write_plot(path, &shown, r)?;
     }
-    if args.json {
+    if args.output.json {
         let link = |l: &LinkModel| json!({"name": l.name, "alpha_us": l.alpha_us, "gbs": l.gbs, "source": l.source});
         let document = json!({
             "model": r.model.name,

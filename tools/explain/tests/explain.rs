@@ -243,18 +243,22 @@ fn predict_step_prices_a_pipeline_from_a_linkbench_lat_sweep() {
         .map(|v| v.as_f64().unwrap())
         .sum();
     assert!((breakdown - 1.771136).abs() < 1e-9, "{one}");
-    // Plan flags are refused, not ignored.
-    for flag in [["--plot", "x.svg"], ["--model", "llama-3.1-8b"]] {
+    // Plan flags and outputs it does not write are refused, not ignored.
+    for (flag, says) in [
+        (
+            ["--plot", "x.svg"],
+            "--plot: explain predict-step has no such output",
+        ),
+        (
+            ["--model", "llama-3.1-8b"],
+            "unexpected argument '--model' found: see `explain predict-step --help`",
+        ),
+    ] {
         let mut args = vec!["predict-step", "--world", "1"];
         args.extend(flag);
         let refused = explain(&args);
         assert_eq!(refused.status.code(), Some(64));
-        assert!(
-            stderr(&refused).contains(&format!("unexpected argument '{}'", flag[0]))
-                && stderr(&refused).contains("explain predict-step --help"),
-            "{}",
-            stderr(&refused)
-        );
+        assert!(stderr(&refused).contains(says), "{}", stderr(&refused));
     }
     // A pipeline without its stage link, or more micro-batches than stages, is refused.
     let missing = explain(&["predict-step", "--world", "1", "--pp", "2"]);

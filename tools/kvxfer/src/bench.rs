@@ -127,11 +127,11 @@ fn measure_link(peer: &str, timeout: Duration) -> anyhow::Result<f64> {
 }
 
 pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
-    cli::check_csv_path(args.csv.as_deref())?;
+    args.output.resolve("kvxfer bench", cli::Honours::ALL)?;
     if args.sweep_block.is_some() {
         return crate::sweep::bench(args);
     }
-    if args.plot.is_some() {
+    if args.output.plot.is_some() {
         return Err(cli::usage(
             "--plot draws a block-size sweep: add --sweep-block MIN..MAX",
         ));
@@ -192,7 +192,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
         args.num_prompts,
         "kvxfer bench",
         "requests",
-        !args.quiet && !args.peers.json,
+        !args.output.quiet && !args.output.json,
     );
     // Every agent at once, the prompts split between them.
     let count = agents.len() as u64;
@@ -456,7 +456,7 @@ fn report(
         (false, false) => "CRC32C per block",
         (false, true) => "none (--no-checksum)",
     };
-    if args.peers.json {
+    if args.output.json {
         let doc = serde_json::json!({
             "requests": tally.ok,
             "failed": tally.failed,
@@ -500,7 +500,7 @@ fn report(
         })
         .collect();
     let row = |label: &str, value: String| println!("{label:<34}{value}");
-    if args.quiet {
+    if args.output.quiet {
         // -q: the outcome, the rate and the latency that matter, nothing else.
         row("Successful requests:", tally.ok.to_string());
         row("Failed requests:", tally.failed.to_string());
@@ -642,7 +642,7 @@ fn write_csv(
     request_throughput: f64,
     latency: &measure::LatencySummary,
 ) -> anyhow::Result<()> {
-    let Some(path) = &args.csv else {
+    let Some(path) = &args.output.csv else {
         return Ok(());
     };
     let mut table = measure::Table::new([

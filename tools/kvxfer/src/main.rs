@@ -169,15 +169,15 @@ struct PeerArgs {
     /// Deadline for each whole operation (a prefill, a pull, a wait for free blocks), not per read.
     #[arg(long, default_value = "10s", value_parser = cli::duration_arg, value_name = "DURATION")]
     timeout: Duration,
-    /// One JSON document on stdout, nothing else.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args, Debug)]
+#[command(mut_args(cli::hide_outputs(cli::Honours::JSON)))]
 struct DecodeArgs {
     #[command(flatten)]
     peers: PeerArgs,
+    #[command(flatten)]
+    output: cli::OutputArgs,
     /// The request's id (the same on every decode rank of a TP group).
     #[arg(long)]
     request_id: String,
@@ -220,9 +220,6 @@ struct BenchArgs {
     /// Requests moved first and not counted (connections, page faults).
     #[arg(long, default_value_t = 0, value_name = "N")]
     num_warmups: u64,
-    /// Also write the summary as one CSV row (with --sweep-block: one row per size).
-    #[arg(long, value_name = "FILE")]
-    csv: Option<std::path::PathBuf>,
     /// nixlbench-style: sweep the block size over powers of two (e.g. 1K..64M) against
     /// a `kvxfer prefill --sweep-block` with the same range (size i on --peer's port + i).
     #[arg(long, value_name = "MIN..MAX", value_parser = parse_sweep)]
@@ -237,10 +234,6 @@ struct BenchArgs {
     /// With --scheme many-to-one: decode agents (each its own pool and connections).
     #[arg(long, value_parser = clap::value_parser!(u32).range(2..=64), value_name = "N")]
     decoders: Option<u32>,
-    /// With --sweep-block: draw bandwidth and latency against the block size (FILE.svg or
-    /// FILE.png).
-    #[arg(long, value_name = "FILE.svg|png")]
-    plot: Option<std::path::PathBuf>,
     /// Request ids are PREFIX-0, PREFIX-1, ...: give every decode rank of a TP group the same.
     #[arg(long)]
     id_prefix: Option<String>,
@@ -251,10 +244,11 @@ struct BenchArgs {
     /// to here (the KV direction), one stream.
     #[arg(long, value_name = "HOST[:PORT]")]
     link_peer: Option<String>,
-    /// No progress bar, and only the summary lines: requests, throughput, median and p99
-    /// latency (with --sweep-block: the table alone).
-    #[arg(short, long)]
-    quiet: bool,
+    // --csv: the summary as one row (--sweep-block: a row per size); --plot: bandwidth
+    // and latency against the block size (needs --sweep-block); -q: only the summary
+    // lines (--sweep-block: the table alone).
+    #[command(flatten)]
+    output: cli::OutputArgs,
 }
 
 /// Traffic patterns a P/D deployment sees, as nixlbench names them.
@@ -667,6 +661,7 @@ fn blocks_for(tokens: u64, block_size: u32) -> anyhow::Result<u32> {
 }
 
 fn decode(args: DecodeArgs) -> anyhow::Result<u8> {
+    args.output.resolve("kvxfer decode", cli::Honours::JSON)?;
     let needed = blocks_for(args.input_len, args.peers.pool.block_size)?;
     let local_needed = args
         .local_blocks
@@ -716,7 +711,7 @@ fn decode(args: DecodeArgs) -> anyhow::Result<u8> {
     links.close();
     let done = result?;
     let gbps = done.bytes as f64 * 8.0 / done.transfer.as_secs_f64().max(1e-9) / 1e9;
-    if args.peers.json {
+    if args.output.json {
         let doc = serde_json::json!({
             "request_id": args.request_id,
             "bytes": done.bytes,

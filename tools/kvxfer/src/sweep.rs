@@ -114,7 +114,6 @@ const DEFAULT_BATCH: u32 = 16;
 pub fn bench(args: BenchArgs) -> anyhow::Result<u8> {
     let sizes = args.sweep_block.clone().map(|s| s.0).unwrap_or_default();
     let batch = args.batch.unwrap_or(DEFAULT_BATCH);
-    cli::check_plot_path(args.plot.as_deref())?;
     let addrs = crate::peer_addresses(&args.peers)?;
     let [base] = addrs[..] else {
         return Err(cli::usage(
@@ -131,7 +130,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<u8> {
         args.num_prompts * sizes.len() as u64,
         "kvxfer bench --sweep-block",
         "requests",
-        !args.quiet && !args.peers.json,
+        !args.output.quiet && !args.output.json,
     );
     let mut rows = Vec::with_capacity(sizes.len());
     let mut errors = Vec::new();
@@ -246,7 +245,7 @@ fn report(args: &BenchArgs, batch: u32, rows: &[Row], errors: &[String]) -> anyh
             r.per_block_mean_us.to_string(),
         ]);
     }
-    if args.peers.json {
+    if args.output.json {
         let doc = serde_json::json!({
             "num_prompts": args.num_prompts,
             "batch": batch,
@@ -257,7 +256,7 @@ fn report(args: &BenchArgs, batch: u32, rows: &[Row], errors: &[String]) -> anyh
         });
         measure::record::print_json("kvxfer", "sweep", &doc)?;
     } else {
-        if !args.quiet {
+        if !args.output.quiet {
             println!(
                 "kvxfer bench --sweep-block: {} requests of {} block(s) per size, up to {} in flight; GB/s = 1e9 B/s over the whole run; latency per request, first pull to last byte",
                 args.num_prompts, batch, args.concurrency
@@ -268,11 +267,11 @@ fn report(args: &BenchArgs, batch: u32, rows: &[Row], errors: &[String]) -> anyh
             println!("error: {}", measure::name_flags(error, crate::FLAGS));
         }
     }
-    if let Some(path) = &args.csv {
+    if let Some(path) = &args.output.csv {
         measure::write_csv(path, &csv)
             .with_context(|| format!("writing --csv {}", path.display()))?;
     }
-    if let Some(path) = &args.plot {
+    if let Some(path) = &args.output.plot {
         let points = |value: fn(&Row) -> f64| {
             rows.iter()
                 .map(|r| (r.block_bytes as f64, value(r)))

@@ -15,7 +15,6 @@ use fabric::perf::{
 use fabric::rdma::{RdmaOp, RdmaTest};
 use fabric::tcp::IfaceAddress;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,18 +144,9 @@ struct Common {
     /// Sweep message sizes 2 B .. 8 MiB (powers of two), one row per size.
     #[arg(short = 'a', long)]
     all_sizes: bool,
-    /// One JSON document on stdout, nothing else.
-    #[arg(long)]
-    json: bool,
-    /// Also write the table as CSV.
-    #[arg(long, value_name = "FILE")]
-    csv: Option<PathBuf>,
-    /// Draw the sweep (needs -a) as a chart (FILE.svg or FILE.png).
-    #[arg(long, value_name = "FILE.svg|png")]
-    plot: Option<PathBuf>,
-    /// No progress bar, and the table alone (no header, throughput or CPU lines).
-    #[arg(short, long)]
-    quiet: bool,
+    // --plot draws a sweep (needs -a); -q prints the table alone.
+    #[command(flatten)]
+    output: cli::OutputArgs,
     #[command(flatten)]
     rdma: RdmaFlags,
 }
@@ -211,6 +201,7 @@ struct BwArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(mut_args(cli::hide_outputs(cli::Honours::JSON)))]
 struct CompareArgs {
     /// The node running `linkbench serve`.
     #[arg(long, value_name = "HOST[:PORT]")]
@@ -240,9 +231,9 @@ struct CompareArgs {
     /// RDMA GID index.
     #[arg(long, value_name = "N")]
     gid_index: Option<u32>,
-    /// One JSON document on stdout: {"tcp":{…},"rdma":{…},"ratio":{…}}.
-    #[arg(long)]
-    json: bool,
+    // --json: {"tcp":{…},"rdma":{…},"ratio":{…}}.
+    #[command(flatten)]
+    output: cli::OutputArgs,
 }
 
 #[derive(Args, Debug)]
@@ -285,11 +276,10 @@ fn resolve_common(common: &Common, size: Option<u64>, default_size: u64) -> anyh
             "--all-sizes sweeps the message size, so --size cannot be given with it",
         ));
     }
-    if common.plot.is_some() && !common.all_sizes {
+    if common.output.plot.is_some() && !common.all_sizes {
         return Err(cli::usage("--plot draws a size sweep: add -a/--all-sizes"));
     }
-    cli::check_plot_path(common.plot.as_deref())?;
-    cli::check_csv_path(common.csv.as_deref())?;
+    common.output.resolve("this test", cli::Honours::ALL)?;
     if common.transport == Transport::Tcp {
         if let Some(flag) = common.rdma.given() {
             return Err(cli::usage(format!(
@@ -323,13 +313,13 @@ fn resolve_common(common: &Common, size: Option<u64>, default_size: u64) -> anyh
         },
         sweep: common.all_sizes,
         output: report::Output {
-            json: common.json,
-            quiet: common.quiet,
-            csv: common.csv.clone(),
-            plot: common.plot.clone(),
+            json: common.output.json,
+            quiet: common.output.quiet,
+            csv: common.output.csv.clone(),
+            plot: common.output.plot.clone(),
             peer: peer.to_string(),
         },
-        quiet: common.quiet || common.json,
+        quiet: common.output.quiet || common.output.json,
     })
 }
 
@@ -656,6 +646,8 @@ fn rdma_lat(args: LatArgs) -> anyhow::Result<u8> {
 }
 
 fn compare(args: CompareArgs) -> anyhow::Result<u8> {
+    args.output
+        .resolve("linkbench compare", cli::Honours::JSON)?;
     let peer = fabric::tcp::resolve_peer(&args.peer, args.port).map_err(|e| match e {
         fabric::FabricError::Config(text) => cli::usage(format!("--peer: {text}")),
         other => anyhow::Error::new(other).context("--peer"),
@@ -679,7 +671,7 @@ fn compare(args: CompareArgs) -> anyhow::Result<u8> {
         sizes: vec![args.size],
         sweep: false,
         output: report::Output {
-            json: args.json,
+            json: args.output.json,
             quiet: false,
             csv: None,
             plot: None,
@@ -688,7 +680,12 @@ fn compare(args: CompareArgs) -> anyhow::Result<u8> {
         quiet: true,
     };
     let mut client = connect(&plan)?;
-    let bar = cli::progress(4, "linkbench compare: TCP bandwidth", "tests", !args.json);
+    let bar = cli::progress(
+        4,
+        "linkbench compare: TCP bandwidth",
+        "tests",
+        !args.output.json,
+    );
     let tcp_bw = client
         .bandwidth(
             &BwSpec {

@@ -87,7 +87,7 @@ pub fn run(
                 boot.world
             )
         })?;
-        if args.json {
+        if args.output.json {
             measure::record::print_json(
                 "netcheck",
                 "cluster",
@@ -126,7 +126,7 @@ pub fn run(
     if let Some(dir) = &args.out {
         write_bundle(dir, &report)?;
     }
-    if args.json {
+    if args.output.json {
         println!("{}", serde_json::to_string_pretty(&document(&report))?);
     } else {
         print_report(&report);

@@ -15,6 +15,7 @@ use std::time::Duration;
 /// Exit codes: 0 all pass (info allowed), 1 warnings only, 2 any failure, 64 bad invocation.
 #[derive(Parser, Debug)]
 #[command(name = "netcheck", version)]
+#[command(mut_args(cli::hide_outputs(cli::Honours::JSON_QUIET)))]
 pub struct Args {
     /// Interface that carries inter-node traffic [default: the default route's interface].
     #[arg(long, value_name = "IFACE")]
@@ -33,14 +34,11 @@ pub struct Args {
     /// be accepted.
     #[arg(long, value_delimiter = ',', value_name = "CHECK,CHECK")]
     accept: Vec<String>,
-    /// Print one JSON document on stdout and nothing else.
-    #[arg(long)]
-    json: bool,
-    /// Show only warnings and failures.
-    #[arg(short, long, conflicts_with = "verbose")]
-    quiet: bool,
+    // -q: only warnings and failures.
+    #[command(flatten)]
+    output: cli::OutputArgs,
     /// Also print each check's evidence.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "quiet")]
     verbose: bool,
     /// Wait for one peer (`netcheck --peer` on another node), run the pair checks with it,
     /// print both, and exit with the combined verdict.
@@ -205,6 +203,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<u8> {
+    args.output.resolve("netcheck", cli::Honours::JSON_QUIET)?;
     let mut ports = vec![6379];
     for port in &args.ports {
         if *port == 0 {
@@ -259,7 +258,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
         cli::exit::OK
     };
 
-    if args.json {
+    if args.output.json {
         let document = json!({
             "host": facts.hostname,
             "iface": facts.iface.name,
@@ -305,7 +304,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
     let mut fixes = Vec::new();
     for check in all
         .iter()
-        .filter(|c| !args.quiet || c.status >= Status::Warn)
+        .filter(|c| !args.output.quiet || c.status >= Status::Warn)
     {
         let mut finding = check.summary.clone();
         if args.verbose {
