@@ -42,10 +42,20 @@ print("  ".join(out))
 PY
 }
 
+# A fixed 1 s after starting a server was not always enough in this VM (a client found
+# no listener and its step failed for it): wait until the server says it listens.
+wait_listening() { # log file
+  for _ in $(seq 150); do
+    grep -q "listening on" "$1" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  echo "the server never said it listens: $(tail -2 "$1")"
+}
+
 step "linkbench serve"
 $LB serve --bind 127.0.0.1 --device rxe0 >/tmp/serve.log 2>&1 &
 server=$!
-sleep 1
+wait_listening /tmp/serve.log
 
 run_bw() { # name, extra args...
   local name=$1; shift
@@ -103,7 +113,7 @@ for mode in "bw --op send" "lat --op write"; do
   step "server notices a dead client ($mode)"
   $LB serve --bind 127.0.0.1 --device rxe0 --once >/tmp/serve_dead.log 2>&1 &
   server=$!
-  sleep 1
+  wait_listening /tmp/serve_dead.log
   # shellcheck disable=SC2086
   $LB $mode --transport rdma --peer 127.0.0.1 --device rxe0 -n 100000000 >/tmp/client_dead.log 2>&1 &
   client=$!
@@ -115,7 +125,7 @@ for mode in "bw --op send" "lat --op write"; do
   for _ in $(seq 300); do kill -0 $server 2>/dev/null || break; sleep 0.1; done
   noticed_ms=$((($(date +%s%N) - t0) / 1000000))
   if kill -0 $server 2>/dev/null; then
-    fail "dead client ($mode): the server still polls after 30 s"; kill $server
+    fail "dead client ($mode): the server still polls after 30 s (its log: $(tail -2 /tmp/serve_dead.log))"; kill $server
   else
     echo "server exited ${noticed_ms} ms after the client died: $(tail -1 /tmp/serve_dead.log)"
     [ "$noticed_ms" -lt 10000 ] || fail "dead client ($mode): noticed after ${noticed_ms} ms"
@@ -189,7 +199,7 @@ step "perftest vs linkbench: RDMA WRITE bw $BW_SIZE B x $BW_ITERS, lat $LAT_SIZE
 for round in $(seq $ROUNDS); do
   $LB serve --bind 127.0.0.1 --device rxe0 >/tmp/serve2.log 2>&1 &
   server=$!
-  sleep 1
+  wait_listening /tmp/serve2.log
   timeout 300 $LB bw --transport rdma --peer 127.0.0.1 --device rxe0 --size $BW_SIZE -n $BW_ITERS --json >/tmp/lb_bw.json &&
     json /tmp/lb_bw.json 'd["throughput_gbps"]' >>/tmp/lb_bw.txt || fail "linkbench bw (ratio run $round)"
   # perftest on rxe uses no inline data and TX depth 1 for latency (its banner says so): match it.

@@ -60,11 +60,7 @@ pub fn check_environment(
     dirs: &[PathBuf],
     proc_root: &Path,
 ) -> Result<PathBuf, String> {
-    let gpus = proc_root.join("proc/driver/nvidia/gpus");
-    let has_gpu = std::fs::read_dir(&gpus)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
-    if !has_gpu {
+    if probe::read_gpus(proc_root).gpus.is_empty() {
         return Err(format!(
             "no NVIDIA GPU on this node (/proc/driver/nvidia/gpus is empty or missing): the nccl backend needs GPUs; use {} to measure the network from the CPU",
             Setting::TcpTransport

@@ -618,7 +618,9 @@ pub(crate) fn read_cap_ipc_lock(root: &Path) -> bool {
 }
 
 /// GPUs from /proc/driver/nvidia, their NUMA nodes from PCI sysfs.
-pub(crate) fn read_gpus(root: &Path) -> GpuFacts {
+/// The NVIDIA GPUs the driver lists under `root`'s `/proc/driver/nvidia` (the one way every
+/// tool finds GPUs: netcheck's checks, collbench's nccl backend, kvxfer's `--device`).
+pub fn read_gpus(root: &Path) -> GpuFacts {
     let nvidia = sysfs::under(root, "/proc/driver/nvidia");
     let driver_version = sysfs::read_trimmed(&nvidia.join("version")).and_then(|text| {
         // "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 ..."

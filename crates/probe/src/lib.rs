@@ -15,6 +15,7 @@ mod sysfs;
 
 pub use checks::{run_checks, Check, CheckOptions, Status, Summary};
 pub use emit::{environment, export_lines};
+pub use facts::read_gpus;
 pub use facts::{
     gather, DefaultRoute, Facts, GatherOptions, Gpu, GpuFacts, Interface, IpNet, Memlock,
     PortProbe, RdmaDevice, RdmaGid, RdmaPort, Shm,

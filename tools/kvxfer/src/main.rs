@@ -372,10 +372,7 @@ fn check_device(device: &str) -> anyhow::Result<()> {
     if index.parse::<u32>().is_err() {
         return Err(cli::usage(format!("--device {device}: use cpu or cuda:N")));
     }
-    let has_gpu = std::fs::read_dir("/proc/driver/nvidia/gpus")
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
-    if !has_gpu {
+    if probe::read_gpus(std::path::Path::new("/")).gpus.is_empty() {
         anyhow::bail!(
             "--device {device}: no NVIDIA GPU on this node (/proc/driver/nvidia/gpus is empty or missing); use --device cpu"
         );
