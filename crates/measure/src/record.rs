@@ -263,10 +263,10 @@ pub struct PairMeasured {
     pub latency_p50_us: Option<f64>,
 }
 
+/// The pair section (besides what was measured it holds both nodes' summaries and the pair
+/// checks, which no reader here needs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PairSection {
-    pub a: String,
-    pub b: String,
     pub measured: PairMeasured,
 }
 

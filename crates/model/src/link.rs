@@ -427,7 +427,7 @@ mod tests {
             record(
                 "netcheck",
                 "pair",
-                json!({"host": "a", "pair": {"a": "10.0.0.1", "b": "10.0.0.2", "measured": {
+                json!({"host": "a", "pair": {"a": {"host": "a"}, "b": {"host": "b"}, "measured": {
                     "bw_a_to_b_gbps": 9.0, "bw_b_to_a_gbps": 8.0, "latency_p50_us": latency}}}),
             )
         };

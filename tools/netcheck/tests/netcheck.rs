@@ -299,6 +299,13 @@ fn a_clean_pair_passes_its_pair_checks_on_both_nodes() {
     }
     let bw = a["pair"]["measured"]["bw_a_to_b_gbps"].as_f64().unwrap();
     assert!(bw > 0.1, "{bw}");
+    // The pair record reads back as its type, and explain can price a link from it.
+    let record = measure::record::Record::from_json(&a.to_string()).unwrap();
+    let measure::record::Record::NetcheckPair(pair) = record else {
+        panic!("not read back as a netcheck pair record: {record:?}")
+    };
+    assert_eq!(pair.pair.measured.bw_a_to_b_gbps, Some(bw));
+    assert!(pair.pair.measured.latency_p50_us.is_some_and(|us| us > 0.0));
     assert!(pair_check(&a, "pair.mtu")["summary"]
         .as_str()
         .unwrap()
