@@ -256,6 +256,16 @@ impl OutputArgs {
     }
 }
 
+/// The logger a tool injects into its libraries: each line on stderr as `TOOL: line`.
+pub fn log_to_stderr(tool: &'static str) -> measure::Log {
+    std::sync::Arc::new(move |line: &str| eprintln!("{tool}: {line}"))
+}
+
+/// The logger for `-q`: nothing.
+pub fn no_log() -> measure::Log {
+    std::sync::Arc::new(|_: &str| {})
+}
+
 /// Joins an error chain into one line: "connecting to 10.0.0.2:18515: connection refused".
 pub fn sentence(error: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();

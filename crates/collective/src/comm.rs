@@ -47,6 +47,7 @@ impl Communicator {
         timeout: Duration,
         master_listener: Option<TcpListener>,
         token: Option<&[u8]>,
+        log: &measure::Log,
     ) -> Result<Self, CollError> {
         let deadline = Instant::now() + timeout;
         let master_addr = rendezvous::resolve_addr(&boot.master)?;
@@ -67,7 +68,7 @@ impl Communicator {
                 .local_addr()
                 .map_err(CollError::io("reading the data address"))?;
             let (table, job_key, links) =
-                gather_ranks(boot, timeout, deadline, &listener, data_addr, token)?;
+                gather_ranks(boot, timeout, deadline, &listener, data_addr, token, log)?;
             (data, table, job_key, links)
         } else {
             let (link, data, table, job_key) = join_rank0(boot, master_addr, deadline, token)?;
@@ -120,21 +121,19 @@ impl Communicator {
                     ))),
                 }
             };
-            let complete = rendezvous::serve_greetings(
-                &data_listener,
-                deadline,
-                greet,
-                |from, outcome| {
+            let complete =
+                rendezvous::serve_greetings(&data_listener, deadline, greet, |from, outcome| {
                     match outcome {
-                    Ok((rank, stream)) if peers[rank].is_none() => peers[rank] = Some(stream),
-                    Ok((rank, _)) => eprintln!(
-                        "collbench: rank {me}: a second connection proving rank {rank} from {from} ignored"
-                    ),
-                    Err(e) => eprintln!("collbench: rank {me}: ignoring a connection from {from}: {e}"),
-                }
+                        Ok((rank, stream)) if peers[rank].is_none() => peers[rank] = Some(stream),
+                        Ok((rank, _)) => log(&format!(
+                        "rank {me}: a second connection proving rank {rank} from {from} ignored"
+                    )),
+                        Err(e) => log(&format!(
+                            "rank {me}: ignoring a connection from {from}: {e}"
+                        )),
+                    }
                     Ok(peers[..me].iter().all(Option::is_some))
-                },
-            )?;
+                })?;
             if !complete {
                 let missing: Vec<String> = (0..me)
                     .filter(|r| peers[*r].is_none())
@@ -726,6 +725,7 @@ fn gather_ranks(
     listener: &TcpListener,
     data_addr: SocketAddr,
     token: Option<&[u8]>,
+    log: &measure::Log,
 ) -> Result<(Vec<SocketAddr>, String, Vec<TcpStream>), CollError> {
     let world = boot.world;
     let key = token.map(<[u8]>::to_vec);
@@ -782,7 +782,7 @@ fn gather_ranks(
             let joiner = match outcome {
                 Ok(j) => j,
                 Err(e) => {
-                    eprintln!("collbench: rank 0: ignoring a connection from {from}: {e}");
+                    log(&format!("rank 0: ignoring a connection from {from}: {e}"));
                     return Ok(false);
                 }
             };

@@ -55,7 +55,9 @@ pub fn run_local<T: Send>(
                 let own = if rank == 0 { listener.take() } else { None };
                 let body = &body;
                 scope.spawn(move || {
-                    let mut comm = Communicator::join(&boot, timeout, own, None)?;
+                    // In-process ranks on loopback: nothing for an operator to act on.
+                    let quiet: measure::Log = std::sync::Arc::new(|_: &str| {});
+                    let mut comm = Communicator::join(&boot, timeout, own, None, &quiet)?;
                     body(&mut comm)
                 })
             })

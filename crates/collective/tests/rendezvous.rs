@@ -43,7 +43,8 @@ fn rank0(
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let master = listener.local_addr().unwrap();
     let b = boot(0, world, master);
-    let handle = std::thread::spawn(move || Communicator::join(&b, timeout, Some(listener), token));
+    let handle =
+        std::thread::spawn(move || Communicator::join(&b, timeout, Some(listener), token, &log()));
     (master, handle)
 }
 
@@ -55,7 +56,7 @@ fn join(
     token: Option<&'static [u8]>,
 ) -> std::thread::JoinHandle<Result<Communicator, collective::CollError>> {
     let b = boot(rank, world, master);
-    std::thread::spawn(move || Communicator::join(&b, timeout, None, token))
+    std::thread::spawn(move || Communicator::join(&b, timeout, None, token, &log()))
 }
 
 #[test]
@@ -247,4 +248,9 @@ fn mismatched_world_sizes_are_named_on_both_sides() {
     for e in [&e0, &e1] {
         assert!(e.contains("world of 2 ranks, rank 0 with 3"), "{e}");
     }
+}
+
+/// The tool's logger, as collbench injects it.
+fn log() -> measure::Log {
+    std::sync::Arc::new(|line: &str| eprintln!("rendezvous test: {line}"))
 }

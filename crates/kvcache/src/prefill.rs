@@ -50,7 +50,7 @@ pub struct PrefillConfig {
     /// completed [None: half the pool]. Its first such request is always taken, however
     /// large, so a single-request decode is never refused by its own quota.
     pub session_quota: Option<u32>,
-    pub log: fn(&str),
+    pub log: measure::Log,
 }
 
 /// Forgets a session's rail cookie (and any rail connections not taken) when it ends.

@@ -71,7 +71,7 @@ fn start_prefill_on(ips: &[&str], tp: u32, rank: u32, dp: u32) -> Vec<SocketAddr
                 Vec::new()
             },
             session_quota: None,
-            log: quiet,
+            log: std::sync::Arc::new(quiet),
         },
     )
     .unwrap();
@@ -401,7 +401,7 @@ fn start_prefill_configured(
         rdma: RdmaOptions::default(),
         rails: Vec::new(),
         session_quota: None,
-        log: quiet,
+        log: std::sync::Arc::new(quiet),
     };
     configure(&mut config);
     let agent = PrefillAgent::new(KvLayout::new(shape, 1, 0, blocks).unwrap(), config).unwrap();
@@ -519,7 +519,7 @@ fn a_flood_of_unknown_completions_does_not_flood_the_log() {
             rdma: RdmaOptions::default(),
             rails: Vec::new(),
             session_quota: None,
-            log: count_flood_line,
+            log: std::sync::Arc::new(count_flood_line),
         },
     )
     .unwrap();

@@ -12,6 +12,11 @@ mod render;
 mod setting;
 mod units;
 
+/// Where a library's lines for the operator go (a listener's refusals, a skipped stranger):
+/// the one logger, injected by the tool (stderr under its name, or nothing with `-q`).
+/// Libraries never print.
+pub type Log = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 pub use bars::{write_bar_chart, BarChart};
 pub use dtype::{Dtype, RedOp};
 pub use heatmap::{write_heatmap, Heatmap};

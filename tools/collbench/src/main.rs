@@ -485,13 +485,19 @@ pub fn on_ranks<T: Send>(
             }
         );
     }
-    let mut comm =
-        Communicator::join(boot, timeout, None, token.as_deref()).with_context(|| {
-            format!(
-                "rank {} of {} joining via {} ({})",
-                boot.rank, boot.world, boot.master, boot.source
-            )
-        })?;
+    let mut comm = Communicator::join(
+        boot,
+        timeout,
+        None,
+        token.as_deref(),
+        &cli::log_to_stderr("collbench"),
+    )
+    .with_context(|| {
+        format!(
+            "rank {} of {} joining via {} ({})",
+            boot.rank, boot.world, boot.master, boot.source
+        )
+    })?;
     let rank = boot.rank;
     body(&mut comm).with_context(|| format!("rank {rank}"))
 }

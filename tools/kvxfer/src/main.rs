@@ -426,15 +426,17 @@ pub(crate) fn prefill_config(
         rdma: args.rdma.options(),
         rails,
         session_quota: args.session_quota,
-        log: if args.quiet { quiet_log } else { log_line },
+        log: if args.quiet {
+            cli::no_log()
+        } else {
+            std::sync::Arc::new(log_line)
+        },
     }
 }
 
 fn log_line(line: &str) {
     eprintln!("kvxfer prefill: {}", measure::name_flags(line, FLAGS));
 }
-
-fn quiet_log(_: &str) {}
 
 fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
     if args.lease.is_zero() {

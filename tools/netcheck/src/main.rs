@@ -105,10 +105,6 @@ pub struct Args {
 
 mod cluster;
 
-pub fn log_line(line: &str) {
-    eprintln!("netcheck: {line}");
-}
-
 /// The ports tested both ways between two nodes: Ray's, the user's, NIXL's side channel
 /// and a sample of the ephemeral range NCCL and Gloo open their data sockets in.
 /// `--accept`: the named warnings become INFO, marked as accepted; unknown ids are a
@@ -152,7 +148,7 @@ pub fn pair_options(args: &Args, facts: &probe::Facts, token: Option<Vec<u8>>) -
         } else {
             Duration::from_secs(1)
         },
-        log: log_line,
+        log: cli::log_to_stderr("netcheck"),
     }
 }
 

@@ -34,7 +34,7 @@ pub struct ServerConfig {
     /// Connections served at once; more are refused (threads are not free).
     pub max_connections: usize,
     /// Where session events go (the binary prints them on stderr).
-    pub log: Arc<dyn Fn(&str) + Send + Sync>,
+    pub log: measure::Log,
     /// The local RDMA device and GID for RDMA tests.
     pub rdma: super::RdmaOptions,
 }

@@ -45,7 +45,7 @@ pub struct PairOptions {
     pub timeout: Duration,
     /// Each bandwidth direction's length.
     pub bw_duration: Duration,
-    pub log: fn(&str),
+    pub log: measure::Log,
 }
 
 /// Both summaries, the measurements, and the pair checks computed from them.
@@ -319,7 +319,7 @@ pub fn serve(
             continue;
         };
         let (ticket, _) = openings.admit(&keep);
-        let (opened, token, log) = (opened.clone(), options.token.clone(), options.log);
+        let (opened, token, log) = (opened.clone(), options.token.clone(), options.log.clone());
         let _ = std::thread::Builder::new()
             .name("pair-opening".into())
             .spawn(move || {
@@ -458,7 +458,7 @@ fn answer(
 
 /// linkbench's engine on an ephemeral port of `addr`, for the rest of this process.
 fn start_perf_server(addr: IpAddr, options: &PairOptions) -> Result<u16, PairError> {
-    let log = options.log;
+    let log = options.log.clone();
     let server = fabric::perf::Server::bind(
         SocketAddr::new(addr, 0),
         fabric::perf::ServerConfig {
