@@ -25,7 +25,8 @@ and say nothing), forged (NLRV: answer the Challenge with Hello{rank:1} and a bo
 
 Wire layouts (crates/fabric/src/control/frame.rs, crates/collective/src/rendezvous.rs):
   NLNK: "NLNK" | u16 version=1 | u8 kind | u32 length | JSON payload   (limit 64 KiB)
-  NLRV: "NLRV" | u16 version=2 | u32 length | JSON payload             (limit 256 KiB)
+  NLRV: the rendezvous's message set on the same frame, kinds 140-146  (limit 256 KiB)
+  (--proto nlrv: the listener speaks first; its kind follows the payload's variant.)
 """
 import json
 import os
@@ -41,8 +42,9 @@ import time
 NLNK_VERSION = 1
 NLNK_MAX = 64 * 1024
 NLNK_HELLO = 1
-NLRV_VERSION = 2
 NLRV_MAX = 256 * 1024
+NLRV_KINDS = {"Challenge": 140, "Hello": 141, "Table": 142, "Peer": 143, "Ready": 144,
+              "Go": 145, "Abort": 146}
 
 
 def nlnk(kind, payload, version=NLNK_VERSION, length=None):
@@ -50,9 +52,9 @@ def nlnk(kind, payload, version=NLNK_VERSION, length=None):
     return b"NLNK" + struct.pack(">HBI", version, kind, length) + payload
 
 
-def nlrv(payload, version=NLRV_VERSION, length=None):
-    length = len(payload) if length is None else length
-    return b"NLRV" + struct.pack(">HI", version, length) + payload
+def nlrv(payload, version=NLNK_VERSION, length=None):
+    variant = next(iter(json.loads(payload))) if payload else "Hello"
+    return nlnk(NLRV_KINDS[variant], payload, version=version, length=length)
 
 
 def hello_payload(tool, version=NLNK_VERSION):
@@ -86,7 +88,7 @@ def first_bytes(proto, mode, tool, rng, index, server=False):
             return nlrv(b"", length=0xFFFFFFFF if index % 2 == 0 else NLRV_MAX + 1)
         payload = nlrv_challenge() if server else nlrv_hello()
         if mode == "badversion":
-            return nlrv(payload, version=1 if index % 2 == 0 else NLRV_VERSION + 1)
+            return nlrv(payload, version=0xFFFF if index % 2 == 0 else NLNK_VERSION + 1)
         frame = nlrv(payload)
     if mode == "midframe":
         return frame[: len(frame) // 2]

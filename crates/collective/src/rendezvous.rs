@@ -2,8 +2,10 @@
 //! every rank reports its data address, rank 0 sends the table back, ranks connect a full
 //! mesh, then a barrier. Rank/world/master come from flags, else the launcher's env vars.
 //!
-//! The wire messages are sans-IO (`encode`/`decode` over bytes); the socket shell below
-//! gives every wait a deadline, so a rank that never shows up is an error naming it.
+//! The messages travel in fabric's session frames (`NLNK`, one version check, one header
+//! parser) as their own message set, with a larger bound for the rank table. They are
+//! sans-IO (`encode`/`decode` over bytes); the socket shell below gives every wait a
+//! deadline, so a rank that never shows up is an error naming it.
 
 use crate::error::CollError;
 use serde::{Deserialize, Serialize};
@@ -14,12 +16,12 @@ use std::time::{Duration, Instant};
 pub use fabric::bootstrap::{resolve, Bootstrap, BootstrapFlags, DEFAULT_PORT};
 pub mod roster;
 
-const MAGIC: &[u8; 4] = b"NLRV";
-/// v2: Challenge first, signed Hello/Table/Peer (NODELINK_TOKEN and the job key).
-pub const PROTOCOL_VERSION: u16 = 2;
-/// Largest rendezvous frame: a table of a few thousand addresses.
-const MAX_FRAME: usize = 256 * 1024;
-const HEADER: usize = 10;
+/// The session layer's version, which every rank must share.
+pub use fabric::control::VERSION as PROTOCOL_VERSION;
+use fabric::control::{parse_payload, Wire, HEADER_LEN};
+use fabric::ProtocolError;
+/// Largest rendezvous payload: a table of a few thousand addresses.
+pub const MAX_PAYLOAD: u32 = 256 * 1024;
 
 /// Rendezvous messages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -234,42 +236,86 @@ pub fn fresh_nonce() -> Result<String, CollError> {
     fabric::control::nonce().map_err(|e| CollError::Bootstrap(e.to_string()))
 }
 
-/// Frame: magic, version (u16 BE), length (u32 BE), JSON payload.
+// Kind bytes of the rendezvous message set, apart from every other set on the frame.
+const CHALLENGE: u8 = 140;
+const HELLO: u8 = 141;
+const TABLE: u8 = 142;
+const PEER: u8 = 143;
+const READY: u8 = 144;
+const GO: u8 = 145;
+const ABORT: u8 = 146;
+
+impl Wire for Message {
+    const MAX_PAYLOAD: u32 = MAX_PAYLOAD;
+
+    fn kind(&self) -> u8 {
+        match self {
+            Message::Challenge { .. } => CHALLENGE,
+            Message::Hello { .. } => HELLO,
+            Message::Table { .. } => TABLE,
+            Message::Peer { .. } => PEER,
+            Message::Ready => READY,
+            Message::Go => GO,
+            Message::Abort { .. } => ABORT,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        name(self)
+    }
+
+    fn write_payload(&self, out: &mut Vec<u8>) {
+        // Every variant is its own JSON object (serde's externally tagged enum).
+        let _ = serde_json::to_writer(&mut *out, self);
+    }
+
+    fn from_payload(kind: u8, payload: &[u8]) -> Result<Self, ProtocolError> {
+        let label = match kind {
+            CHALLENGE => "Challenge",
+            HELLO => "Hello",
+            TABLE => "Table",
+            PEER => "Peer",
+            READY => "Ready",
+            GO => "Go",
+            ABORT => "Abort",
+            other => return Err(ProtocolError::UnknownKind(other)),
+        };
+        let message: Message = parse_payload(label, payload)?;
+        if message.kind() != kind {
+            return Err(ProtocolError::BadPayload {
+                kind: "rendezvous message",
+                reason: format!("kind {kind} carries a {}", message.name()),
+            });
+        }
+        Ok(message)
+    }
+}
+
+/// One session frame holding `message`.
 pub fn encode(message: &Message) -> Vec<u8> {
-    let payload = serde_json::to_vec(message).unwrap_or_default();
-    let mut frame = Vec::with_capacity(HEADER + payload.len());
-    frame.extend_from_slice(MAGIC);
-    frame.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
-    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&payload);
+    let mut frame = Vec::with_capacity(64);
+    fabric::control::encode(message, &mut frame);
     frame
 }
 
-/// Checks a frame header; returns the payload length.
-pub fn decode_header(header: &[u8; HEADER]) -> Result<usize, CollError> {
-    if &header[..4] != MAGIC {
-        return Err(CollError::Protocol(
-            format!("peer is not a nodelink collbench rank (bad magic): check {} points at rank 0 of the same job", measure::Setting::Master),
-        ));
-    }
-    let version = u16::from_be_bytes([header[4], header[5]]);
-    if version != PROTOCOL_VERSION {
-        return Err(CollError::Protocol(format!(
-            "peer speaks rendezvous protocol v{version}, this is v{PROTOCOL_VERSION}: run the same nodelink version on every rank"
-        )));
-    }
-    let length = u32::from_be_bytes([header[6], header[7], header[8], header[9]]) as usize;
-    if length > MAX_FRAME {
-        return Err(CollError::Protocol(format!(
-            "peer announced a {length}-byte rendezvous frame (limit {MAX_FRAME}): refusing it"
-        )));
-    }
-    Ok(length)
+/// The first frame in `bytes`: `Ok(None)` while more bytes are needed, else the message
+/// and the bytes it used.
+pub fn decode(bytes: &[u8]) -> Result<Option<(Message, usize)>, CollError> {
+    fabric::control::decode(bytes).map_err(protocol_error)
 }
 
-pub fn decode_payload(payload: &[u8]) -> Result<Message, CollError> {
-    serde_json::from_slice(payload)
-        .map_err(|e| CollError::Protocol(format!("garbled rendezvous message: {e}")))
+/// A frame error as the ranks see it.
+fn protocol_error(e: ProtocolError) -> CollError {
+    CollError::Protocol(match e {
+        ProtocolError::BadMagic(_) => format!(
+            "peer is not a nodelink collbench rank: check {} points at rank 0 of the same job",
+            measure::Setting::Master
+        ),
+        ProtocolError::VersionMismatch { peer, ours } => format!(
+            "peer speaks nodelink protocol v{peer}, this is v{ours}: run the same nodelink version on every rank"
+        ),
+        other => other.to_string(),
+    })
 }
 
 pub(crate) fn send(
@@ -376,12 +422,12 @@ pub(crate) fn receive_any(
     deadline: Instant,
     from: &str,
 ) -> Result<Message, CollError> {
-    let mut header = [0u8; HEADER];
+    let mut header = [0u8; HEADER_LEN];
     read_exact_until(stream, &mut header, deadline, from)?;
-    let length = decode_header(&header)?;
-    let mut payload = vec![0u8; length];
+    let header = fabric::control::parse_header::<Message>(&header).map_err(protocol_error)?;
+    let mut payload = vec![0u8; header.len as usize];
     read_exact_until(stream, &mut payload, deadline, from)?;
-    decode_payload(&payload)
+    Message::from_payload(header.kind, &payload).map_err(protocol_error)
 }
 
 pub(crate) fn remaining(deadline: Instant) -> Result<Duration, CollError> {
@@ -733,31 +779,37 @@ mod tests {
             "10.0.0.2:4000".parse().unwrap(),
         );
         let frame = encode(&message);
-        let header: [u8; HEADER] = frame[..HEADER].try_into().unwrap();
-        let length = decode_header(&header).unwrap();
-        assert_eq!(
-            decode_payload(&frame[HEADER..HEADER + length]).unwrap(),
-            message
-        );
+        assert_eq!(&frame[..4], b"NLNK", "one frame for every protocol");
+        assert_eq!(decode(&frame).unwrap(), Some((message, frame.len())));
+        assert_eq!(decode(&frame[..frame.len() - 1]).unwrap(), None);
 
-        let mut bad = header;
+        let mut bad = frame.clone();
         bad[0] = b'X';
-        assert!(decode_header(&bad)
+        assert!(decode(&bad)
             .unwrap_err()
             .to_string()
-            .contains("bad magic"));
-        let mut newer = header;
+            .contains("not a nodelink collbench rank"));
+        let mut newer = frame.clone();
         newer[5] = 9;
-        assert!(decode_header(&newer)
+        assert!(decode(&newer)
             .unwrap_err()
             .to_string()
             .contains("protocol v9"));
-        let mut huge = header;
-        huge[6..10].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(decode_header(&huge)
+        // The rank table's bound is the rendezvous's own, above the control default.
+        let mut big = frame.clone();
+        big[7..11].copy_from_slice(&MAX_PAYLOAD.to_be_bytes());
+        assert_eq!(decode(&big[..HEADER_LEN]).unwrap(), None);
+        big[7..11].copy_from_slice(&(MAX_PAYLOAD + 1).to_be_bytes());
+        assert!(decode(&big).unwrap_err().to_string().contains("limit"));
+        let mut garbled = frame.clone();
+        garbled[HEADER_LEN] = b'#';
+        assert!(decode(&garbled).is_err());
+        // A Go frame that carries a Hello is refused, not taken for either.
+        let mut mislabelled = frame;
+        mislabelled[6] = GO;
+        assert!(decode(&mislabelled)
             .unwrap_err()
             .to_string()
-            .contains("refusing"));
-        assert!(decode_payload(b"{not json").is_err());
+            .contains("kind 145 carries a Hello"));
     }
 }

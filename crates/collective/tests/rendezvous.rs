@@ -23,12 +23,15 @@ fn frame(message: &Message) -> Vec<u8> {
 
 /// Reads one frame (header and payload) from a raw socket.
 fn read_frame(stream: &mut TcpStream) -> Message {
-    let mut header = [0u8; 10];
-    stream.read_exact(&mut header).unwrap();
-    let length = rendezvous::decode_header(&header).unwrap();
-    let mut payload = vec![0; length];
-    stream.read_exact(&mut payload).unwrap();
-    rendezvous::decode_payload(&payload).unwrap()
+    let mut bytes = Vec::new();
+    loop {
+        if let Some((message, _)) = rendezvous::decode(&bytes).unwrap() {
+            return message;
+        }
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).unwrap();
+        bytes.push(byte[0]);
+    }
 }
 
 /// Rank 0 in a thread on a fresh loopback port.
@@ -221,7 +224,7 @@ fn another_protocol_version_is_one_sentence() {
         .to_string();
     assert!(
         e.contains(&format!(
-            "peer speaks rendezvous protocol v{}, this is v{PROTOCOL_VERSION}",
+            "peer speaks nodelink protocol v{}, this is v{PROTOCOL_VERSION}: run the same nodelink version on every rank",
             PROTOCOL_VERSION - 1
         )),
         "{e}"

@@ -2,7 +2,7 @@
 //! stream, every wait bounded by a deadline. It reads exactly the bytes of one frame, so
 //! a data connection's first frame can be followed directly by data.
 
-use crate::control::{decode, encode, Message, Wire, HEADER_LEN, MAX_PAYLOAD};
+use crate::control::{decode, encode, missing, Message, Wire};
 use crate::error::{FabricError, Result};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -95,13 +95,7 @@ impl Channel {
                 return Ok(message);
             }
             // Read only what this frame still needs (the header first, then its payload).
-            let need = if self.buf.len() < HEADER_LEN {
-                HEADER_LEN - self.buf.len()
-            } else {
-                let len = u32::from_be_bytes([self.buf[7], self.buf[8], self.buf[9], self.buf[10]])
-                    .min(MAX_PAYLOAD) as usize;
-                HEADER_LEN + len - self.buf.len()
-            };
+            let need = missing::<M>(&self.buf)?;
             let now = Instant::now();
             if now >= deadline {
                 return Err(FabricError::Timeout {

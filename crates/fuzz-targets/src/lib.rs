@@ -118,30 +118,9 @@ pub fn frame_cluster(data: &[u8]) -> bool {
     frames::<probe::cluster::ClusterMessage>(data)
 }
 
-/// The collective rendezvous's frames: a 10-byte header, then a JSON payload.
+/// The collective rendezvous's message set on the session frame (its own, larger bound).
 pub fn rendezvous(data: &[u8]) -> bool {
-    use collective::rendezvous::{decode_header, decode_payload, encode};
-    let Some((header, rest)) = data.split_first_chunk::<10>() else {
-        return false;
-    };
-    let Ok(len) = decode_header(header) else {
-        return false;
-    };
-    let Some(payload) = rest.get(..len) else {
-        return false;
-    };
-    let Ok(message) = decode_payload(payload) else {
-        return false;
-    };
-    {
-        let frame = encode(&message);
-        let back = frame
-            .split_first_chunk::<10>()
-            .and_then(|(h, p)| decode_header(h).ok().map(|n| (n, p)))
-            .and_then(|(n, p)| decode_payload(p.get(..n)?).ok());
-        assert_eq!(back.as_ref(), Some(&message), "rendezvous round trip");
-    }
-    rest.len() == len
+    frames::<collective::rendezvous::Message>(data)
 }
 
 /// An RDMA request as a server receives it: the test's bounds, then the peer's endpoint

@@ -105,27 +105,24 @@ pub fn cluster() -> Vec<Vec<u8>> {
     ]
 }
 
-/// A rendezvous frame: "NLRV", version, length, JSON.
-fn rendezvous_frame(payload: &str) -> Vec<u8> {
-    let mut out = b"NLRV".to_vec();
-    out.extend_from_slice(&collective::rendezvous::PROTOCOL_VERSION.to_be_bytes());
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload.as_bytes());
-    out
-}
-
 pub fn rendezvous() -> Vec<Vec<u8>> {
     [
-        r#"{"Challenge":{"nonce":"00ff","auth":true}}"#,
-        r#"{"Hello":{"rank":1,"world":2,"data_addr":"10.0.0.2:40000","nonce":"ab","mac":""}}"#,
-        r#"{"Table":{"addrs":["10.0.0.1:40000","[fe80::1]:40001"],"job_key":"k","mac":""}}"#,
-        r#"{"Peer":{"rank":1,"mac":"cd"}}"#,
-        r#""Ready""#,
-        r#""Go""#,
-        r#"{"Abort":{"reason":"rank 1 died"}}"#,
+        (140, r#"{"Challenge":{"nonce":"00ff","auth":true}}"#),
+        (
+            141,
+            r#"{"Hello":{"rank":1,"world":2,"data_addr":"10.0.0.2:40000","nonce":"ab","mac":""}}"#,
+        ),
+        (
+            142,
+            r#"{"Table":{"addrs":["10.0.0.1:40000","[fe80::1]:40001"],"job_key":"k","mac":""}}"#,
+        ),
+        (143, r#"{"Peer":{"rank":1,"mac":"cd"}}"#),
+        (144, r#""Ready""#),
+        (145, r#""Go""#),
+        (146, r#"{"Abort":{"reason":"rank 1 died"}}"#),
     ]
     .iter()
-    .map(|p| rendezvous_frame(p))
+    .map(|(kind, payload)| frame(*kind, payload))
     .collect()
 }
 

@@ -107,10 +107,9 @@ fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
                 out.splice(at..at, junk);
             }
             5 if out.len() >= 11 => {
-                // A frame's length field (control frames at 7..11, rendezvous at 6..10).
-                let field = if rng.below(2) == 0 { 7 } else { 6 };
-                let value = [0u32, 1, 0xffff, 0x10000, 0x10001, u32::MAX][rng.below(6)];
-                out[field..field + 4].copy_from_slice(&value.to_be_bytes());
+                // A frame's length field, at the control and rendezvous bounds.
+                let value = [0u32, 1, 0x10000, 0x10001, 0x40000, 0x40001, u32::MAX][rng.below(7)];
+                out[7..11].copy_from_slice(&value.to_be_bytes());
             }
             6 => {
                 let cut = rng.below(other.len());

@@ -6,6 +6,10 @@ use crate::error::ProtocolError;
 /// channel (linkbench's [`super::Message`], kvxfer's) is one enum implementing this; a
 /// session tells which set applies from the tool named in its Hello.
 pub trait Wire: Sized {
+    /// Largest payload this message set accepts; checked before anything is allocated.
+    /// Control messages are small; a set that carries tables (the collective
+    /// rendezvous's rank table) raises it for itself.
+    const MAX_PAYLOAD: u32 = MAX_PAYLOAD;
     /// The frame's kind byte.
     fn kind(&self) -> u8;
     /// The variant's name, for "expected X, got Y" errors.
@@ -18,7 +22,8 @@ pub const MAGIC: [u8; 4] = *b"NLNK";
 /// Bumped on any incompatible change; peers must match exactly.
 pub const VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 11;
-/// Control messages are small; anything larger is a bug or an attack.
+/// The default payload bound: control messages are small; anything larger is a bug or an
+/// attack.
 pub const MAX_PAYLOAD: u32 = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,9 +33,10 @@ pub struct Header {
     pub len: u32,
 }
 
-/// Validates a header: magic, then version, then the length bound. The kind is checked
-/// when the payload is decoded, so a newer peer's message is reported by version first.
-pub fn parse_header(bytes: &[u8; HEADER_LEN]) -> Result<Header, ProtocolError> {
+/// Validates a header of message set `M`: magic, then version, then `M`'s length bound.
+/// The kind is checked when the payload is decoded, so a newer peer's message is reported
+/// by version first.
+pub fn parse_header<M: Wire>(bytes: &[u8; HEADER_LEN]) -> Result<Header, ProtocolError> {
     let magic = [bytes[0], bytes[1], bytes[2], bytes[3]];
     if magic != MAGIC {
         return Err(ProtocolError::BadMagic(magic));
@@ -44,13 +50,27 @@ pub fn parse_header(bytes: &[u8; HEADER_LEN]) -> Result<Header, ProtocolError> {
     }
     let kind = bytes[6];
     let len = u32::from_be_bytes([bytes[7], bytes[8], bytes[9], bytes[10]]);
-    if len > MAX_PAYLOAD {
+    if len > M::MAX_PAYLOAD {
         return Err(ProtocolError::Oversize {
             len,
-            max: MAX_PAYLOAD,
+            max: M::MAX_PAYLOAD,
         });
     }
     Ok(Header { version, kind, len })
+}
+
+/// How many more bytes the first frame in `bytes` needs (0 when it is whole): the rest of
+/// the header first, then the payload the header announces. A reader asks for exactly
+/// this, so bytes after a frame (a data stream) stay unread. Bad headers are errors.
+pub fn missing<M: Wire>(bytes: &[u8]) -> Result<usize, ProtocolError> {
+    if bytes.len() < HEADER_LEN {
+        // Fails early on a bad magic or version.
+        decode::<M>(bytes)?;
+        return Ok(HEADER_LEN - bytes.len());
+    }
+    let header: &[u8; HEADER_LEN] = bytes[..HEADER_LEN].try_into().expect("length checked");
+    let header = parse_header::<M>(header)?;
+    Ok((HEADER_LEN + header.len as usize).saturating_sub(bytes.len()))
 }
 
 /// Appends one frame holding `message` to `out`.
@@ -89,7 +109,7 @@ pub fn decode<M: Wire>(bytes: &[u8]) -> Result<Option<(M, usize)>, ProtocolError
     if prefix < HEADER_LEN {
         return Ok(None);
     }
-    let header = parse_header(&header)?;
+    let header = parse_header::<M>(&header)?;
     let end = HEADER_LEN + header.len as usize;
     if bytes.len() < end {
         return Ok(None);
@@ -244,6 +264,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn missing_asks_for_the_rest_of_one_frame_only() {
+        for message in samples() {
+            let mut bytes = frame(&message);
+            for cut in 0..=bytes.len() {
+                // The header first: the payload's length is unknown until it is in.
+                let end = if cut < HEADER_LEN {
+                    HEADER_LEN
+                } else {
+                    bytes.len()
+                };
+                assert_eq!(missing::<Message>(&bytes[..cut]), Ok(end - cut));
+            }
+            // Data after the frame is not this frame's business.
+            bytes.extend_from_slice(b"DATA");
+            assert_eq!(missing::<Message>(&bytes), Ok(0));
+        }
+        assert!(missing::<Message>(b"GET ").is_err());
+        let mut huge = frame(&Message::Start);
+        huge[7..11].copy_from_slice(&(MAX_PAYLOAD + 1).to_be_bytes());
+        assert!(matches!(
+            missing::<Message>(&huge),
+            Err(ProtocolError::Oversize { .. })
+        ));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! byte buffers, so every rule (magic, version, size bounds) is testable without sockets.
 //!
 //! Frame: `"NLNK"` | u16 version (BE) | u8 kind | u32 payload length (BE) | JSON payload.
-//! The length is checked against [`MAX_PAYLOAD`] before anything is allocated.
+//! The length is checked against the message set's [`Wire::MAX_PAYLOAD`] before anything is
+//! allocated.
 
 mod auth;
 mod frame;
@@ -10,7 +11,7 @@ mod message;
 
 pub use auth::{nonce, proof, sign, verify, verify_proof, AuthPlan, Role};
 pub use frame::{
-    decode, encode, parse_header, Header, Wire, HEADER_LEN, MAGIC, MAX_PAYLOAD, VERSION,
+    decode, encode, missing, parse_header, Header, Wire, HEADER_LEN, MAGIC, MAX_PAYLOAD, VERSION,
 };
 pub use message::{
     empty_payload, parse_payload, Accept, AuthMsg, CpuUsage, Direction, Done, ErrorMsg, Hello,
