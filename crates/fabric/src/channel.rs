@@ -79,7 +79,7 @@ impl Channel {
         ready != 0
     }
 
-    /// Reads one linkbench control frame within `timeout`. `what` names the wait in errors
+    /// Reads one session frame (Hello, Auth, Error) within `timeout`. `what` names the wait in errors
     /// ("waiting for results from 10.0.0.2:18515").
     pub fn recv(&mut self, timeout: Duration, what: &str) -> Result<Message> {
         self.recv_as(timeout, what)
@@ -135,9 +135,15 @@ impl Channel {
 
     /// Like [`recv`](Self::recv), but a peer's Error message becomes [`FabricError::Remote`].
     pub fn recv_ok(&mut self, timeout: Duration, what: &str) -> Result<Message> {
-        match self.recv(timeout, what)? {
-            Message::Error(e) => Err(FabricError::Remote(e.message)),
-            other => Ok(other),
+        self.recv_ok_as(timeout, what)
+    }
+
+    /// [`recv_as`](Self::recv_as), with a peer's Error message as [`FabricError::Remote`].
+    pub fn recv_ok_as<M: Wire>(&mut self, timeout: Duration, what: &str) -> Result<M> {
+        let message = self.recv_as::<M>(timeout, what)?;
+        match message.refusal() {
+            Some(text) => Err(FabricError::Remote(text.to_string())),
+            None => Ok(message),
         }
     }
 }
@@ -145,7 +151,7 @@ impl Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{Join, Message};
+    use crate::perf::wire::{Join, PerfMessage};
     use std::net::TcpListener;
 
     fn pair() -> (TcpStream, TcpStream) {
@@ -160,13 +166,17 @@ mod tests {
         let (client, server) = pair();
         let mut tx = Channel::new(client, "server");
         let mut rx = Channel::new(server, "client");
-        let join = Message::Join(Join {
+        let join = PerfMessage::Join(Join {
             cookie: "ab".into(),
             index: 1,
         });
         tx.send(&join, Duration::from_secs(1)).unwrap();
         tx.stream.write_all(b"DATA").unwrap();
-        assert_eq!(rx.recv(Duration::from_secs(1), "test").unwrap(), join);
+        assert_eq!(
+            rx.recv_as::<PerfMessage>(Duration::from_secs(1), "test")
+                .unwrap(),
+            join
+        );
         let mut rest = [0u8; 4];
         rx.stream.read_exact(&mut rest).unwrap();
         assert_eq!(&rest, b"DATA");

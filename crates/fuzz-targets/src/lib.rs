@@ -103,7 +103,7 @@ fn frames<M: Wire + PartialEq + Debug>(mut data: &[u8]) -> bool {
 }
 
 pub fn frame_control(data: &[u8]) -> bool {
-    frames::<fabric::control::Message>(data)
+    frames::<fabric::perf::wire::PerfMessage>(data)
 }
 
 pub fn frame_kvxfer(data: &[u8]) -> bool {

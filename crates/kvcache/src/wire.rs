@@ -362,7 +362,7 @@ mod tests {
         }
         // A linkbench frame (kind 3) is not a kvxfer message.
         let mut bytes = Vec::new();
-        encode(&fabric::control::Message::Bye, &mut bytes);
+        encode(&fabric::perf::wire::PerfMessage::Bye, &mut bytes);
         assert_eq!(
             decode::<KvMessage>(&bytes),
             Err(ProtocolError::UnknownKind(10))

@@ -8,12 +8,12 @@ mod report;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use fabric::control::TestKind;
 use fabric::perf::{
     self, BwSpec, Client, ClientConfig, LatSpec, Mode, RdmaOptions, Server, ServerConfig, Until,
 };
 use fabric::rdma::{RdmaOp, RdmaTest};
 use fabric::tcp::IfaceAddress;
+use fabric::test_kind::TestKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! the CSV), one JSON document with --json, and an SVG chart for sweeps.
 
 use anyhow::Context;
-use fabric::control::{CpuUsage, Direction};
+use fabric::perf::wire::{CpuUsage, Direction};
 use fabric::perf::{BwReport, LatReport};
 use measure::{format_bytes, Chart, Series, Table};
 use serde_json::{json, Value};

@@ -16,6 +16,10 @@ pub trait Wire: Sized {
     fn name(&self) -> &'static str;
     fn write_payload(&self, out: &mut Vec<u8>);
     fn from_payload(kind: u8, payload: &[u8]) -> Result<Self, ProtocolError>;
+    /// The text of the session's Error message, when this is one: a peer's refusal.
+    fn refusal(&self) -> Option<&str> {
+        None
+    }
 }
 
 pub const MAGIC: [u8; 4] = *b"NLNK";
@@ -121,7 +125,8 @@ pub fn decode<M: Wire>(bytes: &[u8]) -> Result<Option<(M, usize)>, ProtocolError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::message::*;
+    // The richest message set on the frame: linkbench's (test-only use of `perf`).
+    use crate::perf::wire::{PerfMessage as Message, *};
 
     fn frame(message: &Message) -> Vec<u8> {
         let mut out = Vec::new();

@@ -14,7 +14,5 @@ pub use frame::{
     decode, encode, missing, parse_header, Header, Wire, HEADER_LEN, MAGIC, MAX_PAYLOAD, VERSION,
 };
 pub use message::{
-    empty_payload, parse_payload, Accept, AuthMsg, CpuUsage, Direction, Done, ErrorMsg, Hello,
-    Join, Message, RdmaAccept, RdmaRequest, RdmaResults, Results, StreamStats, TestKind,
-    TestRequest,
+    empty_payload, parse_payload, AuthMsg, ErrorMsg, Hello, Message, AUTH, ERROR, HELLO,
 };

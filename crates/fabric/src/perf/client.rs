@@ -4,9 +4,9 @@
 use super::report::{merge, BwContext, CpuReport, LatReport};
 pub use super::report::{BwReport, Mode};
 use super::stream::{self, ReceivePlan, SendPlan, StreamOutcome, Until};
+use super::wire::{Direction, Done, Join, PerfMessage, Results, TestKind, TestRequest};
 use super::{validate, HANDSHAKE_TIMEOUT, TOOL};
 use crate::channel::Channel;
-use crate::control::{Direction, Done, Join, Message, Results, TestKind, TestRequest};
 use crate::cpu::{CpuMeter, Scope};
 use crate::error::{FabricError, Result};
 use crate::handshake;
@@ -95,12 +95,12 @@ impl Client {
     ) -> Result<Vec<TcpStream>> {
         validate(request).map_err(FabricError::Config)?;
         self.channel
-            .send(&Message::Request(request.clone()), self.answer_wait())?;
-        let cookie = match self.channel.recv_ok(
+            .send(&PerfMessage::Request(request.clone()), self.answer_wait())?;
+        let cookie = match self.channel.recv_ok_as(
             self.answer_wait(),
             "waiting for the server to accept the test:",
         )? {
-            Message::Accept(accept) => accept.cookie,
+            PerfMessage::Accept(accept) => accept.cookie,
             other => return Err(FabricError::unexpected("Accept", &other)),
         };
         let count = if request.bidir {
@@ -117,7 +117,7 @@ impl Client {
             let stream = tcp::connect(peer, self.config.connect_timeout, options)?;
             let mut data = Channel::new(stream, peer.to_string());
             data.send(
-                &Message::Join(Join {
+                &PerfMessage::Join(Join {
                     cookie: cookie.clone(),
                     index,
                 }),
@@ -125,11 +125,11 @@ impl Client {
             )?;
             streams.push(data.into_stream());
         }
-        match self.channel.recv_ok(
+        match self.channel.recv_ok_as(
             self.answer_wait(),
             "waiting for the server to start the test:",
         )? {
-            Message::Start => Ok(streams),
+            PerfMessage::Start => Ok(streams),
             other => Err(FabricError::unexpected("Start", &other)),
         }
     }
@@ -139,12 +139,15 @@ impl Client {
     /// mid-test costs one stall limit in all, not one per phase.
     fn finish(&mut self, iterations: u64, alive_at: Instant) -> Result<Results> {
         self.channel
-            .send(&Message::Done(Done { iterations }), self.answer_wait())?;
+            .send(&PerfMessage::Done(Done { iterations }), self.answer_wait())?;
         let wait = (alive_at + self.config.stall)
             .saturating_duration_since(Instant::now())
             .max(RESULTS_FLOOR);
-        match self.channel.recv_ok(wait, "waiting for the results from")? {
-            Message::Results(results) => Ok(results),
+        match self
+            .channel
+            .recv_ok_as(wait, "waiting for the results from")?
+        {
+            PerfMessage::Results(results) => Ok(results),
             other => Err(FabricError::unexpected("Results", &other)),
         }
     }
@@ -349,6 +352,6 @@ impl Client {
 
     /// Ends the session politely; errors do not matter any more.
     pub fn close(mut self) {
-        let _ = self.channel.send(&Message::Bye, Duration::from_secs(1));
+        let _ = self.channel.send(&PerfMessage::Bye, Duration::from_secs(1));
     }
 }

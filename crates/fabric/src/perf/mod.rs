@@ -11,6 +11,7 @@ mod rdma;
 mod report;
 mod server;
 mod stream;
+pub mod wire;
 
 pub use client::{BwSpec, Client, ClientConfig, LatSpec, Mode};
 pub use rdma::{RdmaBwReport, RdmaLatReport, RdmaOptions, RDMA_STALL};
@@ -18,8 +19,8 @@ pub use report::{BwReport, CpuReport, DirectionReport, LatReport, StreamReport};
 pub use server::{Server, ServerConfig};
 pub use stream::{Until, STALL_TIMEOUT};
 
-use crate::control::{TestKind, TestRequest};
 use std::time::Duration;
+use wire::{TestKind, TestRequest};
 
 /// perftest's port, for familiarity.
 pub const DEFAULT_PORT: u16 = 18515;

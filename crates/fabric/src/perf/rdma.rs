@@ -7,9 +7,9 @@
 
 use super::client::Client;
 use super::report::CpuReport;
+use super::wire::{CpuUsage, Done, PerfMessage, TestKind};
 use super::{FINISH_GRACE, HANDSHAKE_TIMEOUT};
 use crate::channel::Channel;
-use crate::control::{CpuUsage, Done, Message, TestKind};
 use crate::cpu::{CpuMeter, Scope};
 use crate::error::{FabricError, ProtocolError, Result};
 use crate::rdma::handshake::{check_endpoint, Layout, RdmaAccept, RdmaRequest, RdmaResults};
@@ -256,17 +256,18 @@ impl Client {
         }
         let channel = self.channel();
         channel.send(
-            &Message::RdmaRequest(RdmaRequest {
+            &PerfMessage::RdmaRequest(RdmaRequest {
                 test: test.clone(),
                 endpoint: ep.local(),
             }),
             HANDSHAKE_TIMEOUT,
         )?;
-        let peer =
-            match channel.recv_ok(HANDSHAKE_TIMEOUT, "waiting for the server's RDMA endpoint:")? {
-                Message::RdmaAccept(RdmaAccept { endpoint }) => endpoint,
-                other => return Err(FabricError::unexpected("RdmaAccept", &other)),
-            };
+        let peer = match channel
+            .recv_ok_as(HANDSHAKE_TIMEOUT, "waiting for the server's RDMA endpoint:")?
+        {
+            PerfMessage::RdmaAccept(RdmaAccept { endpoint }) => endpoint,
+            other => return Err(FabricError::unexpected("RdmaAccept", &other)),
+        };
         check_endpoint(test, &peer).map_err(|reason| {
             FabricError::from(ProtocolError::BadPayload {
                 kind: "RdmaAccept",
@@ -279,9 +280,9 @@ impl Client {
 
     fn rdma_finish(&mut self, iterations: u64) -> Result<RdmaResults> {
         let channel = self.channel();
-        channel.send(&Message::Done(Done { iterations }), HANDSHAKE_TIMEOUT)?;
-        match channel.recv_ok(FINISH_GRACE, "waiting for the RDMA results from")? {
-            Message::RdmaResults(results) => Ok(results),
+        channel.send(&PerfMessage::Done(Done { iterations }), HANDSHAKE_TIMEOUT)?;
+        match channel.recv_ok_as(FINISH_GRACE, "waiting for the RDMA results from")? {
+            PerfMessage::RdmaResults(results) => Ok(results),
             other => Err(FabricError::unexpected("RdmaResults", &other)),
         }
     }
@@ -566,10 +567,11 @@ fn wait_done(channel: &mut Channel, test: &RdmaTest) -> Result<()> {
     // (Soft-RoCE under emulation moves ~0.3 Gbit/s) plus the usual grace.
     let bytes = test.size * test.iterations * test.qps as u64;
     let budget = Duration::from_secs(bytes / 10_000_000) + RDMA_STALL + FINISH_GRACE;
-    let done = match channel.recv_ok(budget, "waiting for the client to finish the RDMA test:")? {
-        Message::Done(done) => done,
-        other => return Err(FabricError::unexpected("Done", &other)),
-    };
+    let done =
+        match channel.recv_ok_as(budget, "waiting for the client to finish the RDMA test:")? {
+            PerfMessage::Done(done) => done,
+            other => return Err(FabricError::unexpected("Done", &other)),
+        };
     if done.iterations != test.iterations {
         return Err(FabricError::Config(format!(
             "the client ran {} iterations of the {} requested",
@@ -632,7 +634,7 @@ pub fn serve_rdma(
         _ => {}
     }
     channel.send(
-        &Message::RdmaAccept(RdmaAccept {
+        &PerfMessage::RdmaAccept(RdmaAccept {
             endpoint: ep.local(),
         }),
         HANDSHAKE_TIMEOUT,
@@ -774,7 +776,7 @@ pub fn serve_rdma(
     }
     let cpu: CpuUsage = control_cpu.used().usage(control_cpu.wall());
     channel.send(
-        &Message::RdmaResults(RdmaResults {
+        &PerfMessage::RdmaResults(RdmaResults {
             checked_bytes: checked,
             wrong_bytes: wrong,
             messages,

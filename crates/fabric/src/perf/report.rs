@@ -1,7 +1,7 @@
 //! The result records linkbench prints (table, JSON, CSV, chart), and the pure merge of
 //! both sides' per-stream figures into them: each direction is judged by its receiver.
 
-use crate::control::{CpuUsage, Direction, StreamStats};
+use super::wire::{CpuUsage, Direction, StreamStats};
 use measure::{gbit_per_s, LatencySummary};
 use serde::Serialize;
 

@@ -4,11 +4,12 @@
 //! answered with an Error frame where possible, logged, and forgotten.
 
 use super::stream::{self, ReceivePlan, SendPlan, StreamOutcome};
+use super::wire::{
+    Accept, Direction, ErrorMsg, PerfMessage, Results, StreamStats, TestKind, TestRequest,
+};
 use super::{validate, FINISH_GRACE, HANDSHAKE_TIMEOUT, TOOL};
 use crate::channel::Channel;
-use crate::control::{
-    nonce, Accept, Direction, ErrorMsg, Message, Results, StreamStats, TestKind, TestRequest, Wire,
-};
+use crate::control::{nonce, Wire};
 use crate::cpu::{CpuMeter, CpuTime, Scope};
 use crate::error::{FabricError, ProtocolError, Result};
 use crate::handshake;
@@ -145,7 +146,7 @@ impl Server {
 
 fn refuse(channel: &mut Channel, message: &str) {
     let _ = channel.send(
-        &Message::Error(ErrorMsg {
+        &PerfMessage::Error(ErrorMsg {
             message: message.to_string(),
         }),
         Duration::from_secs(1),
@@ -211,7 +212,7 @@ fn handle_connection(
         ticket: Some(ticket),
         active: false,
     };
-    let first = match channel.recv(OPENING_TIMEOUT, "waiting for the first message from") {
+    let first = match channel.recv_as(OPENING_TIMEOUT, "waiting for the first message from") {
         Ok(message) => message,
         Err(e) => {
             refuse(&mut channel, &e.to_string());
@@ -219,7 +220,7 @@ fn handle_connection(
         }
     };
     match first {
-        Message::Hello(hello) => {
+        PerfMessage::Hello(hello) => {
             // Authenticate before taking a session slot; a failed opening is a
             // rejection, not a session (a `--once` server keeps waiting for a real one).
             if let Err(e) =
@@ -252,7 +253,7 @@ fn handle_connection(
             }
             Outcome::Session(result)
         }
-        Message::Join(join) => {
+        PerfMessage::Join(join) => {
             let route = routes
                 .lock()
                 .ok()
@@ -290,15 +291,15 @@ fn handle_connection(
 /// An authenticated control session: requests until Bye or the client hangs up.
 fn session(channel: &mut Channel, config: &ServerConfig, routes: &Routes) -> Result<()> {
     loop {
-        let message = match channel.recv(IDLE_TIMEOUT, "waiting for the next request from") {
+        let message = match channel.recv_as(IDLE_TIMEOUT, "waiting for the next request from") {
             Ok(message) => message,
             // A client that hangs up between tests is done, not broken.
             Err(FabricError::PeerClosed { detail, .. }) if detail.is_empty() => return Ok(()),
             Err(e) => return Err(e),
         };
         match message {
-            Message::Bye => return Ok(()),
-            Message::Request(request) => {
+            PerfMessage::Bye => return Ok(()),
+            PerfMessage::Request(request) => {
                 validate(&request).map_err(FabricError::Config)?;
                 (config.log)(&format!(
                     "{}: {} test, {} B messages, {} stream(s){}{}",
@@ -314,7 +315,7 @@ fn session(channel: &mut Channel, config: &ServerConfig, routes: &Routes) -> Res
                 ));
                 run_test(channel, &request, routes)?;
             }
-            Message::RdmaRequest(request) => {
+            PerfMessage::RdmaRequest(request) => {
                 (config.log)(&format!(
                     "{}: RDMA {} {} test, {} B messages, {} QP(s)",
                     channel.peer(),
@@ -328,7 +329,7 @@ fn session(channel: &mut Channel, config: &ServerConfig, routes: &Routes) -> Res
                 ));
                 super::rdma::serve_rdma(channel, request, &config.rdma)?;
             }
-            Message::Error(e) => return Err(FabricError::Remote(e.message)),
+            PerfMessage::Error(e) => return Err(FabricError::Remote(e.message)),
             other => {
                 return Err(ProtocolError::Unexpected {
                     expected: "Request, RdmaRequest or Bye",
@@ -437,7 +438,7 @@ fn run_test(channel: &mut Channel, request: &TestRequest, routes: &Routes) -> Re
         routes,
         cookie: cookie.clone(),
     };
-    channel.send(&Message::Accept(Accept { cookie }), HANDSHAKE_TIMEOUT)?;
+    channel.send(&PerfMessage::Accept(Accept { cookie }), HANDSHAKE_TIMEOUT)?;
     let options = SocketOptions {
         window: request.window,
         congestion: request.congestion.clone(),
@@ -446,7 +447,7 @@ fn run_test(channel: &mut Channel, request: &TestRequest, routes: &Routes) -> Re
     };
     let streams = collect_streams(&rx, connections, &options)?;
     drop(guard);
-    channel.send(&Message::Start, HANDSHAKE_TIMEOUT)?;
+    channel.send(&PerfMessage::Start, HANDSHAKE_TIMEOUT)?;
     let start = Instant::now();
     let peer = channel.peer().to_string();
     // The whole test: the omitted warm-up, then the measured time.
@@ -541,11 +542,11 @@ fn run_test(channel: &mut Channel, request: &TestRequest, routes: &Routes) -> Re
     };
     let wall = start.elapsed();
     // The client says it is done; a client that died mid-test says nothing.
-    let done = match channel.recv_ok(
+    let done = match channel.recv_ok_as(
         duration + FINISH_GRACE,
         "waiting for the client to finish the test:",
     )? {
-        Message::Done(done) => done,
+        PerfMessage::Done(done) => done,
         other => {
             return Err(ProtocolError::Unexpected {
                 expected: "Done",
@@ -564,7 +565,7 @@ fn run_test(channel: &mut Channel, request: &TestRequest, routes: &Routes) -> Re
     }
     let cpu = (stream_cpu + control_cpu.used()).usage(wall);
     channel.send(
-        &Message::Results(Results {
+        &PerfMessage::Results(Results {
             streams: stats,
             cpu,
         }),

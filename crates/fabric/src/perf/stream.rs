@@ -1,7 +1,7 @@
 //! The data path: one blocking thread per stream (like iperf3 -P), buffers allocated once
 //! per stream, every wait bounded by socket timeouts so a dead peer is an error.
 
-use crate::control::{Direction, StreamStats};
+use super::wire::{Direction, StreamStats};
 use crate::cpu::{CpuMeter, CpuTime, Scope};
 use crate::error::{FabricError, Result};
 use crate::tcp::{enable_zerocopy, tcp_info, ZeroCopyWriter};

@@ -210,8 +210,9 @@ pub fn path_mtu(local: u32, remote: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{decode, encode, Message, HEADER_LEN, MAX_PAYLOAD};
+    use crate::control::{decode, encode, HEADER_LEN, MAX_PAYLOAD};
     use crate::error::ProtocolError;
+    use crate::perf::wire::PerfMessage as Message;
 
     fn test() -> RdmaTest {
         RdmaTest {

@@ -689,7 +689,7 @@ fn measure_perf(
     if let Some(address) = rdma {
         // As ib_write_bw would: 64 KiB messages, 128 in flight, one QP.
         let test = fabric::rdma::RdmaTest {
-            kind: fabric::control::TestKind::Bw,
+            kind: fabric::test_kind::TestKind::Bw,
             op: fabric::rdma::RdmaOp::Write,
             size: 64 << 10,
             qps: 1,
