@@ -346,6 +346,11 @@ impl Client {
     }
 
     /// The control channel, for the RDMA tests in `rdma.rs`.
+    /// The caller's stall limit: no wait of this client sees no progress for longer.
+    pub(super) fn stall(&self) -> Duration {
+        self.config.stall
+    }
+
     pub(super) fn channel(&mut self) -> &mut Channel {
         &mut self.channel
     }

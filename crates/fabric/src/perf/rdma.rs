@@ -145,6 +145,7 @@ fn blast(
     test: &RdmaTest,
     layout: &Layout,
     peer: &RdmaEndpoint,
+    stall: Duration,
 ) -> Result<(Instant, Instant, f64)> {
     let qps = test.qps as usize;
     let cq_mod = CQ_MOD.min(test.tx_depth as u64).max(1);
@@ -152,7 +153,7 @@ fn blast(
     let mut completed = vec![0u64; qps];
     let mut signaled_upto = vec![0u64; qps];
     let mut finished = 0usize;
-    let mut watchdog = Watchdog::new(RDMA_STALL);
+    let mut watchdog = Watchdog::new(stall);
     let start = Instant::now();
     let pipeline = test.tx_depth as u64 * test.qps as u64 * test.size;
     let mut peak = Peak::new(start, 8 * pipeline);
@@ -254,17 +255,16 @@ impl Client {
         if test.kind == TestKind::Lat {
             ep.buffer_mut().as_mut_slice().fill(0);
         }
+        let wait = HANDSHAKE_TIMEOUT.min(self.stall());
         let channel = self.channel();
         channel.send(
             &PerfMessage::RdmaRequest(RdmaRequest {
                 test: test.clone(),
                 endpoint: ep.local(),
             }),
-            HANDSHAKE_TIMEOUT,
+            wait,
         )?;
-        let peer = match channel
-            .recv_ok_as(HANDSHAKE_TIMEOUT, "waiting for the server's RDMA endpoint:")?
-        {
+        let peer = match channel.recv_ok_as(wait, "waiting for the server's RDMA endpoint:")? {
             PerfMessage::RdmaAccept(RdmaAccept { endpoint }) => endpoint,
             other => return Err(FabricError::unexpected("RdmaAccept", &other)),
         };
@@ -279,9 +279,14 @@ impl Client {
     }
 
     fn rdma_finish(&mut self, iterations: u64) -> Result<RdmaResults> {
+        // The caller's stall bounds every wait, so `--timeout 2s` is never 15 s.
+        let (answer, results) = (
+            HANDSHAKE_TIMEOUT.min(self.stall()),
+            FINISH_GRACE.min(self.stall()),
+        );
         let channel = self.channel();
-        channel.send(&PerfMessage::Done(Done { iterations }), HANDSHAKE_TIMEOUT)?;
-        match channel.recv_ok_as(FINISH_GRACE, "waiting for the RDMA results from")? {
+        channel.send(&PerfMessage::Done(Done { iterations }), answer)?;
+        match channel.recv_ok_as(results, "waiting for the RDMA results from")? {
             PerfMessage::RdmaResults(results) => Ok(results),
             other => Err(FabricError::unexpected("RdmaResults", &other)),
         }
@@ -296,7 +301,7 @@ impl Client {
         let (mut ep, peer) = self.rdma_begin(test, options)?;
         let layout = test.layout();
         let cpu = CpuMeter::start(Scope::Process);
-        let (start, end, peak) = blast(&mut ep, test, &layout, &peer)?;
+        let (start, end, peak) = blast(&mut ep, test, &layout, &peer, self.stall())?;
         let local_cpu = cpu.used().usage(cpu.wall());
         let results = self.rdma_finish(test.iterations)?;
         let (mut checked, mut wrong) = (results.checked_bytes, results.wrong_bytes);
@@ -351,17 +356,21 @@ impl Client {
         let (mut ep, peer) = self.rdma_begin(test, options)?;
         let cpu = CpuMeter::start(Scope::Process);
         let mut recorder = LatencyRecorder::new();
+        let own = Watch {
+            stall: self.stall(),
+            control: None,
+        };
         let (one_way, scale) = match test.op {
             RdmaOp::Write => {
-                ping_write(&mut ep, test, &peer, &mut recorder, true, None)?;
+                ping_write(&mut ep, test, &peer, &mut recorder, true, own)?;
                 ("round trip / 2", 0.5)
             }
             RdmaOp::Send => {
-                ping_send(&mut ep, test, &mut recorder, true, None)?;
+                ping_send(&mut ep, test, &mut recorder, true, own)?;
                 ("round trip / 2", 0.5)
             }
             RdmaOp::Read => {
-                read_rounds(&mut ep, test, &peer, &mut recorder)?;
+                read_rounds(&mut ep, test, &peer, &mut recorder, self.stall())?;
                 ("whole READ (request and response)", 1.0)
             }
         };
@@ -386,6 +395,20 @@ impl Client {
     }
 }
 
+/// How long a wait may see no progress, and the peer's control connection to watch
+/// meanwhile (the server's side): the client's stall is its caller's (`--timeout`).
+#[derive(Clone, Copy)]
+struct Watch<'a> {
+    stall: Duration,
+    control: Option<&'a TcpStream>,
+}
+
+impl<'a> Watch<'a> {
+    fn dog(self) -> Watchdog<'a> {
+        Watchdog::new(self.stall).watching(self.control)
+    }
+}
+
 /// The byte a ping-pong round writes last; never 0 (the initial value), never repeats twice in a row.
 fn tag(round: u64) -> u8 {
     (round % 255 + 1) as u8
@@ -393,14 +416,13 @@ fn tag(round: u64) -> u8 {
 
 /// WRITE ping-pong like ib_write_lat: each side writes into the other's receive slot and
 /// spins on the last byte of its own. The client starts (`initiator`), the server echoes.
-/// `control`: the peer's control connection, watched while waiting (the server's side).
 fn ping_write(
     ep: &mut Endpoint,
     test: &RdmaTest,
     peer: &RdmaEndpoint,
     recorder: &mut LatencyRecorder,
     initiator: bool,
-    control: Option<&TcpStream>,
+    watch: Watch<'_>,
 ) -> Result<()> {
     let size = test.size;
     let last = (size - 1) as usize;
@@ -415,11 +437,11 @@ fn ping_write(
     for round in 1..=test.iterations {
         let tag = tag(round);
         if !initiator {
-            wait_byte(ep, last, tag, &mut outstanding, round, control)?;
+            wait_byte(ep, last, tag, &mut outstanding, round, watch)?;
         }
         ep.buffer_mut().write_byte(send_offset as usize + last, tag);
         // Reap before the send queue could fill (ib_write_lat waits here too).
-        let mut watchdog = Watchdog::new(RDMA_STALL);
+        let mut watchdog = Watchdog::new(watch.stall);
         while outstanding >= test.tx_depth as u64 {
             outstanding -= ep.poll(|_| {})? as u64;
             watchdog.check(&|| format!("the completion of RDMA WRITE round {round}"))?;
@@ -438,7 +460,7 @@ fn ping_write(
         )?;
         outstanding += 1;
         if initiator {
-            wait_byte(ep, last, tag, &mut outstanding, round, control)?;
+            wait_byte(ep, last, tag, &mut outstanding, round, watch)?;
             let now = Instant::now();
             recorder.record(now.duration_since(round_start));
             round_start = now;
@@ -453,9 +475,9 @@ fn wait_byte(
     tag: u8,
     outstanding: &mut u64,
     round: u64,
-    control: Option<&TcpStream>,
+    watch: Watch<'_>,
 ) -> Result<()> {
-    let mut watchdog = Watchdog::new(RDMA_STALL).watching(control);
+    let mut watchdog = watch.dog();
     let mut spins = 0u32;
     loop {
         if ep.buffer().read_volatile(offset) == Some(tag) {
@@ -478,7 +500,7 @@ fn ping_send(
     test: &RdmaTest,
     recorder: &mut LatencyRecorder,
     initiator: bool,
-    control: Option<&TcpStream>,
+    watch: Watch<'_>,
 ) -> Result<()> {
     let size = test.size;
     ep.post_recv(0, 0, 0, size as u32)?;
@@ -486,7 +508,7 @@ fn ping_send(
     let mut round_start = Instant::now();
     for round in 1..=test.iterations {
         if !initiator {
-            wait_recv(ep, round, control)?;
+            wait_recv(ep, round, watch)?;
             ep.post_recv(0, 0, 0, size as u32)?;
         }
         ep.post_send(
@@ -502,7 +524,7 @@ fn ping_send(
             },
         )?;
         if initiator {
-            wait_recv(ep, round, control)?;
+            wait_recv(ep, round, watch)?;
             ep.post_recv(0, 0, 0, size as u32)?;
             let now = Instant::now();
             recorder.record(now.duration_since(round_start));
@@ -512,8 +534,8 @@ fn ping_send(
     Ok(())
 }
 
-fn wait_recv(ep: &mut Endpoint, round: u64, control: Option<&TcpStream>) -> Result<()> {
-    let mut watchdog = Watchdog::new(RDMA_STALL).watching(control);
+fn wait_recv(ep: &mut Endpoint, round: u64, watch: Watch<'_>) -> Result<()> {
+    let mut watchdog = watch.dog();
     loop {
         let mut got = false;
         ep.poll(|c| got |= c.is_recv())?;
@@ -530,6 +552,7 @@ fn read_rounds(
     test: &RdmaTest,
     peer: &RdmaEndpoint,
     recorder: &mut LatencyRecorder,
+    stall: Duration,
 ) -> Result<()> {
     let remote = peer
         .region
@@ -549,7 +572,7 @@ fn read_rounds(
                 signaled: true,
             },
         )?;
-        let mut watchdog = Watchdog::new(RDMA_STALL);
+        let mut watchdog = Watchdog::new(stall);
         loop {
             if ep.poll(|_| {})? > 0 {
                 break;
@@ -754,19 +777,20 @@ pub fn serve_rdma(
         (TestKind::Bw, RdmaOp::Read) => {}
         (TestKind::Lat, RdmaOp::Write) => {
             let mut unused = LatencyRecorder::new();
-            ping_write(
-                &mut ep,
-                &test,
-                &peer,
-                &mut unused,
-                false,
-                Some(channel.stream()),
-            )?;
+            let served = Watch {
+                stall: RDMA_STALL,
+                control: Some(channel.stream()),
+            };
+            ping_write(&mut ep, &test, &peer, &mut unused, false, served)?;
             messages = test.iterations;
         }
         (TestKind::Lat, RdmaOp::Send) => {
             let mut unused = LatencyRecorder::new();
-            ping_send(&mut ep, &test, &mut unused, false, Some(channel.stream()))?;
+            let served = Watch {
+                stall: RDMA_STALL,
+                control: Some(channel.stream()),
+            };
+            ping_send(&mut ep, &test, &mut unused, false, served)?;
             messages = test.iterations;
         }
         (TestKind::Lat, RdmaOp::Read) => {}
@@ -789,6 +813,47 @@ pub fn serve_rdma(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::perf::ClientConfig;
+
+    #[test]
+    fn a_server_that_never_sends_its_results_costs_the_callers_stall_not_the_grace() {
+        // A linkbench server that opens the session, takes the Done, then says nothing.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut channel = Channel::new(stream, "client");
+            let Ok(crate::control::Message::Hello(hello)) =
+                channel.recv(Duration::from_secs(5), "hello")
+            else {
+                panic!("no Hello");
+            };
+            crate::handshake::open_server(&mut channel, &hello, super::super::TOOL, None).unwrap();
+            let done = channel.recv_as::<PerfMessage>(Duration::from_secs(5), "done");
+            assert!(matches!(done, Ok(PerfMessage::Done(_))), "{done:?}");
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let stall = Duration::from_millis(400);
+        let mut client = Client::connect(ClientConfig {
+            peer,
+            connect_timeout: Duration::from_secs(2),
+            token: None,
+            iface: None,
+            stall,
+        })
+        .unwrap();
+        let started = Instant::now();
+        let error = client.rdma_finish(5).unwrap_err();
+        assert!(matches!(error, FabricError::Timeout { .. }), "{error}");
+        assert!(error.to_string().contains("RDMA results"), "{error}");
+        // The stall, not FINISH_GRACE (15 s); loose for a loaded machine.
+        assert!(
+            started.elapsed() < FINISH_GRACE / 3,
+            "{:?}",
+            started.elapsed()
+        );
+        server.join().unwrap();
+    }
 
     #[test]
     fn peak_does_not_credit_a_burst_of_coalesced_completions() {
