@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """Raw-socket peers for scripts/bench/faults (python3 stdlib only).
 
-  faultpeer.py attack HOST PORT MODE [--proto nlnk|nlrv] [--tool T] [--count N]
+  faultpeer.py attack HOST PORT MODE [--tool T] [--count N]
                       [--bound S] [--late S] [--seed S]
       Opens COUNT connections at once to a listener and misbehaves on each (MODE below);
       prints "ready" on stderr once every connection has had its first bytes, watches
       them for BOUND seconds, then prints one JSON line on stdout: how many connected,
       how many the listener closed and how fast, how many it held longer than LATE
       seconds (or past BOUND), and the start of its first answer.
-  faultpeer.py serve HOST PORT MODE [--proto nlnk|nlrv] [--tool T] [--seed S]
-      A fake listener for a real client: answers every connection with MODE (an NLNK
-      client speaks first, so its Hello is read first; an NLRV listener speaks first).
+  faultpeer.py serve HOST PORT MODE [--tool T] [--seed S]
+      A fake listener for a real client: answers every connection with MODE (the client
+      speaks first, so its Hello is read first).
       Prints "listening" on stderr, one line per connection on stdout; runs until killed.
   faultpeer.py moments LABEL N MAX [--seed S]
       N random moments in [0, MAX) seconds, one a line, from SEED and LABEL.
@@ -21,12 +21,13 @@
 MODEs: garbage (random bytes), oversize (a valid header announcing 4 GiB or the limit + 1),
 badversion (a valid header and Hello of another protocol version), midframe (half a frame,
 then close), slowloris (a valid frame dripped one byte per second), idle/silent (connect
-and say nothing), forged (NLRV: answer the Challenge with Hello{rank:1} and a bogus mac).
+and say nothing), forged (a Hello claiming a token, then a bogus Auth proof and a rendezvous
+Join{rank:1}).
 
 Wire layouts (crates/fabric/src/control/frame.rs, crates/collective/src/rendezvous.rs):
   NLNK: "NLNK" | u16 version=1 | u8 kind | u32 length | JSON payload   (limit 64 KiB)
-  NLRV: the rendezvous's message set on the same frame, kinds 140-146  (limit 256 KiB)
-  (--proto nlrv: the listener speaks first; its kind follows the payload's variant.)
+  Every tool's listener (the collective rendezvous's too, tool "collbench") opens with the
+  session Hello; the rendezvous's own messages follow on the same frame (kinds 141-146).
 """
 import json
 import os
@@ -42,9 +43,8 @@ import time
 NLNK_VERSION = 1
 NLNK_MAX = 64 * 1024
 NLNK_HELLO = 1
-NLRV_MAX = 256 * 1024
-NLRV_KINDS = {"Challenge": 140, "Hello": 141, "Table": 142, "Peer": 143, "Ready": 144,
-              "Go": 145, "Abort": 146}
+NLNK_AUTH = 2
+RV_JOIN = 141
 
 
 def nlnk(kind, payload, version=NLNK_VERSION, length=None):
@@ -52,44 +52,26 @@ def nlnk(kind, payload, version=NLNK_VERSION, length=None):
     return b"NLNK" + struct.pack(">HBI", version, kind, length) + payload
 
 
-def nlrv(payload, version=NLNK_VERSION, length=None):
-    variant = next(iter(json.loads(payload))) if payload else "Hello"
-    return nlnk(NLRV_KINDS[variant], payload, version=version, length=length)
-
-
 def hello_payload(tool, version=NLNK_VERSION):
     return json.dumps({"version": version, "tool": tool, "software": "0.1.0",
                        "nonce": os.urandom(16).hex(), "auth": True}).encode()
 
 
-def nlrv_hello(rank=1, world=2, addr="10.83.0.2:40000"):
-    return json.dumps({"Hello": {"rank": rank, "world": world, "data_addr": addr,
-                                 "nonce": os.urandom(16).hex(), "mac": "00" * 32}}).encode()
+def rv_join(rank=1, world=2, addr="10.83.0.2:40000"):
+    return json.dumps({"Join": {"rank": rank, "world": world, "data_addr": addr}}).encode()
 
 
-def nlrv_challenge():
-    return json.dumps({"Challenge": {"nonce": os.urandom(16).hex(), "auth": True}}).encode()
-
-
-def first_bytes(proto, mode, tool, rng, index, server=False):
+def first_bytes(mode, tool, rng, index):
     """What a connection sends first (all of it, or what is dripped for slowloris)."""
     if mode == "garbage":
         data = bytes(rng.getrandbits(8) for _ in range(300))
         return b"X" + data[1:]  # never starts with a magic by chance
-    if proto == "nlnk":
-        if mode == "oversize":
-            return nlnk(NLNK_HELLO, b"", length=0xFFFFFFFF if index % 2 == 0 else NLNK_MAX + 1)
-        if mode == "badversion":
-            version = 0xFFFF if index % 2 == 0 else NLNK_VERSION + 1
-            return nlnk(NLNK_HELLO, hello_payload(tool, version), version=version)
-        frame = nlnk(NLNK_HELLO, hello_payload(tool))
-    else:
-        if mode == "oversize":
-            return nlrv(b"", length=0xFFFFFFFF if index % 2 == 0 else NLRV_MAX + 1)
-        payload = nlrv_challenge() if server else nlrv_hello()
-        if mode == "badversion":
-            return nlrv(payload, version=0xFFFF if index % 2 == 0 else NLNK_VERSION + 1)
-        frame = nlrv(payload)
+    if mode == "oversize":
+        return nlnk(NLNK_HELLO, b"", length=0xFFFFFFFF if index % 2 == 0 else NLNK_MAX + 1)
+    if mode == "badversion":
+        version = 0xFFFF if index % 2 == 0 else NLNK_VERSION + 1
+        return nlnk(NLNK_HELLO, hello_payload(tool, version), version=version)
+    frame = nlnk(NLNK_HELLO, hello_payload(tool))
     if mode == "midframe":
         return frame[: len(frame) // 2]
     if mode == "slowloris":
@@ -145,19 +127,22 @@ def attack(args):
         c["s"].close()
     live = [c for c in conns if c["connected"]]
     if args.mode == "forged":
-        # Read the listener's Challenge (NLRV: the listener speaks first), then claim rank 1.
+        # Open with a Hello that claims a token, read the listener's Hello, then send a
+        # made-up proof and claim rank 1 at once.
         for c in live:
             c["s"].setblocking(True)
             c["s"].settimeout(3)
             try:
+                c["s"].sendall(nlnk(NLNK_HELLO, hello_payload(args.tool)))
                 c["got"] += c["s"].recv(4096)
-                c["s"].sendall(nlrv(nlrv_hello()))
+                proof = json.dumps({"mac": "00" * 32}).encode()
+                c["s"].sendall(nlnk(NLNK_AUTH, proof) + nlnk(RV_JOIN, rv_join()))
             except OSError:
                 pass
             c["s"].setblocking(False)
     else:
         for c in live:
-            data = first_bytes(args.proto, args.mode, args.tool, rng, c["i"])
+            data = first_bytes(args.mode, args.tool, rng, c["i"])
             if args.mode == "slowloris":
                 c["todo"] = data
                 continue
@@ -228,23 +213,21 @@ def serve_one(conn, peer, args, index):
     conn.settimeout(3)
     note = ""
     try:
-        if args.proto == "nlnk":
-            # The client's Hello first: header, then its payload.
-            head = b""
-            while len(head) < 11:
-                chunk = conn.recv(11 - len(head))
+        # The client's Hello first: header, then its payload.
+        head = b""
+        while len(head) < 11:
+            chunk = conn.recv(11 - len(head))
+            if not chunk:
+                break
+            head += chunk
+        if len(head) == 11:
+            left = struct.unpack(">I", head[7:11])[0]
+            while left > 0:
+                chunk = conn.recv(min(left, 65536))
                 if not chunk:
                     break
-                head += chunk
-            if len(head) == 11:
-                left = struct.unpack(">I", head[7:11])[0]
-                while left > 0:
-                    chunk = conn.recv(min(left, 65536))
-                    if not chunk:
-                        break
-                    left -= len(chunk)
-        data = b"" if args.mode == "silent" else first_bytes(
-            args.proto, args.mode, args.tool, rng, index, server=True)
+                left -= len(chunk)
+        data = b"" if args.mode == "silent" else first_bytes(args.mode, args.tool, rng, index)
         if args.mode == "slowloris":
             conn.settimeout(1)
             for i in range(len(data)):
@@ -284,7 +267,7 @@ def serve(args):
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((args.host, args.port))
     listener.listen(256)
-    print(f"listening on {args.host}:{args.port} ({args.proto} {args.mode})",
+    print(f"listening on {args.host}:{args.port} ({args.tool} {args.mode})",
           file=sys.stderr, flush=True)
     index = 0
     while True:
@@ -348,7 +331,6 @@ def main():
         q.add_argument("port", type=int)
         q.add_argument("mode", choices=["garbage", "oversize", "badversion", "midframe",
                                         "slowloris", "idle", "silent", "forged"])
-        q.add_argument("--proto", choices=["nlnk", "nlrv"], default="nlnk")
         q.add_argument("--tool", default="linkbench")
         q.add_argument("--count", type=int, default=1)
         q.add_argument("--bound", type=float, default=15, help="attack: watch this long")

@@ -80,7 +80,7 @@ impl Communicator {
         let mut peers: Vec<Option<TcpStream>> = (0..boot.world).map(|_| None).collect();
         for (rank, addr) in table.iter().enumerate().skip(boot.rank + 1) {
             let what = format!("rank {rank}");
-            let (mut stream, nonce, _) = rendezvous::connect_greeted(*addr, deadline, &what)?;
+            let (mut stream, nonce) = rendezvous::connect_greeted(*addr, deadline, &what, token)?;
             let mac = rendezvous::peer_proof(&job_key, &nonce, boot.rank, rank);
             rendezvous::send(
                 &mut stream,
@@ -95,16 +95,10 @@ impl Communicator {
         if boot.rank > 0 {
             let me = boot.rank;
             let key = job_key.clone();
-            let greet = move |mut stream: TcpStream, until: Instant| {
-                let nonce = rendezvous::fresh_nonce()?;
-                rendezvous::send(
-                    &mut stream,
-                    &Message::Challenge {
-                        nonce: nonce.clone(),
-                        auth: true,
-                    },
-                    until,
-                )?;
+            let secret = token.map(<[u8]>::to_vec);
+            let greet = move |stream: TcpStream, until: Instant| {
+                let (mut stream, nonce) =
+                    rendezvous::greet_caller(stream, until, secret.as_deref())?;
                 match rendezvous::receive(&mut stream, until, "a mesh caller")? {
                     Message::Peer { rank, mac }
                         if rank < me
@@ -705,17 +699,16 @@ fn gather_reports(links: &mut [TcpStream], window: Duration) -> Vec<Report> {
     reports
 }
 
-/// What a joining rank told rank 0, once its greeting checked out.
+/// What a joining rank told rank 0, once its session opened.
 struct Joined {
     rank: usize,
     world: usize,
     data_addr: SocketAddr,
-    nonce: String,
-    rank0_nonce: String,
     stream: TcpStream,
 }
 
-/// Rank 0's side: greets every connection concurrently, keeps the authentic Hellos, and
+/// Rank 0's side: greets every connection concurrently, keeps the claims of those whose
+/// session opened (tool, version and token checked), and
 /// sends each rank the address table. Returns the table, the job key and the links to
 /// ranks 1..n.
 fn gather_ranks(
@@ -729,48 +722,21 @@ fn gather_ranks(
 ) -> Result<(Vec<SocketAddr>, String, Vec<TcpStream>), CollError> {
     let world = boot.world;
     let key = token.map(<[u8]>::to_vec);
-    let greet = move |mut stream: TcpStream, until: Instant| {
-        let rank0_nonce = rendezvous::fresh_nonce()?;
-        rendezvous::send(
-            &mut stream,
-            &Message::Challenge {
-                nonce: rank0_nonce.clone(),
-                auth: key.is_some(),
-            },
-            until,
-        )?;
-        let hello = rendezvous::receive(&mut stream, until, "a joining process")?;
-        if !rendezvous::hello_is_authentic(key.as_deref(), &rank0_nonce, &hello) {
-            let reason = "NODELINK_TOKEN differs from rank 0's (or is missing): set the same token on every rank";
-            let _ = rendezvous::send(
-                &mut stream,
-                &Message::Abort {
-                    reason: reason.into(),
-                    failed: None,
-                },
-                until,
-            );
-            return Err(CollError::Protocol(
-                "its Hello did not prove NODELINK_TOKEN".into(),
-            ));
-        }
-        match hello {
-            Message::Hello {
+    let greet = move |stream: TcpStream, until: Instant| {
+        let (mut stream, _) = rendezvous::greet_caller(stream, until, key.as_deref())?;
+        match rendezvous::receive(&mut stream, until, "a joining process")? {
+            Message::Join {
                 rank,
                 world,
                 data_addr,
-                nonce,
-                ..
             } => Ok(Joined {
                 rank,
                 world,
                 data_addr,
-                nonce,
-                rank0_nonce,
                 stream,
             }),
             other => Err(CollError::Protocol(format!(
-                "it sent {} instead of Hello",
+                "it sent {} instead of Join",
                 rendezvous::name(&other)
             ))),
         }
@@ -835,41 +801,26 @@ fn gather_ranks(
     let mut links = Vec::with_capacity(world - 1);
     for j in joined {
         let mut stream = j.stream;
-        let message = rendezvous::signed_table(
-            token,
-            &j.rank0_nonce,
-            &j.nonce,
-            table.clone(),
-            job_key.clone(),
-        );
+        let message = Message::Table {
+            addrs: table.clone(),
+            job_key: job_key.clone(),
+        };
         rendezvous::send(&mut stream, &message, deadline)?;
         links.push(stream);
     }
     Ok((table, job_key, links))
 }
 
-/// A non-zero rank's side: greeted by rank 0, proves its token, gets the table.
+/// A non-zero rank's side: opens the session with rank 0 (the token's proofs both ways),
+/// claims its rank, gets the table.
 fn join_rank0(
     boot: &Bootstrap,
     master_addr: SocketAddr,
     deadline: Instant,
     token: Option<&[u8]>,
 ) -> Result<(TcpStream, TcpListener, Vec<SocketAddr>, String), CollError> {
-    let (mut link, rank0_nonce, rank0_auth) =
-        rendezvous::connect_greeted(master_addr, deadline, "rank 0 (the master)")?;
-    match (token.is_some(), rank0_auth) {
-        (false, true) => {
-            return Err(CollError::Bootstrap(
-                "rank 0 requires NODELINK_TOKEN: set the same token on this rank".into(),
-            ))
-        }
-        (true, false) => {
-            return Err(CollError::Bootstrap(
-                "NODELINK_TOKEN is set here but rank 0 does not authenticate: set the same token on rank 0, or unset it here".into(),
-            ))
-        }
-        _ => {}
-    }
+    let (mut link, _) =
+        rendezvous::connect_greeted(master_addr, deadline, "rank 0 (the master)", token)?;
     let local_ip = link
         .local_addr()
         .map_err(CollError::io("reading the local address"))?
@@ -879,32 +830,18 @@ fn join_rank0(
     let data_addr = data
         .local_addr()
         .map_err(CollError::io("reading the data address"))?;
-    let nonce = rendezvous::fresh_nonce()?;
-    let hello = rendezvous::signed_hello(
-        token,
-        &rank0_nonce,
-        nonce.clone(),
-        boot.rank,
-        boot.world,
+    let claim = Message::Join {
+        rank: boot.rank,
+        world: boot.world,
         data_addr,
-    );
-    rendezvous::send(&mut link, &hello, deadline)?;
+    };
+    rendezvous::send(&mut link, &claim, deadline)?;
     // Rank 0 owns the join's deadline and answers by it, with the table or with the reason
     // it gave up; waiting a little past our own deadline lets that reason arrive instead
     // of a bare timeout here.
     let verdict = deadline + Duration::from_secs(2);
     match rendezvous::receive(&mut link, verdict, "rank 0")? {
-        Message::Table {
-            addrs,
-            job_key,
-            mac,
-        } if addrs.len() == boot.world => {
-            if !rendezvous::table_is_authentic(token, &rank0_nonce, &nonce, &addrs, &job_key, &mac)
-            {
-                return Err(CollError::Bootstrap(
-                    "rank 0's answer does not prove NODELINK_TOKEN: set the same token on every rank".into(),
-                ));
-            }
+        Message::Table { addrs, job_key } if addrs.len() == boot.world => {
             Ok((link, data, addrs, job_key))
         }
         Message::Table { addrs, .. } => Err(CollError::Protocol(format!(

@@ -16,40 +16,32 @@ use std::time::{Duration, Instant};
 pub use fabric::bootstrap::{resolve, Bootstrap, BootstrapFlags, DEFAULT_PORT};
 pub mod roster;
 
+use fabric::channel::Channel;
 /// The session layer's version, which every rank must share.
 pub use fabric::control::VERSION as PROTOCOL_VERSION;
-use fabric::control::{parse_payload, Wire, HEADER_LEN};
-use fabric::ProtocolError;
+use fabric::control::{self, parse_payload, Wire, HEADER_LEN};
+use fabric::{handshake, FabricError, ProtocolError};
 /// Largest rendezvous payload: a table of a few thousand addresses.
 pub const MAX_PAYLOAD: u32 = 256 * 1024;
 
-/// Rendezvous messages.
+/// Rendezvous messages. Every connection opens with the session layer's Hello/Auth
+/// exchange first (tool, version, `NODELINK_TOKEN`); these follow it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
-    /// The listening side's first words on every connection (rank 0 to a joining rank, a
-    /// rank to a lower rank dialling its data port): a fresh nonce to sign, and whether
-    /// this side requires `NODELINK_TOKEN`.
-    Challenge {
-        nonce: String,
-        auth: bool,
-    },
-    /// A joining rank's claim; `mac` signs it and both nonces with the token ("" without).
-    Hello {
+    /// A joining rank's claim to rank 0.
+    Join {
         rank: usize,
         world: usize,
         data_addr: SocketAddr,
-        nonce: String,
-        mac: String,
     },
     /// Every rank's data address and the job key that mesh connections prove themselves
-    /// with; `mac` shows rank 0 holds the token ("" without).
+    /// with.
     Table {
         addrs: Vec<SocketAddr>,
         job_key: String,
-        mac: String,
     },
     /// First words on a mesh connection: who is calling, signed with the job key over the
-    /// callee's nonce, so a stranger cannot claim a rank.
+    /// callee's nonce from its Hello, so a stranger cannot claim a rank.
     Peer {
         rank: usize,
         mac: String,
@@ -66,6 +58,9 @@ pub enum Message {
     },
 }
 
+/// The tool name rank 0 and the ranks put in their Hello.
+pub const TOOL: &str = "collbench";
+
 /// Longest a greeting may take on one connection (a real rank answers at once); a
 /// stranger that says nothing costs this much of one helper thread, never the join.
 pub const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,131 +68,7 @@ pub const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
 /// strangers can never keep a real rank out.
 pub const MAX_GREETING: usize = 256;
 
-const HELLO_LABEL: &str = "nodelink-rv hello";
-const TABLE_LABEL: &str = "nodelink-rv table";
 const PEER_LABEL: &str = "nodelink-rv peer";
-
-/// The parts a Hello's proof covers.
-fn hello_parts(
-    rank0_nonce: &str,
-    nonce: &str,
-    rank: usize,
-    world: usize,
-    data_addr: &SocketAddr,
-) -> [Vec<u8>; 5] {
-    [
-        rank0_nonce.as_bytes().to_vec(),
-        nonce.as_bytes().to_vec(),
-        rank.to_be_bytes().to_vec(),
-        world.to_be_bytes().to_vec(),
-        data_addr.to_string().into_bytes(),
-    ]
-}
-
-fn refs(parts: &[Vec<u8>]) -> Vec<&[u8]> {
-    parts.iter().map(Vec::as_slice).collect()
-}
-
-/// A joining rank's signed Hello.
-pub fn signed_hello(
-    token: Option<&[u8]>,
-    rank0_nonce: &str,
-    nonce: String,
-    rank: usize,
-    world: usize,
-    data_addr: SocketAddr,
-) -> Message {
-    let mac = token.map_or_else(String::new, |t| {
-        fabric::control::sign(
-            t,
-            HELLO_LABEL,
-            &refs(&hello_parts(rank0_nonce, &nonce, rank, world, &data_addr)),
-        )
-    });
-    Message::Hello {
-        rank,
-        world,
-        data_addr,
-        nonce,
-        mac,
-    }
-}
-
-/// Whether a Hello's proof holds (always, when rank 0 has no token).
-pub fn hello_is_authentic(token: Option<&[u8]>, rank0_nonce: &str, hello: &Message) -> bool {
-    let Message::Hello {
-        rank,
-        world,
-        data_addr,
-        nonce,
-        mac,
-    } = hello
-    else {
-        return false;
-    };
-    token.is_none_or(|t| {
-        fabric::control::verify(
-            t,
-            HELLO_LABEL,
-            &refs(&hello_parts(rank0_nonce, nonce, *rank, *world, data_addr)),
-            mac,
-        )
-    })
-}
-
-fn table_parts(
-    rank0_nonce: &str,
-    nonce: &str,
-    addrs: &[SocketAddr],
-    job_key: &str,
-) -> Vec<Vec<u8>> {
-    let mut parts = vec![
-        rank0_nonce.as_bytes().to_vec(),
-        nonce.as_bytes().to_vec(),
-        job_key.as_bytes().to_vec(),
-    ];
-    parts.extend(addrs.iter().map(|a| a.to_string().into_bytes()));
-    parts
-}
-
-pub fn signed_table(
-    token: Option<&[u8]>,
-    rank0_nonce: &str,
-    nonce: &str,
-    addrs: Vec<SocketAddr>,
-    job_key: String,
-) -> Message {
-    let mac = token.map_or_else(String::new, |t| {
-        fabric::control::sign(
-            t,
-            TABLE_LABEL,
-            &refs(&table_parts(rank0_nonce, nonce, &addrs, &job_key)),
-        )
-    });
-    Message::Table {
-        addrs,
-        job_key,
-        mac,
-    }
-}
-
-pub fn table_is_authentic(
-    token: Option<&[u8]>,
-    rank0_nonce: &str,
-    nonce: &str,
-    addrs: &[SocketAddr],
-    job_key: &str,
-    mac: &str,
-) -> bool {
-    token.is_none_or(|t| {
-        fabric::control::verify(
-            t,
-            TABLE_LABEL,
-            &refs(&table_parts(rank0_nonce, nonce, addrs, job_key)),
-            mac,
-        )
-    })
-}
 
 /// The proof a mesh caller sends: the job key over the callee's nonce, caller and callee.
 pub fn peer_proof(job_key: &str, callee_nonce: &str, caller: usize, callee: usize) -> String {
@@ -237,8 +108,7 @@ pub fn fresh_nonce() -> Result<String, CollError> {
 }
 
 // Kind bytes of the rendezvous message set, apart from every other set on the frame.
-const CHALLENGE: u8 = 140;
-const HELLO: u8 = 141;
+const JOIN: u8 = 141;
 const TABLE: u8 = 142;
 const PEER: u8 = 143;
 const READY: u8 = 144;
@@ -250,8 +120,7 @@ impl Wire for Message {
 
     fn kind(&self) -> u8 {
         match self {
-            Message::Challenge { .. } => CHALLENGE,
-            Message::Hello { .. } => HELLO,
+            Message::Join { .. } => JOIN,
             Message::Table { .. } => TABLE,
             Message::Peer { .. } => PEER,
             Message::Ready => READY,
@@ -271,8 +140,7 @@ impl Wire for Message {
 
     fn from_payload(kind: u8, payload: &[u8]) -> Result<Self, ProtocolError> {
         let label = match kind {
-            CHALLENGE => "Challenge",
-            HELLO => "Hello",
+            JOIN => "Join",
             TABLE => "Table",
             PEER => "Peer",
             READY => "Ready",
@@ -525,39 +393,93 @@ pub(crate) fn connect_until(
     )))
 }
 
-/// Connects and reads the listener's Challenge, retrying while the listener drops the
-/// connection before greeting it (it does so when strangers fill its greeting slots).
+/// Connects and opens the session as the caller (Hello, the token's proofs both ways),
+/// retrying while the listener drops the connection before greeting it (it does so when
+/// strangers fill its greeting slots). Returns the stream and the listener's nonce.
 pub(crate) fn connect_greeted(
     addr: SocketAddr,
     deadline: Instant,
     what: &str,
-) -> Result<(TcpStream, String, bool), CollError> {
+    token: Option<&[u8]>,
+) -> Result<(TcpStream, String), CollError> {
     loop {
-        let mut stream = connect_until(addr, deadline, what)?;
+        let stream = connect_until(addr, deadline, what)?;
         let until = deadline.min(Instant::now() + GREETING_TIMEOUT);
-        match receive(&mut stream, until, what) {
-            Ok(Message::Challenge { nonce, auth }) => return Ok((stream, nonce, auth)),
-            Ok(other) => {
-                return Err(CollError::Protocol(format!(
-                    "{what} at {addr} answered {} instead of a rendezvous challenge: check the address and that every rank runs the same nodelink version",
-                    name(&other)
-                )))
-            }
-            Err(CollError::PeerGone(_) | CollError::Timeout(_))
+        let mut channel = Channel::new(stream, format!("{what} at {addr}"));
+        match handshake::open_client_within(&mut channel, TOOL, token, remaining(until)?) {
+            Ok(hello) => return Ok((channel.into_stream(), hello.nonce)),
+            Err(FabricError::PeerClosed { .. } | FabricError::Timeout { .. })
                 if Instant::now() + Duration::from_millis(100) < deadline =>
             {
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(opening_error(&format!("{what} at {addr}"), e)),
         }
+    }
+}
+
+/// Opens the session as the listener (rank 0, or a rank's data listener): reads the
+/// caller's Hello, checks its tool and token. Returns the stream and this side's nonce.
+/// A refused caller hears why in one sentence.
+pub(crate) fn greet_caller(
+    stream: TcpStream,
+    until: Instant,
+    token: Option<&[u8]>,
+) -> Result<(TcpStream, String), CollError> {
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "a caller".to_string(), |a| a.to_string());
+    let mut channel = Channel::new(stream, peer);
+    let hello = match channel.recv(remaining(until)?, "waiting for the greeting from") {
+        Ok(control::Message::Hello(hello)) => hello,
+        Ok(other) => {
+            return Err(CollError::Protocol(format!(
+                "it opened with {} instead of Hello",
+                other.name()
+            )))
+        }
+        Err(e) => return Err(opening_error("", e)),
+    };
+    match handshake::open_server_within(&mut channel, &hello, TOOL, token, remaining(until)?) {
+        Ok(nonce) => Ok((channel.into_stream(), nonce)),
+        Err(e) => {
+            let refusal = control::Message::Error(control::ErrorMsg {
+                message: e.to_string(),
+            });
+            let _ = channel.send(&refusal, Duration::from_secs(1));
+            Err(opening_error("", e))
+        }
+    }
+}
+
+/// A failed session opening as the ranks see it; `who` names the other side (a caller's
+/// side names the listener; a listener's log line already names the caller, so "").
+fn opening_error(who: &str, e: FabricError) -> CollError {
+    let at = |text: String| {
+        if who.is_empty() {
+            text
+        } else {
+            format!("{who}: {text}")
+        }
+    };
+    match e {
+        FabricError::Protocol(p) => protocol_error(p),
+        FabricError::Remote(text) => CollError::Bootstrap(at(format!("refused this rank: {text}"))),
+        FabricError::Auth(text) => CollError::Bootstrap(at(text)),
+        FabricError::Timeout { .. } => CollError::Timeout(at(
+            "the session opening did not finish before the deadline".into(),
+        )),
+        FabricError::PeerClosed { .. } => CollError::PeerGone(at(
+            "the connection closed while the session was opening".into(),
+        )),
+        other => CollError::Protocol(at(other.to_string())),
     }
 }
 
 /// A message's name, for errors (never its contents: those may come from a stranger).
 pub fn name(message: &Message) -> &'static str {
     match message {
-        Message::Challenge { .. } => "Challenge",
-        Message::Hello { .. } => "Hello",
+        Message::Join { .. } => "Join",
         Message::Table { .. } => "Table",
         Message::Peer { .. } => "Peer",
         Message::Ready => "Ready",
@@ -715,69 +637,22 @@ mod tests {
     }
 
     #[test]
-    fn proofs_bind_the_claim_and_the_nonces() {
-        let addr: SocketAddr = "10.0.0.2:4000".parse().unwrap();
-        let hello = signed_hello(Some(b"tok"), "r0", "j".into(), 1, 2, addr);
-        assert!(hello_is_authentic(Some(b"tok"), "r0", &hello));
-        assert!(!hello_is_authentic(Some(b"other"), "r0", &hello));
-        assert!(!hello_is_authentic(Some(b"tok"), "replayed", &hello));
-        // A stranger without the token sends no proof: refused when rank 0 has one.
-        let bare = signed_hello(None, "r0", "j".into(), 1, 2, addr);
-        assert!(!hello_is_authentic(Some(b"tok"), "r0", &bare));
-        assert!(hello_is_authentic(None, "r0", &bare));
-        // Changing the claimed rank breaks the proof.
-        let Message::Hello { nonce, mac, .. } = hello else {
-            unreachable!()
-        };
-        let forged = Message::Hello {
-            rank: 0,
-            world: 2,
-            data_addr: addr,
-            nonce,
-            mac,
-        };
-        assert!(!hello_is_authentic(Some(b"tok"), "r0", &forged));
-
+    fn peer_proofs_bind_the_job_key_the_nonce_and_both_ranks() {
         let p = peer_proof("key", "n", 1, 3);
         assert!(peer_is_authentic("key", "n", 1, 3, &p));
         assert!(!peer_is_authentic("key", "n", 2, 3, &p));
+        assert!(!peer_is_authentic("key", "n", 1, 2, &p));
+        assert!(!peer_is_authentic("key", "replayed", 1, 3, &p));
         assert!(!peer_is_authentic("guess", "n", 1, 3, &p));
-        let Message::Table {
-            addrs,
-            job_key,
-            mac,
-        } = signed_table(Some(b"tok"), "r0", "j", vec![addr], "key".into())
-        else {
-            unreachable!()
-        };
-        assert!(table_is_authentic(
-            Some(b"tok"),
-            "r0",
-            "j",
-            &addrs,
-            &job_key,
-            &mac
-        ));
-        assert!(!table_is_authentic(
-            Some(b"tok"),
-            "r0",
-            "j",
-            &addrs,
-            "other",
-            &mac
-        ));
     }
 
     #[test]
     fn frames_round_trip_and_reject_bad_headers() {
-        let message = signed_hello(
-            Some(b"t"),
-            "n0",
-            "n1".into(),
-            2,
-            4,
-            "10.0.0.2:4000".parse().unwrap(),
-        );
+        let message = Message::Join {
+            rank: 2,
+            world: 4,
+            data_addr: "10.0.0.2:4000".parse().unwrap(),
+        };
         let frame = encode(&message);
         assert_eq!(&frame[..4], b"NLNK", "one frame for every protocol");
         assert_eq!(decode(&frame).unwrap(), Some((message, frame.len())));
@@ -804,12 +679,12 @@ mod tests {
         let mut garbled = frame.clone();
         garbled[HEADER_LEN] = b'#';
         assert!(decode(&garbled).is_err());
-        // A Go frame that carries a Hello is refused, not taken for either.
+        // A Go frame that carries a Join is refused, not taken for either.
         let mut mislabelled = frame;
         mislabelled[6] = GO;
         assert!(decode(&mislabelled)
             .unwrap_err()
             .to_string()
-            .contains("kind 145 carries a Hello"));
+            .contains("kind 145 carries a Join"));
     }
 }

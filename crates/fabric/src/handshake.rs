@@ -115,13 +115,14 @@ pub fn open_client_within(
 }
 
 /// Server side, after the client's Hello arrived: answers, checks the client wants
-/// `tool`, verifies its proof and proves itself.
+/// `tool`, verifies its proof and proves itself. Returns the nonce this side sent (a
+/// protocol on top may have the client sign more with it).
 pub fn open_server(
     channel: &mut Channel,
     client: &Hello,
     tool: &str,
     token: Option<&[u8]>,
-) -> Result<()> {
+) -> Result<String> {
     open_server_within(channel, client, tool, token, HANDSHAKE_TIMEOUT)
 }
 
@@ -132,7 +133,7 @@ pub fn open_server_within(
     tool: &str,
     token: Option<&[u8]>,
     timeout: Duration,
-) -> Result<()> {
+) -> Result<String> {
     let started = Instant::now();
     let plan = AuthPlan::decide(Role::Server, token.is_some(), client.auth)?;
     let server_nonce = nonce()?;
@@ -157,7 +158,7 @@ pub fn open_server_within(
             left(started, timeout),
         )?;
     }
-    Ok(())
+    Ok(server_nonce)
 }
 
 #[cfg(test)]

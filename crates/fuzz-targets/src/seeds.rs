@@ -107,14 +107,13 @@ pub fn cluster() -> Vec<Vec<u8>> {
 
 pub fn rendezvous() -> Vec<Vec<u8>> {
     [
-        (140, r#"{"Challenge":{"nonce":"00ff","auth":true}}"#),
         (
             141,
-            r#"{"Hello":{"rank":1,"world":2,"data_addr":"10.0.0.2:40000","nonce":"ab","mac":""}}"#,
+            r#"{"Join":{"rank":1,"world":2,"data_addr":"10.0.0.2:40000"}}"#,
         ),
         (
             142,
-            r#"{"Table":{"addrs":["10.0.0.1:40000","[fe80::1]:40001"],"job_key":"k","mac":""}}"#,
+            r#"{"Table":{"addrs":["10.0.0.1:40000","[fe80::1]:40001"],"job_key":"k"}}"#,
         ),
         (143, r#"{"Peer":{"rank":1,"mac":"cd"}}"#),
         (144, r#""Ready""#),
