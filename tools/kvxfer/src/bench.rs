@@ -3,7 +3,8 @@
 //! are done; the report gives successes, failures, throughput, per-request transfer
 //! latency and the share of the link.
 
-use crate::{blocks_for, BenchArgs};
+use crate::decode::blocks_for;
+use crate::flags::BenchArgs;
 use anyhow::Context;
 use kvcache::decode::DecodeAgent;
 use measure::LatencyRecorder;
@@ -161,8 +162,8 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
                 .num_blocks
                 .unwrap_or(default_blocks.min(u32::MAX as u64) as u32),
         )?;
-        let agent = crate::decode_agent_on(layout, group.clone(), &args.peers)?;
-        if args.scheme == Some(crate::Scheme::OneToMany) && agent.prefill_tp() > 1 {
+        let agent = crate::decode::decode_agent_on(layout, group.clone(), &args.peers)?;
+        if args.scheme == Some(crate::flags::Scheme::OneToMany) && agent.prefill_tp() > 1 {
             return Err(cli::usage(format!(
                 "--scheme one-to-many pulls from independent prefills, but {} is one of {} TP ranks: list the ranks of one group with --scheme tp",
                 group[0],
@@ -267,8 +268,8 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
 
 /// Which decode agents a scheme runs, each with the prefill addresses it attaches to.
 fn scheme_groups(args: &BenchArgs) -> anyhow::Result<Vec<Vec<std::net::SocketAddr>>> {
-    use crate::Scheme;
-    let peers = crate::peer_addresses(&args.peers)?;
+    use crate::flags::Scheme;
+    let peers = crate::decode::peer_addresses(&args.peers)?;
     let scheme = args.scheme.unwrap_or(if peers.len() > 1 {
         Scheme::Tp
     } else {
@@ -298,7 +299,7 @@ fn scheme_groups(args: &BenchArgs) -> anyhow::Result<Vec<Vec<std::net::SocketAdd
 }
 
 fn scheme_name(args: &BenchArgs, groups: &[Vec<std::net::SocketAddr>]) -> &'static str {
-    use crate::Scheme;
+    use crate::flags::Scheme;
     match args.scheme {
         Some(Scheme::ManyToOne) => "many-to-one",
         Some(Scheme::OneToMany) => "one-to-many",
@@ -418,10 +419,10 @@ fn worker(
     }
 }
 
-fn transport_name(transport: crate::Transport) -> &'static str {
+fn transport_name(transport: crate::flags::Transport) -> &'static str {
     match transport {
-        crate::Transport::Tcp => "tcp (prefill streams)",
-        crate::Transport::Rdma => "rdma (decode READs)",
+        crate::flags::Transport::Tcp => "tcp (prefill streams)",
+        crate::flags::Transport::Rdma => "rdma (decode READs)",
     }
 }
 

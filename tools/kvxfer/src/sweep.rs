@@ -4,7 +4,7 @@
 //! at each size, one row per size: bandwidth, blocks/s, latency per request and per block.
 
 use crate::bench::drive;
-use crate::{BenchArgs, PrefillArgs};
+use crate::flags::{BenchArgs, PrefillArgs};
 use anyhow::Context;
 use kvcache::prefill::PrefillAgent;
 use kvcache::{KvLayout, KvShape};
@@ -27,7 +27,7 @@ pub fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
     if args.lease.is_zero() || args.timeout.is_zero() {
         return Err(cli::usage("--lease and --timeout must be at least 1ms"));
     }
-    let addrs = crate::listen_addresses(args.listen.as_deref(), args.iface.as_deref())?;
+    let addrs = crate::prefill::listen_addresses(args.listen.as_deref(), args.iface.as_deref())?;
     let [base] = addrs[..] else {
         return Err(cli::usage(
             "--sweep-block serves one address (sizes on consecutive ports): give one --listen or --iface",
@@ -50,7 +50,7 @@ pub fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
         committed += layout.pool_bytes();
         let agent = PrefillAgent::new(
             layout,
-            crate::prefill_config(&args, token.clone(), Vec::new()),
+            crate::prefill::prefill_config(&args, token.clone(), Vec::new()),
         )?;
         let addr = SocketAddr::new(base.ip(), base.port() + i as u16);
         served.push((agent, fabric::tcp::listen(addr, None)?));
@@ -114,7 +114,7 @@ const DEFAULT_BATCH: u32 = 16;
 pub fn bench(args: BenchArgs) -> anyhow::Result<u8> {
     let sizes = args.sweep_block.clone().map(|s| s.0).unwrap_or_default();
     let batch = args.batch.unwrap_or(DEFAULT_BATCH);
-    let addrs = crate::peer_addresses(&args.peers)?;
+    let addrs = crate::decode::peer_addresses(&args.peers)?;
     let [base] = addrs[..] else {
         return Err(cli::usage(
             "--sweep-block pulls from one prefill's raw pools: give one --peer",
@@ -145,7 +145,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<u8> {
             .min((MAX_POOL_BYTES / request_bytes).clamp(1, u32::MAX as u64) as u32);
         let layout = KvLayout::new(shape, 1, 0, workers * batch)?;
         let peer = SocketAddr::new(base.ip(), base.port() + i as u16);
-        let agent = crate::decode_agent_on(layout, vec![peer], &args.peers).with_context(|| {
+        let agent = crate::decode::decode_agent_on(layout, vec![peer], &args.peers).with_context(|| {
             format!(
                 "block size {}: the prefill's pool for it on {peer} (start `kvxfer prefill --sweep-block` with the same range)",
                 measure::format_bytes(size)
