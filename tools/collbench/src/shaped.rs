@@ -2,7 +2,8 @@
 //! the network per forward step (tokens x hidden x dtype), measured, then priced per step
 //! and per token.
 
-use crate::{on_ranks, Args, Job};
+use crate::flags::Args;
+use crate::{on_ranks, Job};
 use anyhow::Context;
 use collective::{ops, Communicator, Dtype, RedOp, RunConfig};
 use serde::Serialize;

@@ -10,7 +10,8 @@
 //! flight). The step time is rank 0's time between completed rounds. `explain
 //! predict-step` must predict it from sweeps on the same links: that validates the model.
 
-use crate::{on_ranks, Args, Job};
+use crate::flags::Args;
+use crate::{on_ranks, Job};
 use anyhow::Context;
 use collective::{ops, CollError, Communicator, Dtype, RedOp, Schedule};
 use serde::Serialize;

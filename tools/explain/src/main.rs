@@ -1,130 +1,16 @@
 //! explain: answers "why is my 2-node plan slower than my 1-node plan, and what would fix
 //! it?" from the model, the GPU, the plans and the links (named or measured). Parses and
-//! resolves here; the cost model lives in `model`, the rendering in report.rs.
+//! resolves here (flags in `flags`); `predict-step` is in `predict`, the cost model in
+//! `model`, the rendering in `report`.
 
+mod flags;
 mod predict;
 mod report;
 
 use anyhow::Context;
-use clap::Parser;
+use flags::{Args, Cli, Mode, PLAN_OUTPUTS};
 use model::{Assumptions, LinkModel, Plan, Workload, INTER_PROFILES, INTRA_PROFILES};
-use std::path::{Path, PathBuf};
-
-/// Prices parallel plans (TPOT, TTFT, tok/s, req/s) and attributes the difference between
-/// them to compute, TP all-reduces, PP activation sends, the pipeline bubble and the P/D
-/// KV transfer.
-///
-/// Plans: tp4, tp4,pp2, dp2,tp4, dp8,pd (P/D disaggregated); append @NODESxGPUS to place
-/// one explicitly (tp4,pp2@2x4). Links: a profile name or a collbench/linkbench/kvxfer
-/// --json FILE (a measurement wins over a profile). `explain predict-step` prices one
-/// synthetic step instead (see its --help).
-#[derive(Parser, Debug)]
-#[command(name = "explain", version, args_conflicts_with_subcommands = true)]
-pub struct Cli {
-    #[command(subcommand)]
-    mode: Option<Mode>,
-    #[command(flatten)]
-    plans: Args,
-}
-
-#[derive(clap::Subcommand, Debug)]
-enum Mode {
-    /// Predict `collbench synthetic-step`: layers x (compute + 2 all-reduces) over --link,
-    /// and with --pp the pipeline over --pp-link, with the model's own arithmetic.
-    PredictStep(StepArgs),
-}
-
-#[derive(clap::Args, Debug)]
-#[command(mut_args(cli::hide_outputs(cli::Honours::JSON)))]
-pub struct StepArgs {
-    /// Layers per step.
-    #[arg(long, default_value_t = 8)]
-    layers: u64,
-    /// Hidden size.
-    #[arg(long, default_value_t = 4096)]
-    hidden: u64,
-    /// Tokens per step.
-    #[arg(long, default_value_t = 8)]
-    batch: u64,
-    /// Busy compute per layer, microseconds.
-    #[arg(long, default_value_t = 200.0)]
-    compute_us: f64,
-    /// Ranks in the TP group (ranks per stage with --pp).
-    #[arg(long, default_value_t = 2)]
-    world: u64,
-    /// The collbench all_reduce --json measured on the TP group's links.
-    #[arg(long, value_name = "FILE.json")]
-    link: Option<PathBuf>,
-    /// Pipeline stages.
-    #[arg(long, default_value_t = 1)]
-    pp: u64,
-    /// Micro-batches in flight, 1 to --pp [default: --pp].
-    #[arg(long, value_name = "K")]
-    micro_batches: Option<u64>,
-    /// The linkbench lat -a --json (or collbench sendrecv --json) measured between stages
-    /// (with --pp).
-    #[arg(long, value_name = "FILE.json")]
-    pp_link: Option<PathBuf>,
-    #[command(flatten)]
-    output: cli::OutputArgs,
-}
-
-/// Plan pricing prints a table, JSON, or a chart of the plans' breakdowns.
-const PLAN_OUTPUTS: cli::Honours = cli::Honours {
-    plot: true,
-    ..cli::Honours::JSON
-};
-
-/// Plan pricing's flags.
-#[derive(clap::Args, Debug)]
-#[command(mut_args(cli::hide_outputs(PLAN_OUTPUTS)))]
-pub struct Args {
-    /// Model (configs/models/*.toml).
-    #[arg(long, default_value = "llama-3.1-8b")]
-    model: String,
-    /// GPU (configs/gpus/*.toml).
-    #[arg(long, default_value = "h100-sxm")]
-    gpu: String,
-    /// The plan to explain (the baseline).
-    #[arg(long, default_value = "tp4")]
-    plan: String,
-    /// A second plan to compare against --plan.
-    #[arg(long, value_name = "PLAN")]
-    vs: Option<String>,
-    /// GPUs per node, for plans without @NODESxGPUS.
-    #[arg(long, default_value_t = 8)]
-    gpus_per_node: u64,
-    /// Prompt tokens per request [default: the run's, else 2000].
-    #[arg(long)]
-    input_len: Option<u64>,
-    /// Output tokens per request [default: the run's, else 2000].
-    #[arg(long)]
-    output_len: Option<u64>,
-    /// A measured run of --plan (`vllm bench serve --save-result` JSON, vLLM's serving
-    /// table JSON, or CSV with the same keys); repeat for several loads. The model's HBM
-    /// efficiency and per-step overhead are fitted to it.
-    #[arg(long, value_name = "FILE")]
-    run: Vec<PathBuf>,
-    /// A measured run of --vs, at the same load: the measured difference is split into
-    /// the modelled terms plus what the model does not explain.
-    #[arg(long, value_name = "FILE", requires = "vs")]
-    run_vs: Option<PathBuf>,
-    /// Requests in flight over the whole deployment (closed loop) [default: 16].
-    #[arg(long)]
-    concurrency: Option<f64>,
-    /// Requests per second (open loop) instead of --concurrency.
-    #[arg(long)]
-    qps: Option<f64>,
-    /// tcp-10g, tcp-25g, tcp-100g, ib-hdr200, ib-ndr400, or a --json FILE.
-    #[arg(long, default_value = "tcp-25g", value_name = "PROFILE|FILE.json")]
-    inter_node: String,
-    /// nvlink4, nvlink3, pcie4, pcie5 ..., or a --json FILE [default: the GPU's own link].
-    #[arg(long, value_name = "PROFILE|FILE.json")]
-    intra_node: Option<String>,
-    // --plot: the per-token breakdown of every plan as stacked bars.
-    #[command(flatten)]
-    output: cli::OutputArgs,
-}
+use std::path::Path;
 
 /// This tool's flag for each setting the libraries' hints name.
 const FLAGS: &[(measure::Setting, &str)] = &[

@@ -3,7 +3,7 @@
 //! `control_on_path`) `explain` uses for plans. This is how the cost model is validated
 //! against real all-reduces and stage handovers (scripts/bench/explain-validate).
 
-use crate::StepArgs as Args;
+use crate::flags::StepArgs as Args;
 use anyhow::Context;
 use model::LinkModel;
 use model::{control_bytes, control_on_path, pipeline_round};

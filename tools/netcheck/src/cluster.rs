@@ -2,7 +2,8 @@
 //! the launcher's environment), runs probe's cluster mode, prints the report (rank 0) or
 //! the verdict (the others), writes the bundle, and exits with the cluster's verdict.
 
-use crate::{pair_options, Args};
+use crate::flags::Args;
+use crate::pair::pair_options;
 use anyhow::Context;
 use measure::Table;
 use probe::cluster::{self, ClusterOptions, ClusterReport, LocalVerdict};
