@@ -73,12 +73,42 @@ pub enum Record {
     LinkLat(LinkLat),
     LinkCompare(LinkCompare),
     KvBench(KvBench),
+    KvDecode(KvDecode),
+    KvSweep(KvSweep),
+    NetcheckLocal(NetcheckLocal),
     NetcheckPair(NetcheckPair),
-    /// A record of a test no reader here consumes (netcheck local, explain, ...).
+    NetcheckCluster(NetcheckCluster),
+    SyntheticStep(SyntheticStep),
+    CollectiveModel(CollectiveModel),
+    ExplainPlans(ExplainPlans),
+    ExplainStep(ExplainStep),
+    /// A test this version does not know (a newer tool's, say): the envelope alone.
     Other(Envelope),
 }
 
 impl Record {
+    /// The tool and test that wrote it, "linkbench bw", for messages.
+    pub fn written_by(&self) -> String {
+        let (tool, test) = match self {
+            Record::CollectiveSweep(_) => ("collbench", "sweep"),
+            Record::LinkBw(_) => ("linkbench", "bw"),
+            Record::LinkLat(_) => ("linkbench", "lat"),
+            Record::LinkCompare(_) => ("linkbench", "compare"),
+            Record::KvBench(_) => ("kvxfer", "bench"),
+            Record::KvDecode(_) => ("kvxfer", "decode"),
+            Record::KvSweep(_) => ("kvxfer", "sweep"),
+            Record::NetcheckLocal(_) => ("netcheck", "local"),
+            Record::NetcheckPair(_) => ("netcheck", "pair"),
+            Record::NetcheckCluster(_) => ("netcheck", "cluster"),
+            Record::SyntheticStep(_) => ("collbench", "synthetic-step"),
+            Record::CollectiveModel(_) => ("collbench", "model"),
+            Record::ExplainPlans(_) => ("explain", "plans"),
+            Record::ExplainStep(_) => ("explain", "predict-step"),
+            Record::Other(envelope) => return format!("{} {}", envelope.tool, envelope.test),
+        };
+        format!("{tool} {test}")
+    }
+
     pub fn from_json(text: &str) -> Result<Record, RecordError> {
         let value: Value = serde_json::from_str(text).map_err(RecordError::NotJson)?;
         let envelope = Envelope::deserialize(&value).map_err(RecordError::NoEnvelope)?;
@@ -100,8 +130,30 @@ impl Record {
                 Record::LinkCompare(Deserialize::deserialize(&value).map_err(body)?)
             }
             ("kvxfer", "bench") => Record::KvBench(Deserialize::deserialize(&value).map_err(body)?),
+            ("kvxfer", "decode") => {
+                Record::KvDecode(Deserialize::deserialize(&value).map_err(body)?)
+            }
+            ("kvxfer", "sweep") => Record::KvSweep(Deserialize::deserialize(&value).map_err(body)?),
+            ("netcheck", "local") => {
+                Record::NetcheckLocal(Deserialize::deserialize(&value).map_err(body)?)
+            }
             ("netcheck", "pair") => {
                 Record::NetcheckPair(Deserialize::deserialize(&value).map_err(body)?)
+            }
+            ("netcheck", "cluster") => {
+                Record::NetcheckCluster(Deserialize::deserialize(&value).map_err(body)?)
+            }
+            ("collbench", "synthetic-step") => {
+                Record::SyntheticStep(Deserialize::deserialize(&value).map_err(body)?)
+            }
+            ("collbench", "model") => {
+                Record::CollectiveModel(Deserialize::deserialize(&value).map_err(body)?)
+            }
+            ("explain", "plans") => {
+                Record::ExplainPlans(Deserialize::deserialize(&value).map_err(body)?)
+            }
+            ("explain", "predict-step") => {
+                Record::ExplainStep(Deserialize::deserialize(&value).map_err(body)?)
             }
             _ => Record::Other(envelope),
         })
@@ -276,6 +328,186 @@ pub struct NetcheckPair {
     pub pair: PairSection,
 }
 
+/// `kvxfer decode --json`: one request moved into this node's pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KvDecode {
+    pub request_id: String,
+    pub bytes: u64,
+    pub transfer_ms: f64,
+    pub throughput_gbps: f64,
+    pub checksums: bool,
+    pub verified: bool,
+    /// Comparing the bytes after the timed window (0 without `--verify`).
+    pub verify_ms: f64,
+}
+
+/// Per-request latency of one block size of a sweep, microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SweepLatency {
+    pub mean: f64,
+    pub p50: f64,
+    pub p99: f64,
+}
+
+/// One block size of `kvxfer bench --sweep-block`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KvSweepRow {
+    pub block_bytes: u64,
+    /// Blocks per request.
+    pub batch: u32,
+    pub requests: u64,
+    pub failed: u64,
+    pub concurrency: u32,
+    pub bandwidth_gbyte_s: f64,
+    pub bandwidth_gbps: f64,
+    pub blocks_per_s: f64,
+    /// Per request (first pull to last byte in place).
+    pub latency_us: SweepLatency,
+    /// The request's latency over its blocks.
+    pub per_block_mean_us: f64,
+}
+
+/// `kvxfer bench --sweep-block --json`: one row per block size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KvSweep {
+    pub num_prompts: u64,
+    pub batch: u32,
+    pub checksums: bool,
+    pub verified: bool,
+    pub sweep: Vec<KvSweepRow>,
+    /// The first error of each size that had one.
+    pub errors: Vec<String>,
+}
+
+/// One check of netcheck, as a reader needs it (the document has its fix and detail too).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckRow {
+    pub id: String,
+    /// pass, info, skip, warn or fail.
+    pub status: String,
+    pub summary: String,
+}
+
+/// `netcheck --json` on one node (test "local"): the checks and the exit code they give.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetcheckLocal {
+    pub host: String,
+    pub checks: Vec<CheckRow>,
+    pub exit_code: u8,
+}
+
+/// `netcheck --cluster --json`: rank 0 has the matrix and the findings; every other rank
+/// its verdict and exit code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetcheckCluster {
+    pub world: usize,
+    pub exit_code: u8,
+    /// Rank 0: the median pair bandwidth, Gbit/s.
+    #[serde(default)]
+    pub median_gbps: Option<f64>,
+    /// Rank 0: nodes slow in the matrix and again in the second pass.
+    #[serde(default)]
+    pub slow_nodes: Vec<usize>,
+}
+
+/// One batch of `collbench synthetic-step`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyntheticStepRow {
+    pub batch: u64,
+    /// Micro-batches in flight.
+    pub micro_batches: usize,
+    /// Tokens per micro-batch.
+    pub micro_batch: u64,
+    pub allreduce_bytes: u64,
+    /// Hidden states + residual handed to the next stage per micro-batch (all TP ranks).
+    pub handover_bytes: u64,
+    /// Scheduler output per micro-batch, to each rank of a later stage.
+    pub control_bytes: u64,
+    /// Sampled token ids back to the driver per micro-batch.
+    pub token_bytes: u64,
+    /// Mean time per step (rank 0, between completed rounds), milliseconds.
+    pub step_ms: f64,
+    /// Of which inside the TP all-reduces, mean over the ranks, milliseconds.
+    pub comm_ms: f64,
+}
+
+/// `collbench synthetic-step --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyntheticStep {
+    pub world: usize,
+    pub tp: usize,
+    pub pp: usize,
+    pub rows: Vec<SyntheticStepRow>,
+}
+
+/// One batch of `collbench model`: the model's own messages, measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMessagesRow {
+    pub batch: u64,
+    pub tokens: u64,
+    /// TP: all-reduces per forward step (2 per layer), their size and measured time.
+    pub allreduces_per_step: u64,
+    pub allreduce_bytes: u64,
+    pub allreduce_us: f64,
+    pub tp_comm_ms_per_step: f64,
+    pub tp_comm_ms_per_token: f64,
+    /// PP: one activation hop per stage boundary per step.
+    pub pp_boundaries: u64,
+    pub pp_send_us: f64,
+    pub pp_comm_ms_per_step: f64,
+}
+
+/// `collbench model --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectiveModel {
+    pub model: String,
+    pub tp: usize,
+    pub pp: usize,
+    pub world: usize,
+    pub rows: Vec<ModelMessagesRow>,
+}
+
+/// One plan's figures in `explain --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanFigures {
+    pub name: String,
+    pub gpus: u64,
+    pub tpot_ms: f64,
+    pub ttft_ms: f64,
+    pub output_tok_s: f64,
+    pub req_s: f64,
+    pub saturated: bool,
+}
+
+/// `explain --json` (test "plans"): the plans priced and the verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplainPlans {
+    pub model: String,
+    pub gpu: String,
+    pub plans: Vec<PlanFigures>,
+    pub verdict: String,
+}
+
+/// Where a predicted step's time goes, milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepBreakdown {
+    pub compute: f64,
+    pub tp_comm: f64,
+    pub pp_comm: f64,
+    pub bubble: f64,
+    pub control: f64,
+}
+
+/// `explain predict-step --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplainStep {
+    pub predicted_step_ms: f64,
+    pub breakdown_ms: StepBreakdown,
+    pub world: usize,
+    pub pp: usize,
+    pub micro_batches: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,8 +555,16 @@ mod tests {
                 && error.to_string().contains("tcp"),
             "{error}"
         );
+        // explain's plans have a record type: a body without its fields is refused.
+        assert!(
+            Record::from_json(r#"{"tool":"explain","version":"0.1.0","test":"plans"}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("explain plans record")
+        );
+        // A test this version does not know reads as its envelope alone.
         assert!(matches!(
-            Record::from_json(r#"{"tool":"explain","version":"0.1.0","test":"plans"}"#).unwrap(),
+            Record::from_json(r#"{"tool":"explain","version":"9.0.0","test":"later"}"#).unwrap(),
             Record::Other(_)
         ));
     }

@@ -311,9 +311,9 @@ impl LinkModel {
                 };
                 rate_only(gbps, "netcheck pair", m.latency_p50_us)
             }
-            Record::Other(envelope) => Err(bad(&format!(
-                "a {} {} record has no link figures; {LINK_FILES}",
-                envelope.tool, envelope.test
+            other => Err(bad(&format!(
+                "{} output has no link figures; {LINK_FILES}",
+                other.written_by()
             ))),
         }
     }
@@ -447,11 +447,12 @@ mod tests {
             error.contains("no \"tool\"") && error.contains("linkbench bw"),
             "{error}"
         );
-        let error = LinkModel::from_json("x.json", &record("explain", "plans", json!({})))
+        let plans = json!({"model": "m", "gpu": "g", "plans": [], "verdict": "v"});
+        let error = LinkModel::from_json("x.json", &record("explain", "plans", plans))
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("a explain plans record has no link figures"),
+            error.contains("explain plans output has no link figures"),
             "{error}"
         );
     }

@@ -6,23 +6,7 @@ use crate::flags::Args;
 use crate::{on_ranks, Job};
 use anyhow::Context;
 use collective::{ops, Communicator, Dtype, RedOp, RunConfig};
-use serde::Serialize;
-
-#[derive(Debug, Clone, Serialize)]
-struct ShapedRow {
-    batch: u64,
-    tokens: u64,
-    /// TP: all-reduces per forward step (2 per layer), their size and measured time.
-    allreduces_per_step: u64,
-    allreduce_bytes: u64,
-    allreduce_us: f64,
-    tp_comm_ms_per_step: f64,
-    tp_comm_ms_per_token: f64,
-    /// PP: one activation hop per stage boundary per step.
-    pp_boundaries: u64,
-    pp_send_us: f64,
-    pp_comm_ms_per_step: f64,
-}
+use measure::record::ModelMessagesRow as ShapedRow;
 
 pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
     let name = args

@@ -14,28 +14,8 @@ use crate::flags::Args;
 use crate::{on_ranks, Job};
 use anyhow::Context;
 use collective::{ops, CollError, Communicator, Dtype, RedOp, Schedule};
-use serde::Serialize;
+use measure::record::SyntheticStepRow as StepRow;
 use std::time::{Duration, Instant};
-
-#[derive(Debug, Clone, Serialize)]
-struct StepRow {
-    batch: u64,
-    /// Micro-batches in flight.
-    micro_batches: usize,
-    /// Tokens per micro-batch.
-    micro_batch: u64,
-    allreduce_bytes: u64,
-    /// Hidden states + residual handed to the next stage per micro-batch (all TP ranks).
-    handover_bytes: u64,
-    /// Scheduler output per micro-batch, to each rank of a later stage.
-    control_bytes: u64,
-    /// Sampled token ids back to the driver per micro-batch.
-    token_bytes: u64,
-    /// Mean time per step (rank 0, between completed rounds), milliseconds.
-    step_ms: f64,
-    /// Of which inside the TP all-reduces, mean over ranks.
-    comm_ms: f64,
-}
 
 /// The last part of a compute wait is spun, so a late timer wake-up cannot lengthen it.
 const SPIN_TAIL: Duration = Duration::from_micros(80);

@@ -107,15 +107,15 @@ pub(crate) fn decode(args: DecodeArgs) -> anyhow::Result<u8> {
     let done = result?;
     let gbps = done.bytes as f64 * 8.0 / done.transfer.as_secs_f64().max(1e-9) / 1e9;
     if args.output.json {
-        let doc = serde_json::json!({
-            "request_id": args.request_id,
-            "bytes": done.bytes,
-            "transfer_ms": done.transfer.as_secs_f64() * 1e3,
-            "throughput_gbps": gbps,
-            "checksums": !args.peers.no_checksum,
-            "verified": args.peers.verify,
-            "verify_ms": done.verify.as_secs_f64() * 1e3,
-        });
+        let doc = measure::record::KvDecode {
+            request_id: args.request_id.clone(),
+            bytes: done.bytes,
+            transfer_ms: done.transfer.as_secs_f64() * 1e3,
+            throughput_gbps: gbps,
+            checksums: !args.peers.no_checksum,
+            verified: args.peers.verify,
+            verify_ms: done.verify.as_secs_f64() * 1e3,
+        };
         measure::record::print_json("kvxfer", "decode", &doc)?;
     } else {
         println!(

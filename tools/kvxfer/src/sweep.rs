@@ -8,7 +8,7 @@ use crate::flags::{BenchArgs, PrefillArgs};
 use anyhow::Context;
 use kvcache::prefill::PrefillAgent;
 use kvcache::{KvLayout, KvShape};
-use serde::Serialize;
+use measure::record::{KvSweepRow as Row, SweepLatency as Latency};
 use std::net::SocketAddr;
 
 /// A sweep point's decode pool, at most: workers are cut so the pool fits.
@@ -81,31 +81,6 @@ pub fn prefill(args: PrefillArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(cli::exit::OK)
-}
-
-/// One block size's figures.
-#[derive(Debug, Serialize)]
-struct Row {
-    block_bytes: u64,
-    /// Blocks per request.
-    batch: u32,
-    requests: u64,
-    failed: u64,
-    concurrency: u32,
-    bandwidth_gbyte_s: f64,
-    bandwidth_gbps: f64,
-    blocks_per_s: f64,
-    /// Per request (first pull to last byte in place), microseconds.
-    latency_us: Latency,
-    /// The request's latency over its blocks.
-    per_block_mean_us: f64,
-}
-
-#[derive(Debug, Serialize)]
-struct Latency {
-    mean: f64,
-    p50: f64,
-    p99: f64,
 }
 
 /// Blocks per request when --batch is not given.

@@ -581,6 +581,17 @@ fn a_cluster_of_four_names_the_slow_node_and_every_node_gets_the_verdict() {
         if *rank != 0 {
             assert_eq!(json_of(output)["exit_code"].as_i64(), code.map(i64::from));
         }
+        // Every rank's document reads back as the cluster record.
+        let text = String::from_utf8_lossy(&output.stdout);
+        let Ok(measure::record::Record::NetcheckCluster(typed)) =
+            measure::record::Record::from_json(&text)
+        else {
+            panic!("rank {rank}: not a cluster record: {text}")
+        };
+        assert_eq!((typed.world, Some(i32::from(typed.exit_code))), (4, code));
+        if *rank == 0 {
+            assert_eq!(typed.slow_nodes, [2]);
+        }
     }
     assert_eq!(code, Some(2), "a slow node fails the cluster");
     for file in [
