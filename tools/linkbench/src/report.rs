@@ -165,7 +165,9 @@ pub struct Intervals {
     omit: Duration,
     mode: fabric::perf::Mode,
     next: Duration,
+    /// Where the last row ended, and the latest sample.
     last: (Duration, u64),
+    latest: (Duration, u64),
     rows: Vec<Interval>,
 }
 
@@ -177,6 +179,7 @@ impl Intervals {
             mode,
             next: every.unwrap_or(Duration::MAX),
             last: (Duration::ZERO, 0),
+            latest: (Duration::ZERO, 0),
             rows: Vec::new(),
         }
     }
@@ -196,9 +199,25 @@ impl Intervals {
     /// Records an interval each time `elapsed` passes the next boundary.
     pub fn sample(&mut self, elapsed: Duration, bytes: u64, print: bool) {
         let Some(every) = self.every else { return };
+        self.latest = (elapsed, bytes);
         if elapsed < self.next {
             return;
         }
+        self.record(elapsed, bytes, print);
+        while self.next <= elapsed {
+            self.next += every;
+        }
+    }
+
+    /// The test ended: the part since the last boundary is the last row (iperf3's too).
+    pub fn finish(&mut self, print: bool) {
+        let (elapsed, bytes) = self.latest;
+        if self.every.is_some() && elapsed > self.last.0 && bytes > self.last.1 {
+            self.record(elapsed, bytes, print);
+        }
+    }
+
+    fn record(&mut self, elapsed: Duration, bytes: u64, print: bool) {
         let (from, before) = self.last;
         let seconds = elapsed.checked_sub(from).unwrap().as_secs_f64().max(1e-9);
         let row = Interval {
@@ -219,9 +238,6 @@ impl Intervals {
         }
         self.rows.push(row);
         self.last = (elapsed, bytes);
-        while self.next <= elapsed {
-            self.next += every;
-        }
     }
 
     /// The JSON fields these add to a report: the warm-up left out, and the intervals.
@@ -845,4 +861,38 @@ pub fn compare(
         &output.peer,
     );
     emit(output, &table, document, &header, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_part_after_the_last_boundary_is_the_last_interval() {
+        let second = Duration::from_secs(1);
+        let mut intervals =
+            Intervals::new(Some(second), Duration::ZERO, fabric::perf::Mode::Forward);
+        // Progress every 400 ms; the test ends at 2.6 s, between two boundaries.
+        for (ms, bytes) in [
+            (400, 40),
+            (800, 80),
+            (1200, 120),
+            (1600, 160),
+            (2000, 200),
+            (2400, 240),
+            (2600, 260),
+        ] {
+            intervals.sample(Duration::from_millis(ms), bytes, false);
+        }
+        intervals.finish(false);
+        let spans: Vec<(f64, f64, u64)> = intervals
+            .rows
+            .iter()
+            .map(|r| (r.start_s, r.end_s, r.bytes))
+            .collect();
+        assert_eq!(spans, [(0.0, 1.2, 120), (1.2, 2.0, 80), (2.0, 2.6, 60)]);
+        // Nothing after the last row: finishing again adds nothing.
+        intervals.finish(false);
+        assert_eq!(intervals.rows.len(), 3);
+    }
 }

@@ -106,6 +106,7 @@ pub(crate) fn bw(args: BwArgs) -> anyhow::Result<u8> {
                 intervals.sample(elapsed, bytes, live);
             })
             .with_context(|| format!("bandwidth test with {size}-byte messages"))?;
+        intervals.finish(live);
         reports.push(report);
     }
     bar.finish_and_clear();

@@ -1010,6 +1010,9 @@ fn omit_leaves_the_warm_up_out_and_intervals_cover_the_test() {
         assert!(intervals.len() >= 6, "{intervals:?}");
         assert_eq!(intervals[0]["omitted"], true);
         assert_eq!(intervals.last().unwrap()["omitted"], false);
+        // The part after the last boundary is a row too: the rows reach the test's end.
+        let end = intervals.last().unwrap()["end_s"].as_f64().unwrap();
+        assert!(end >= 1.95, "the intervals stop at {end} s of a 2 s test");
         let total: f64 = intervals.iter().map(|i| i["bytes"].as_f64().unwrap()).sum();
         assert!(
             total > bytes,

@@ -257,6 +257,8 @@ impl Client {
                 }
             }
         }
+        // The last word on progress: the streams' end, so the last interval is reported.
+        progress(start.elapsed(), meter.load(Ordering::Relaxed));
         let local_cpu = cpu.used().usage(cpu.wall());
         let results = self.finish(0, alive_at)?;
         let local: Vec<_> = outcomes.into_iter().map(|o| o.stats).collect();
