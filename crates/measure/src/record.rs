@@ -276,11 +276,37 @@ pub struct CompareTcp {
     pub latency_us: LatencySummary,
 }
 
+/// The RDMA half of `linkbench compare`, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareRdma {
+    pub available: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// write, read or send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput_gbps: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<LatencySummary>,
+}
+
+/// RDMA over TCP: bandwidth, and p50 latency (none without RDMA).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CompareRatio {
+    pub throughput: Option<f64>,
+    pub latency_p50: Option<f64>,
+}
+
 /// `linkbench compare --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinkCompare {
     pub peer: String,
     pub tcp: CompareTcp,
+    pub rdma: CompareRdma,
+    pub ratio: CompareRatio,
 }
 
 /// Per-request latency of a kvxfer bench, milliseconds.
@@ -292,18 +318,91 @@ pub struct KvLatency {
     pub p99: f64,
 }
 
+/// One decode group's share of a kvxfer bench (`--scheme`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KvDecoderShare {
+    /// The prefill addresses this group reads.
+    pub peers: Vec<String>,
+    pub requests: u64,
+    pub failed: u64,
+    pub throughput_gbps: f64,
+}
+
+/// How many requests were asked to be in flight, and how many workers ran.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KvConcurrency {
+    pub requested: u32,
+    pub effective: u32,
+}
+
 /// `kvxfer bench --json`: whole requests' KV pulled from a prefill.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KvBench {
     pub requests: u64,
     pub failed: u64,
+    /// Blocks whose CRC32C or content did not match: never counted complete.
+    pub integrity_failures: u64,
+    pub num_prompts: u64,
     pub bytes_per_request: u64,
     pub duration_s: f64,
     pub throughput_gbps: f64,
+    pub throughput_gbyte_s: f64,
+    /// Poisson arrivals per second; infinite (all at once) is written "inf", as vllm bench.
+    #[serde(with = "inf_as_word")]
+    pub request_rate: f64,
+    /// Completed requests per second.
+    pub request_throughput: f64,
+    pub num_warmups: u64,
     pub latency_ms: KvLatency,
-    pub transport: String,
     pub checksums: bool,
     pub verified: bool,
+    /// The content check's own rate (`--verify`), GB/s per worker.
+    pub verify_gbyte_s: Option<f64>,
+    pub transport: String,
+    pub rails: usize,
+    pub scheme: String,
+    pub decoders: Vec<KvDecoderShare>,
+    pub concurrency: KvConcurrency,
+    /// The link rate given with `--link-gbps`, and the share of it reached.
+    pub link_gbps: Option<f64>,
+    pub link_share: Option<f64>,
+    pub prefill_tp: u32,
+    pub decode_tp: u32,
+    pub decode_rank: u32,
+    /// The first few distinct errors.
+    pub errors: Vec<String>,
+    /// Why the bench stopped before every prompt was tried.
+    pub stopped: Option<String>,
+}
+
+/// An `f64` that JSON cannot hold when infinite: written as the word "inf".
+mod inf_as_word {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, to: S) -> Result<S::Ok, S::Error> {
+        if value.is_finite() {
+            to.serialize_f64(*value)
+        } else {
+            to.serialize_str("inf")
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrWord {
+        Number(f64),
+        Word(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<f64, D::Error> {
+        match NumberOrWord::deserialize(from)? {
+            NumberOrWord::Number(x) => Ok(x),
+            NumberOrWord::Word(w) if w == "inf" => Ok(f64::INFINITY),
+            NumberOrWord::Word(w) => Err(serde::de::Error::custom(format!(
+                "request_rate {w:?}: a number or \"inf\""
+            ))),
+        }
+    }
 }
 
 /// What `netcheck --peer` measured between the two nodes.
@@ -400,7 +499,12 @@ pub struct NetcheckLocal {
 /// its verdict and exit code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetcheckCluster {
+    /// Ranks other than 0 write their rank and rank 0's verdict in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<usize>,
     pub world: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
     pub exit_code: u8,
     /// Rank 0: the median pair bandwidth, Gbit/s.
     #[serde(default)]
@@ -434,10 +538,29 @@ pub struct SyntheticStepRow {
 /// `collbench synthetic-step --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyntheticStep {
+    /// The TP collective (all_reduce), its backend and dtype.
+    pub op: String,
+    pub backend: String,
+    pub dtype: Dtype,
     pub world: usize,
     pub tp: usize,
     pub pp: usize,
+    pub layers: u64,
+    pub hidden: u64,
+    /// Stand-in compute per layer, microseconds.
+    pub compute_us: f64,
+    pub steps: usize,
+    pub warmup: usize,
     pub rows: Vec<SyntheticStepRow>,
+    /// With one batch size, its figures also at the top level (for scripts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro_batches: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_ms: Option<f64>,
 }
 
 /// One batch of `collbench model`: the model's own messages, measured.
@@ -463,7 +586,11 @@ pub struct CollectiveModel {
     pub model: String,
     pub tp: usize,
     pub pp: usize,
+    /// decode or prefill.
+    pub phase: String,
     pub world: usize,
+    pub backend: String,
+    pub dtype: Dtype,
     pub rows: Vec<ModelMessagesRow>,
 }
 
@@ -498,14 +625,36 @@ pub struct StepBreakdown {
     pub control: f64,
 }
 
+/// A link as explain priced it: one hop's latency, the rate, and where both came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkUsed {
+    pub name: String,
+    pub alpha_us: f64,
+    /// GB/s (1e9 B/s) per direction.
+    pub gbs: f64,
+    pub source: String,
+}
+
 /// `explain predict-step --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExplainStep {
     pub predicted_step_ms: f64,
     pub breakdown_ms: StepBreakdown,
-    pub world: usize,
-    pub pp: usize,
-    pub micro_batches: usize,
+    /// One TP all-reduce of a micro-batch's activations, and its size.
+    pub all_reduce_us: f64,
+    pub all_reduce_bytes: f64,
+    /// Hidden states + residual handed to the next stage per micro-batch.
+    pub handover_bytes: f64,
+    pub layers: u64,
+    pub hidden: u64,
+    pub batch: u64,
+    pub compute_us: f64,
+    pub world: u64,
+    pub pp: u64,
+    pub micro_batches: u64,
+    /// The TP link (none with one rank per stage) and the stage-to-stage link.
+    pub link: Option<LinkUsed>,
+    pub pp_link: Option<LinkUsed>,
 }
 
 #[cfg(test)]
@@ -567,6 +716,96 @@ mod tests {
             Record::from_json(r#"{"tool":"explain","version":"9.0.0","test":"later"}"#).unwrap(),
             Record::Other(_)
         ));
+    }
+
+    /// Where the record is what the tool writes (not a reader's view of a larger
+    /// document), writing and reading back gives the same value, "inf" rates included.
+    #[test]
+    fn the_records_tools_write_read_back_unchanged() {
+        fn round_trip<T: Serialize>(tool: &str, test: &str, record: &T) -> Record {
+            let text = document(tool, test, record).unwrap().to_string();
+            Record::from_json(&text).unwrap()
+        }
+        let model = CollectiveModel {
+            model: "llama-3.1-8b".into(),
+            tp: 2,
+            pp: 1,
+            phase: "decode".into(),
+            world: 2,
+            backend: "tcp".into(),
+            dtype: Dtype::Bf16,
+            rows: vec![],
+        };
+        assert_eq!(
+            round_trip("collbench", "model", &model),
+            Record::CollectiveModel(model)
+        );
+        let step = SyntheticStep {
+            op: "all_reduce".into(),
+            backend: "tcp".into(),
+            dtype: Dtype::Bf16,
+            world: 2,
+            tp: 1,
+            pp: 2,
+            layers: 8,
+            hidden: 4096,
+            compute_us: 200.0,
+            steps: 20,
+            warmup: 5,
+            rows: vec![],
+            batch: Some(8),
+            micro_batches: Some(2),
+            step_ms: Some(3.5),
+            comm_ms: Some(0.0),
+        };
+        assert_eq!(
+            round_trip("collbench", "synthetic-step", &step),
+            Record::SyntheticStep(step)
+        );
+        let compare = LinkCompare {
+            peer: "10.0.0.2:5201".into(),
+            tcp: CompareTcp {
+                msg_size: 1 << 20,
+                throughput_gbps: 20.0,
+                lat_msg_size: 2,
+                latency_us: LatencySummary {
+                    min: 20.0,
+                    mean: 25.0,
+                    p50: 24.0,
+                    p90: 30.0,
+                    p99: 40.0,
+                    p999: 60.0,
+                    max: 90.0,
+                    stdev: 3.0,
+                    samples: 1000,
+                },
+            },
+            rdma: CompareRdma {
+                available: false,
+                reason: Some("no RDMA device".into()),
+                device: None,
+                op: None,
+                throughput_gbps: None,
+                latency_us: None,
+            },
+            ratio: CompareRatio {
+                throughput: None,
+                latency_p50: None,
+            },
+        };
+        assert_eq!(
+            round_trip("linkbench", "compare", &compare),
+            Record::LinkCompare(compare)
+        );
+        let rate = |text: &str| {
+            let json = format!(
+                r#"{{"tool":"kvxfer","version":"0","test":"bench","request_rate":{text}}}"#
+            );
+            Record::from_json(&json).unwrap_err().to_string()
+        };
+        // A bench record without its fields is refused; a rate that is a word other than
+        // "inf" names itself.
+        assert!(rate("\"fast\"").contains("kvxfer bench record"));
     }
 
     #[test]

@@ -409,7 +409,8 @@ mod tests {
             "linkbench",
             "compare",
             json!({"peer": "h:5201", "tcp": {"msg_size": 65536, "throughput_gbps": 20.0,
-                   "lat_msg_size": 2, "latency_us": latency(4.2)}, "rdma": {"available": false}}),
+                   "lat_msg_size": 2, "latency_us": latency(4.2)}, "rdma": {"available": false, "reason": "no RDMA device"},
+                   "ratio": {"throughput": null, "latency_p50": null}}),
         );
         let link = LinkModel::from_json("cmp.json", &compare).unwrap();
         assert_eq!(link.alpha_us, 4.2);
@@ -568,14 +569,52 @@ mod tests {
 
     #[test]
     fn kvxfer_bench_json_gives_the_kv_path_rate() {
-        let doc = record(
-            "kvxfer",
-            "bench",
-            json!({"requests": 100, "failed": 0, "bytes_per_request": 262144000u64,
-                   "duration_s": 2.0, "throughput_gbps": 12.4, "transport": "tcp",
-                   "latency_ms": {"mean": 170.0, "p50": 168.0, "p90": 180.0, "p99": 190.0},
-                   "checksums": true, "verified": false}),
-        );
+        let bench = measure::record::KvBench {
+            requests: 100,
+            failed: 0,
+            integrity_failures: 0,
+            num_prompts: 100,
+            bytes_per_request: 262_144_000,
+            duration_s: 2.0,
+            throughput_gbps: 12.4,
+            throughput_gbyte_s: 1.55,
+            request_rate: f64::INFINITY,
+            request_throughput: 50.0,
+            num_warmups: 0,
+            latency_ms: measure::record::KvLatency {
+                mean: 170.0,
+                p50: 168.0,
+                p90: 180.0,
+                p99: 190.0,
+            },
+            checksums: true,
+            verified: false,
+            verify_gbyte_s: None,
+            transport: "tcp (prefill streams)".into(),
+            rails: 1,
+            scheme: "pairwise".into(),
+            decoders: vec![],
+            concurrency: measure::record::KvConcurrency {
+                requested: 1,
+                effective: 1,
+            },
+            link_gbps: None,
+            link_share: None,
+            prefill_tp: 1,
+            decode_tp: 1,
+            decode_rank: 0,
+            errors: vec![],
+            stopped: None,
+        };
+        let doc = measure::record::document("kvxfer", "bench", &bench)
+            .unwrap()
+            .to_string();
+        // "inf" reads back as an unbounded rate.
+        let Ok(measure::record::Record::KvBench(back)) = measure::record::Record::from_json(&doc)
+        else {
+            panic!("not a kvxfer bench record: {doc}")
+        };
+        assert_eq!(back, bench);
         let link = LinkModel::from_json("kv.json", &doc).unwrap();
         assert!((link.gbs - 1.55).abs() < 1e-9, "{}", link.gbs);
     }

@@ -119,10 +119,16 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
     let rows = on_ranks(job, args.job.timeout, body).context("measuring the model's messages")?;
     bar.finish_and_clear();
     if args.output.json {
-        let document = serde_json::json!({
-            "model": shape.name, "tp": tp, "pp": pp, "phase": args.phase, "world": world,
-            "backend": args.backend, "dtype": dtype, "rows": rows,
-        });
+        let document = measure::record::CollectiveModel {
+            model: shape.name.clone(),
+            tp,
+            pp,
+            phase: args.phase.clone(),
+            world,
+            backend: args.backend.clone(),
+            dtype,
+            rows,
+        };
         measure::record::print_json("collbench", "model", &document)?;
         return Ok(cli::exit::OK);
     }

@@ -415,19 +415,28 @@ pub fn run(args: &Args, job: &Job) -> anyhow::Result<u8> {
         return Ok(cli::exit::OK);
     }
     if args.output.json {
-        let mut document = serde_json::json!({
-            "op": "all_reduce", "backend": "tcp", "dtype": measure::Dtype::Bf16,
-            "world": world, "tp": tp, "pp": pp,
-            "layers": args.layers, "hidden": args.hidden,
-            "compute_us": args.compute_us, "steps": args.iters, "warmup": args.warmup,
-            "rows": rows,
-        });
-        if let ([row], Some(fields)) = (rows.as_slice(), document.as_object_mut()) {
-            fields.insert("batch".into(), row.batch.into());
-            fields.insert("micro_batches".into(), row.micro_batches.into());
-            fields.insert("step_ms".into(), row.step_ms.into());
-            fields.insert("comm_ms".into(), row.comm_ms.into());
-        }
+        let one = match rows.as_slice() {
+            [row] => Some(row.clone()),
+            _ => None,
+        };
+        let document = measure::record::SyntheticStep {
+            op: "all_reduce".into(),
+            backend: "tcp".into(),
+            dtype: measure::Dtype::Bf16,
+            world,
+            tp,
+            pp,
+            layers: args.layers,
+            hidden: args.hidden,
+            compute_us: args.compute_us,
+            steps: args.iters,
+            warmup: args.warmup,
+            batch: one.as_ref().map(|r| r.batch),
+            micro_batches: one.as_ref().map(|r| r.micro_batches),
+            step_ms: one.as_ref().map(|r| r.step_ms),
+            comm_ms: one.as_ref().map(|r| r.comm_ms),
+            rows,
+        };
         measure::record::print_json("collbench", "synthetic-step", &document)?;
     } else if !args.output.quiet {
         println!(

@@ -5,6 +5,7 @@
 
 use crate::flags::StepArgs as Args;
 use anyhow::Context;
+use measure::record::{ExplainStep, LinkUsed, StepBreakdown};
 use model::LinkModel;
 use model::{control_bytes, control_on_path, pipeline_round};
 use std::path::Path;
@@ -16,9 +17,12 @@ fn read_link(path: &Path) -> anyhow::Result<LinkModel> {
     LinkModel::from_json(&path.display().to_string(), &text).map_err(|e| cli::usage(e.to_string()))
 }
 
-fn link_json(link: &Option<LinkModel>) -> serde_json::Value {
-    link.as_ref().map_or(serde_json::Value::Null, |l| {
-        serde_json::json!({"name": l.name, "alpha_us": l.alpha_us, "gbs": l.gbs, "source": l.source})
+fn link_used(link: &Option<LinkModel>) -> Option<LinkUsed> {
+    link.as_ref().map(|l| LinkUsed {
+        name: l.name.clone(),
+        alpha_us: l.alpha_us,
+        gbs: l.gbs,
+        source: l.source.clone(),
     })
 }
 
@@ -86,20 +90,28 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     let compute_ms = k as f64 * stage_layers * args.compute_us / 1e3;
     let tp_ms = k as f64 * stage_layers * 2.0 * all_reduce_us / 1e3;
     if args.output.json {
-        let document = serde_json::json!({
-            "predicted_step_ms": step_ms,
-            "breakdown_ms": {
-                "compute": compute_ms, "tp_comm": tp_ms, "pp_comm": handover_us / 1e3,
-                "bubble": round.bubble_us / 1e3, "control": control_us / 1e3,
+        let document = ExplainStep {
+            predicted_step_ms: step_ms,
+            breakdown_ms: StepBreakdown {
+                compute: compute_ms,
+                tp_comm: tp_ms,
+                pp_comm: handover_us / 1e3,
+                bubble: round.bubble_us / 1e3,
+                control: control_us / 1e3,
             },
-            "all_reduce_us": all_reduce_us,
-            "all_reduce_bytes": bytes,
-            "handover_bytes": 2.0 * bytes,
-            "layers": args.layers, "hidden": args.hidden, "batch": args.batch,
-            "compute_us": args.compute_us, "world": args.world, "pp": pp, "micro_batches": k,
-            "link": link_json(&tp_link),
-            "pp_link": link_json(&pp_link),
-        });
+            all_reduce_us,
+            all_reduce_bytes: bytes,
+            handover_bytes: 2.0 * bytes,
+            layers: args.layers,
+            hidden: args.hidden,
+            batch: args.batch,
+            compute_us: args.compute_us,
+            world: args.world,
+            pp,
+            micro_batches: k,
+            link: link_used(&tp_link),
+            pp_link: link_used(&pp_link),
+        };
         measure::record::print_json("explain", "predict-step", &document)?;
         return Ok(cli::exit::OK);
     }

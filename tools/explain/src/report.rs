@@ -2,8 +2,53 @@
 //! table, one JSON document, or stacked bars.
 
 use crate::{Args, Resolved};
+use measure::record::LinkUsed;
 use model::{estimate, verdict, Estimate, LinkModel, Plan, INTER_PROFILES};
-use serde_json::json;
+use serde::Serialize;
+
+/// `explain --json` (test "plans") as written; `measure::record::ExplainPlans` is what a
+/// reader takes from it.
+#[derive(Serialize)]
+struct PlansDocument<'a> {
+    model: &'a str,
+    gpu: &'a str,
+    workload: WorkloadDocument,
+    links: LinksDocument,
+    assumptions: &'a model::Assumptions,
+    modelled_as: &'a str,
+    /// The measured runs given with --run, then --run-vs.
+    runs: Vec<&'a model::runs::MeasuredRun>,
+    calibration: Option<&'a model::calibrate::Calibration>,
+    attribution: Option<&'a model::calibrate::Attribution>,
+    saturated: &'a [String],
+    plans: &'a [Estimate],
+    verdict: &'a str,
+    what_ifs: Vec<WhatIfDocument<'a>>,
+}
+
+#[derive(Serialize)]
+struct WorkloadDocument {
+    input_len: u64,
+    output_len: u64,
+    concurrency: f64,
+    qps: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct LinksDocument {
+    intra_node: LinkUsed,
+    inter_node: LinkUsed,
+}
+
+/// A what-if: the plan priced, or why it cannot run.
+#[derive(Serialize)]
+struct WhatIfDocument<'a> {
+    what: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<&'a Estimate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejected: Option<&'a String>,
+}
 
 struct WhatIf {
     what: String,
@@ -157,28 +202,42 @@ pub fn run(args: &Args, r: &Resolved) -> anyhow::Result<u8> {
         write_plot(path, &shown, r)?;
     }
     if args.output.json {
-        let link = |l: &LinkModel| json!({"name": l.name, "alpha_us": l.alpha_us, "gbs": l.gbs, "source": l.source});
-        let document = json!({
-            "model": r.model.name,
-            "gpu": r.gpu.name,
-            "workload": {
-                "input_len": r.workload.input_len, "output_len": r.workload.output_len,
-                "concurrency": r.workload.concurrency, "qps": r.workload.qps,
+        let link = |l: &LinkModel| LinkUsed {
+            name: l.name.clone(),
+            alpha_us: l.alpha_us,
+            gbs: l.gbs,
+            source: l.source.clone(),
+        };
+        let document = PlansDocument {
+            model: &r.model.name,
+            gpu: &r.gpu.name,
+            workload: WorkloadDocument {
+                input_len: r.workload.input_len,
+                output_len: r.workload.output_len,
+                concurrency: r.workload.concurrency,
+                qps: r.workload.qps,
             },
-            "links": {"intra_node": link(&r.intra), "inter_node": link(&r.inter)},
-            "assumptions": r.assumptions,
-            "modelled_as": MODELLED_AS,
-            "runs": r.runs.iter().chain(&r.runs_vs).collect::<Vec<_>>(),
-            "calibration": r.calibration,
-            "attribution": attribution.as_ref().map(|(a, _, _)| a),
-            "saturated": saturated,
-            "plans": estimates,
-            "verdict": text,
-            "what_ifs": ifs.iter().map(|w| match &w.result {
-                Ok(e) => json!({"what": w.what, "plan": e}),
-                Err(reason) => json!({"what": w.what, "rejected": reason}),
-            }).collect::<Vec<_>>(),
-        });
+            links: LinksDocument {
+                intra_node: link(&r.intra),
+                inter_node: link(&r.inter),
+            },
+            assumptions: &r.assumptions,
+            modelled_as: MODELLED_AS,
+            runs: r.runs.iter().chain(&r.runs_vs).collect(),
+            calibration: r.calibration.as_ref(),
+            attribution: attribution.as_ref().map(|(a, _, _)| a),
+            saturated: &saturated,
+            plans: &estimates,
+            verdict: &text,
+            what_ifs: ifs
+                .iter()
+                .map(|w| WhatIfDocument {
+                    what: &w.what,
+                    plan: w.result.as_ref().ok(),
+                    rejected: w.result.as_ref().err(),
+                })
+                .collect(),
+        };
         measure::record::print_json("explain", "plans", &document)?;
         return Ok(cli::exit::OK);
     }

@@ -237,12 +237,12 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<u8> {
     for (outcome, group) in outcomes.into_iter().zip(&groups) {
         let (part, took) = outcome?;
         duration = duration.max(took);
-        per_decoder.push(serde_json::json!({
-            "peers": group.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "requests": part.ok,
-            "failed": part.failed,
-            "throughput_gbps": measure::gbit_per_s(part.bytes, took.as_secs_f64().max(1e-9)),
-        }));
+        per_decoder.push(measure::record::KvDecoderShare {
+            peers: group.iter().map(ToString::to_string).collect(),
+            requests: part.ok,
+            failed: part.failed,
+            throughput_gbps: measure::gbit_per_s(part.bytes, took.as_secs_f64().max(1e-9)),
+        });
         tally.absorb(part);
     }
     let scheme = SchemeReport {
@@ -313,7 +313,7 @@ fn scheme_name(args: &BenchArgs, groups: &[Vec<std::net::SocketAddr>]) -> &'stat
 /// The scheme a run used and each decode agent's share.
 struct SchemeReport {
     name: &'static str,
-    decoders: Vec<serde_json::Value>,
+    decoders: Vec<measure::record::KvDecoderShare>,
 }
 
 /// Runs the warm-ups, then `args.num_prompts` requests of `tokens` tokens on `workers`
@@ -443,12 +443,6 @@ fn report(
     let share = args.link_gbps.map(|link| gbps / link);
     let request_throughput = tally.ok as f64 / seconds;
     let rate = args.request_rate.unwrap_or(f64::INFINITY);
-    // JSON has no infinity: vllm bench writes it as the string "inf".
-    let rate_json = if rate.is_finite() {
-        serde_json::json!(rate)
-    } else {
-        serde_json::json!("inf")
-    };
     // The content check runs on the workers after each transfer: its own rate, per worker.
     let verify_gbyte = (args.peers.verify && !tally.verify.is_zero())
         .then(|| tally.bytes as f64 / tally.verify.as_secs_f64() / 1e9);
@@ -458,35 +452,43 @@ fn report(
         (false, true) => "none (--no-checksum)",
     };
     if args.output.json {
-        let doc = serde_json::json!({
-            "requests": tally.ok,
-            "failed": tally.failed,
-            "integrity_failures": tally.integrity_failures,
-            "num_prompts": args.num_prompts,
-            "bytes_per_request": bytes_per_request,
-            "duration_s": seconds,
-            "throughput_gbps": gbps,
-            "throughput_gbyte_s": gbyte,
-            "request_rate": rate_json,
-            "request_throughput": request_throughput,
-            "num_warmups": args.num_warmups,
-            "latency_ms": {"mean": latency.mean, "p50": latency.p50, "p90": latency.p90, "p99": latency.p99},
-            "checksums": !args.peers.no_checksum,
-            "verified": args.peers.verify,
-            "verify_gbyte_s": verify_gbyte,
-            "transport": transport_name(args.peers.transport),
-            "rails": agent.rails(),
-            "scheme": scheme.name,
-            "decoders": scheme.decoders,
-            "concurrency": {"requested": args.concurrency, "effective": workers},
-            "link_gbps": args.link_gbps,
-            "link_share": share,
-            "prefill_tp": agent.prefill_tp(),
-            "decode_tp": layout.tp,
-            "decode_rank": layout.tp_rank,
-            "errors": tally.errors,
-            "stopped": tally.stopped,
-        });
+        let doc = measure::record::KvBench {
+            requests: tally.ok,
+            failed: tally.failed,
+            integrity_failures: tally.integrity_failures,
+            num_prompts: args.num_prompts,
+            bytes_per_request,
+            duration_s: seconds,
+            throughput_gbps: gbps,
+            throughput_gbyte_s: gbyte,
+            request_rate: rate,
+            request_throughput,
+            num_warmups: args.num_warmups,
+            latency_ms: measure::record::KvLatency {
+                mean: latency.mean,
+                p50: latency.p50,
+                p90: latency.p90,
+                p99: latency.p99,
+            },
+            checksums: !args.peers.no_checksum,
+            verified: args.peers.verify,
+            verify_gbyte_s: verify_gbyte,
+            transport: transport_name(args.peers.transport).into(),
+            rails: agent.rails(),
+            scheme: scheme.name.into(),
+            decoders: scheme.decoders.clone(),
+            concurrency: measure::record::KvConcurrency {
+                requested: args.concurrency,
+                effective: workers,
+            },
+            link_gbps: args.link_gbps,
+            link_share: share,
+            prefill_tp: agent.prefill_tp(),
+            decode_tp: layout.tp,
+            decode_rank: layout.tp_rank,
+            errors: tally.errors.clone(),
+            stopped: tally.stopped.clone(),
+        };
         measure::record::print_json("kvxfer", "bench", &doc)?;
         return write_csv(args, tally, seconds, request_throughput, &latency);
     }

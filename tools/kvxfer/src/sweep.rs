@@ -221,14 +221,14 @@ fn report(args: &BenchArgs, batch: u32, rows: &[Row], errors: &[String]) -> anyh
         ]);
     }
     if args.output.json {
-        let doc = serde_json::json!({
-            "num_prompts": args.num_prompts,
-            "batch": batch,
-            "checksums": !args.peers.no_checksum,
-            "verified": args.peers.verify,
-            "sweep": rows,
-            "errors": errors,
-        });
+        let doc = measure::record::KvSweep {
+            num_prompts: args.num_prompts,
+            batch,
+            checksums: !args.peers.no_checksum,
+            verified: args.peers.verify,
+            sweep: rows.to_vec(),
+            errors: errors.to_vec(),
+        };
         measure::record::print_json("kvxfer", "sweep", &doc)?;
     } else {
         if !args.output.quiet {

@@ -4,8 +4,10 @@
 use anyhow::Context;
 use fabric::perf::wire::{CpuUsage, Direction};
 use fabric::perf::{BwReport, LatReport};
+use measure::record::{CompareRatio, CompareRdma, CompareTcp, LinkCompare};
 use measure::{format_bytes, Chart, Series, Table};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,12 +38,73 @@ fn opt<T: ToString>(value: Option<T>) -> String {
     value.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
-fn with_header(record: Value, test: &str, peer: &str) -> Value {
-    let mut body = json!({ "peer": peer });
-    if let (Some(target), Value::Object(fields)) = (body.as_object_mut(), record) {
-        target.extend(fields);
+/// linkbench's `--json` as written: the peer, then the test's own fields, then what `bw`
+/// adds. `measure::record::{LinkBw, LinkLat, LinkCompare}` are what readers take from it.
+#[derive(Serialize)]
+struct Document<'a, B: Serialize> {
+    peer: &'a str,
+    #[serde(flatten)]
+    body: B,
+    /// bw: the warm-up left out (`-O`), seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    omit_s: Option<f64>,
+    /// bw with `-i`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    intervals: Option<&'a [Interval]>,
+    /// bw with `--rails`: each rail's share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rails: Option<&'a [RailRate]>,
+}
+
+impl<'a, B: Serialize> Document<'a, B> {
+    fn new(peer: &'a str, body: B) -> Self {
+        Document {
+            peer,
+            body,
+            omit_s: None,
+            intervals: None,
+            rails: None,
+        }
     }
-    measure::record::document("linkbench", test, &body).unwrap_or(body)
+
+    fn with_intervals(mut self, intervals: &'a Intervals) -> Self {
+        self.omit_s = Some(intervals.omit.as_secs_f64());
+        self.intervals = intervals.every.map(|_| intervals.rows.as_slice());
+        self
+    }
+
+    /// The envelope, then these fields.
+    fn envelope(&self, test: &str) -> anyhow::Result<Value> {
+        Ok(measure::record::document("linkbench", test, self)?)
+    }
+}
+
+/// A sweep (`-a`): what every size shares, then one report per size.
+#[derive(Serialize)]
+struct Sweep<'a, R: Serialize> {
+    transport: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<fabric::perf::Mode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    streams: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    op: Option<fabric::rdma::RdmaOp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    one_way: Option<&'a str>,
+    sweep: &'a [R],
+}
+
+impl<'a, R: Serialize> Sweep<'a, R> {
+    fn of(transport: &'a str, sweep: &'a [R]) -> Self {
+        Sweep {
+            transport,
+            mode: None,
+            streams: None,
+            op: None,
+            one_way: None,
+            sweep,
+        }
+    }
 }
 
 /// The table a person reads and the same rows as data for `--csv`: raw numbers, units in
@@ -239,16 +302,6 @@ impl Intervals {
         self.rows.push(row);
         self.last = (elapsed, bytes);
     }
-
-    /// The JSON fields these add to a report: the warm-up left out, and the intervals.
-    fn extend(&self, document: &mut Value) {
-        if let Value::Object(fields) = document {
-            fields.insert("omit_s".into(), json!(self.omit.as_secs_f64()));
-            if self.every.is_some() {
-                fields.insert("intervals".into(), json!(self.rows));
-            }
-        }
-    }
 }
 
 pub fn bandwidth(
@@ -321,18 +374,14 @@ pub fn bandwidth(
                 ],
             );
         }
-        let document = with_header(
-            json!({
-                "transport": first.transport,
-                "mode": first.mode,
-                "streams": first.streams,
-                "sweep": reports,
-            }),
-            "bw",
-            &output.peer,
-        );
-        let mut document = document;
-        intervals.extend(&mut document);
+        let body = Sweep {
+            mode: Some(first.mode),
+            streams: Some(first.streams),
+            ..Sweep::of(first.transport, reports)
+        };
+        let document = Document::new(&output.peer, body)
+            .with_intervals(intervals)
+            .envelope("bw")?;
         emit(output, &table, document, &header, "")?;
         return plot(
             output,
@@ -450,11 +499,9 @@ pub fn bandwidth(
             }
         )
     });
-    let mut document = with_header(serde_json::to_value(report)?, "bw", &output.peer);
-    intervals.extend(&mut document);
-    if let (Value::Object(fields), false) = (&mut document, per_rail.is_empty()) {
-        fields.insert("rails".into(), json!(per_rail));
-    }
+    let mut document = Document::new(&output.peer, report).with_intervals(intervals);
+    document.rails = (!per_rail.is_empty()).then_some(per_rail.as_slice());
+    let document = document.envelope("bw")?;
     emit(output, &table, document, &header, &footer)
 }
 
@@ -517,13 +564,13 @@ pub fn latency(output: &Output, sweep: bool, reports: &[LatReport]) -> anyhow::R
         )
     };
     let document = if sweep {
-        with_header(
-            json!({ "transport": first.transport, "one_way": first.one_way, "sweep": reports }),
-            "lat",
-            &output.peer,
-        )
+        let body = Sweep {
+            one_way: Some(first.one_way),
+            ..Sweep::of(first.transport, reports)
+        };
+        Document::new(&output.peer, body).envelope("lat")?
     } else {
-        with_header(serde_json::to_value(first)?, "lat", &output.peer)
+        Document::new(&output.peer, first).envelope("lat")?
     };
     emit(output, &table, document, &header, &footer)?;
     if sweep {
@@ -629,13 +676,13 @@ pub fn rdma_bandwidth(
         cpu_text(&first.cpu.remote)
     );
     let document = if sweep {
-        with_header(
-            json!({ "transport": "rdma", "op": first.op, "sweep": reports }),
-            "bw",
-            &output.peer,
-        )
+        let body = Sweep {
+            op: Some(first.op),
+            ..Sweep::of("rdma", reports)
+        };
+        Document::new(&output.peer, body).envelope("bw")?
     } else {
-        with_header(serde_json::to_value(first)?, "bw", &output.peer)
+        Document::new(&output.peer, first).envelope("bw")?
     };
     emit(output, &table, document, &header, &footer)?;
     if sweep {
@@ -718,13 +765,14 @@ pub fn rdma_latency(
         );
     }
     let document = if sweep {
-        with_header(
-            json!({ "transport": "rdma", "op": first.op, "one_way": first.one_way, "sweep": reports }),
-            "lat",
-            &output.peer,
-        )
+        let body = Sweep {
+            op: Some(first.op),
+            one_way: Some(first.one_way),
+            ..Sweep::of("rdma", reports)
+        };
+        Document::new(&output.peer, body).envelope("lat")?
     } else {
-        with_header(serde_json::to_value(first)?, "lat", &output.peer)
+        Document::new(&output.peer, first).envelope("lat")?
     };
     emit(output, &table, document, &header, "")
 }
@@ -783,12 +831,12 @@ pub fn compare(
             "",
         ),
     );
-    let tcp = json!({
-        "throughput_gbps": tcp_bw.throughput_gbps,
-        "latency_us": tcp_lat.latency_us,
-        "msg_size": tcp_bw.msg_size,
-        "lat_msg_size": tcp_lat.msg_size,
-    });
+    let tcp = CompareTcp {
+        msg_size: tcp_bw.msg_size,
+        throughput_gbps: tcp_bw.throughput_gbps,
+        lat_msg_size: tcp_lat.msg_size,
+        latency_us: tcp_lat.latency_us,
+    };
     let (rdma_doc, ratio) = match rdma {
         Ok((bw, lat)) => {
             let note = format!("{} {}, {} QP", bw.device, bw.op.name(), bw.qps);
@@ -822,14 +870,18 @@ pub fn compare(
                 raw_row("rdma/tcp ratio", bw_ratio, lat_ratio, p99_ratio, ""),
             );
             (
-                json!({
-                    "available": true,
-                    "device": bw.device,
-                    "op": bw.op,
-                    "throughput_gbps": bw.throughput_gbps,
-                    "latency_us": lat.latency_us,
-                }),
-                json!({ "throughput": bw_ratio, "latency_p50": lat_ratio }),
+                CompareRdma {
+                    available: true,
+                    reason: None,
+                    device: Some(bw.device.clone()),
+                    op: Some(bw.op.word().into()),
+                    throughput_gbps: Some(bw.throughput_gbps),
+                    latency_us: Some(lat.latency_us),
+                },
+                CompareRatio {
+                    throughput: Some(bw_ratio),
+                    latency_p50: Some(lat_ratio),
+                },
             )
         }
         Err(why) => {
@@ -850,16 +902,31 @@ pub fn compare(
                 ],
             );
             (
-                json!({ "available": false, "reason": why }),
-                json!({ "throughput": null, "latency_p50": null }),
+                CompareRdma {
+                    available: false,
+                    reason: Some(why.clone()),
+                    device: None,
+                    op: None,
+                    throughput_gbps: None,
+                    latency_us: None,
+                },
+                CompareRatio {
+                    throughput: None,
+                    latency_p50: None,
+                },
             )
         }
     };
-    let document = with_header(
-        json!({ "tcp": tcp, "rdma": rdma_doc, "ratio": ratio }),
+    let document = measure::record::document(
+        "linkbench",
         "compare",
-        &output.peer,
-    );
+        &LinkCompare {
+            peer: output.peer.clone(),
+            tcp,
+            rdma: rdma_doc,
+            ratio,
+        },
+    )?;
     emit(output, &table, document, &header, "")
 }
 

@@ -8,7 +8,6 @@ use anyhow::Context;
 use measure::Table;
 use probe::cluster::{self, ClusterOptions, ClusterReport, LocalVerdict};
 use probe::{Check, Status};
-use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 
 /// The nodes up to which every pair is tested by default.
@@ -92,9 +91,14 @@ pub fn run(
             measure::record::print_json(
                 "netcheck",
                 "cluster",
-                &json!({
-                    "rank": boot.rank, "world": boot.world, "verdict": summary, "exit_code": code,
-                }),
+                &measure::record::NetcheckCluster {
+                    rank: Some(boot.rank),
+                    world: boot.world,
+                    verdict: Some(summary),
+                    exit_code: code,
+                    median_gbps: None,
+                    slow_nodes: Vec::new(),
+                },
             )?;
         } else {
             println!(

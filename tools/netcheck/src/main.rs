@@ -7,8 +7,43 @@ use flags::Args;
 use measure::Table;
 use pair::{pair_options, run_pair};
 use probe::{Check, CheckOptions, GatherOptions, Status, Summary};
-use serde_json::json;
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// `netcheck --json` on one node (test "local"), or with `--peer`/`--listen` ("pair"):
+/// what it writes; `measure::record::{NetcheckLocal, NetcheckPair}` are what readers take.
+#[derive(serde::Serialize)]
+struct LocalDocument<'a> {
+    host: &'a str,
+    iface: &'a str,
+    checks: &'a [Check],
+    summary: &'a Summary,
+    fingerprint: FingerprintDocument<'a>,
+    pair: Option<PairDocument<'a>>,
+    exit_code: u8,
+}
+
+/// What the node runs, for comparing nodes: Python, packages, NCCL plugins, GPUs, env.
+#[derive(serde::Serialize)]
+struct FingerprintDocument<'a> {
+    python: Option<&'a str>,
+    packages: &'a BTreeMap<String, String>,
+    nccl_net_plugins: &'a [String],
+    gpu_model: Option<&'a str>,
+    gpu_count: usize,
+    driver: Option<&'a str>,
+    /// NCCL_*, GLOO_* and VLLM_* variables.
+    env: BTreeMap<&'a str, &'a str>,
+}
+
+/// Both nodes' summaries, what was measured between them, and the pair checks.
+#[derive(serde::Serialize)]
+struct PairDocument<'a> {
+    a: &'a probe::pair::NodeSummary,
+    b: &'a probe::pair::NodeSummary,
+    measured: &'a probe::pair::Measured,
+    checks: &'a [Check],
+}
 
 mod cluster;
 mod flags;
@@ -109,27 +144,35 @@ fn run(args: Args) -> anyhow::Result<u8> {
     };
 
     if args.output.json {
-        let document = json!({
-            "host": facts.hostname,
-            "iface": facts.iface.name,
-            "checks": checks,
-            "summary": summary,
-            "fingerprint": {
-                "python": facts.fingerprint.python,
-                "packages": facts.fingerprint.packages,
-                "nccl_net_plugins": facts.fingerprint.nccl_net_plugins,
-                "gpu_model": facts.gpu.gpus.first().and_then(|g| g.model.clone()),
-                "gpu_count": facts.gpu.gpus.len(),
-                "driver": facts.gpu.driver_version,
-                "env": facts.env.iter()
-                    .filter(|(k, _)| k.starts_with("NCCL_") || k.starts_with("GLOO_") || k.starts_with("VLLM_"))
-                    .collect::<std::collections::BTreeMap<_, _>>(),
+        let document = LocalDocument {
+            host: &facts.hostname,
+            iface: &facts.iface.name,
+            checks: &checks,
+            summary: &summary,
+            fingerprint: FingerprintDocument {
+                python: facts.fingerprint.python.as_deref(),
+                packages: &facts.fingerprint.packages,
+                nccl_net_plugins: &facts.fingerprint.nccl_net_plugins,
+                gpu_model: facts.gpu.gpus.first().and_then(|g| g.model.as_deref()),
+                gpu_count: facts.gpu.gpus.len(),
+                driver: facts.gpu.driver_version.as_deref(),
+                env: facts
+                    .env
+                    .iter()
+                    .filter(|(k, _)| {
+                        k.starts_with("NCCL_") || k.starts_with("GLOO_") || k.starts_with("VLLM_")
+                    })
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
             },
-            "pair": pair.as_ref().map(|p| json!({
-                "a": p.a, "b": p.b, "measured": p.measured, "checks": p.checks,
-            })),
-            "exit_code": code,
-        });
+            pair: pair.as_ref().map(|p| PairDocument {
+                a: &p.a,
+                b: &p.b,
+                measured: &p.measured,
+                checks: &p.checks,
+            }),
+            exit_code: code,
+        };
         let test = if pair.is_some() { "pair" } else { "local" };
         measure::record::print_json("netcheck", test, &document)?;
         return Ok(code);

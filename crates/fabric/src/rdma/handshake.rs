@@ -32,6 +32,15 @@ pub enum RdmaOp {
 }
 
 impl RdmaOp {
+    /// As flags and JSON spell it.
+    pub fn word(self) -> &'static str {
+        match self {
+            RdmaOp::Write => "write",
+            RdmaOp::Read => "read",
+            RdmaOp::Send => "send",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             RdmaOp::Write => "RDMA WRITE",
