@@ -120,6 +120,7 @@ fn measure_link(peer: &str, timeout: Duration) -> anyhow::Result<f64> {
         window: None,
         congestion: None,
         zerocopy: false,
+        no_delay: false,
         rails: Vec::new(),
     };
     let report = client.bandwidth(&spec, &mut |_, _| {})?;

@@ -60,6 +60,7 @@ pub(crate) fn compare(args: CompareArgs) -> anyhow::Result<u8> {
                 window: None,
                 congestion: None,
                 zerocopy: false,
+                no_delay: false,
                 rails: Vec::new(),
             },
             &mut |_, _| {},

@@ -171,6 +171,10 @@ pub(crate) struct BwArgs {
     /// Send with MSG_ZEROCOPY.
     #[arg(short = 'Z', long)]
     pub(crate) zerocopy: bool,
+    /// Set TCP_NODELAY on both sides' data streams (as iperf3 -N, and as NCCL and
+    /// kvxfer run): no Nagle or autocork wait for each write's last partial segment.
+    #[arg(short = 'N', long)]
+    pub(crate) no_delay: bool,
     /// RDMA: messages per QP [default: 5000, as ib_write_bw].
     #[arg(short = 'n', long = "iters", value_name = "ITERS", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) iters: Option<u64>,

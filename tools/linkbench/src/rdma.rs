@@ -89,6 +89,7 @@ pub(crate) fn rdma_bw(args: BwArgs) -> anyhow::Result<u8> {
         (args.window.is_some(), "-w/--window"),
         (args.congestion.is_some(), "-C/--congestion"),
         (args.zerocopy, "-Z/--zerocopy"),
+        (args.no_delay, "-N/--no-delay"),
         (
             args.time.is_some(),
             "-t/--time (RDMA counts messages: use -n)",

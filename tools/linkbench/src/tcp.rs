@@ -97,6 +97,7 @@ pub(crate) fn bw(args: BwArgs) -> anyhow::Result<u8> {
             window: args.window,
             congestion: args.congestion.clone(),
             zerocopy: args.zerocopy,
+            no_delay: args.no_delay,
             rails: rails.clone(),
         };
         let done_before = (omit + duration) * i as u32;

@@ -210,6 +210,10 @@ fn bad_flags_exit_64_naming_the_flags() {
         (&["bw", "--peer", "host:port"][..], "--peer"),
         (&["bw", "--peer", "127.0.0.1", "--qps", "2"][..], "--qps"),
         (
+            &["bw", "--peer", "127.0.0.1", "--transport", "rdma", "-N"][..],
+            "-N/--no-delay",
+        ),
+        (
             &[
                 "bw",
                 "--peer",
@@ -410,6 +414,18 @@ fn loopback_bandwidth_latency_sweeps_csv_and_plot() {
     assert_bw_shape(&document);
     assert_eq!(document["streams"], 2);
     assert_eq!(document["per_stream"].as_array().unwrap().len(), 2);
+    assert!(
+        document["throughput_gbps"].as_f64().unwrap() > 0.1,
+        "{document}"
+    );
+    assert_eq!(document["no_delay"], false, "{document}");
+    // -N (iperf3's): the server sends with TCP_NODELAY under -R and says so.
+    let document = json_of(&run(
+        None,
+        &["bw", "--peer", peer, "-t", "1s", "-R", "-N", "--json"],
+    ));
+    assert_bw_shape(&document);
+    assert_eq!(document["no_delay"], true, "{document}");
     assert!(
         document["throughput_gbps"].as_f64().unwrap() > 0.1,
         "{document}"

@@ -159,6 +159,7 @@ mod tests {
                 congestion: Some("cubic".into()),
                 zerocopy: false,
                 busy_poll: true,
+                no_delay: true,
             }),
             Message::Accept(Accept {
                 cookie: "c0ffee".into(),

@@ -47,6 +47,8 @@ pub struct BwSpec {
     pub window: Option<u64>,
     pub congestion: Option<String>,
     pub zerocopy: bool,
+    /// TCP_NODELAY on both sides' data streams (iperf3 -N).
+    pub no_delay: bool,
     /// Multi-rail: the server's address on each rail; data stream i goes to rail
     /// i % rails.len() (empty: every stream to the control peer).
     pub rails: Vec<SocketAddr>,
@@ -172,12 +174,13 @@ impl Client {
             congestion: spec.congestion.clone(),
             zerocopy: spec.zerocopy,
             busy_poll: false,
+            no_delay: spec.no_delay,
         };
         let options = SocketOptions {
             window: spec.window,
             congestion: spec.congestion.clone(),
             iface: self.config.iface.clone(),
-            nodelay: false,
+            nodelay: spec.no_delay,
         };
         let streams = self.begin(&request, &options, &spec.rails)?;
         let cpu = CpuMeter::start(Scope::Process);
@@ -270,6 +273,7 @@ impl Client {
                 window: spec.window,
                 congestion: spec.congestion.clone(),
                 zerocopy: spec.zerocopy,
+                no_delay: spec.no_delay,
                 cpu: CpuReport {
                     local: local_cpu,
                     remote: results.cpu,
@@ -303,6 +307,7 @@ impl Client {
             congestion: None,
             zerocopy: false,
             busy_poll: spec.busy_poll,
+            no_delay: true,
         };
         let options = SocketOptions {
             iface: self.config.iface.clone(),

@@ -135,6 +135,7 @@ mod tests {
             congestion: None,
             zerocopy: false,
             busy_poll: false,
+            no_delay: false,
         }
     }
 

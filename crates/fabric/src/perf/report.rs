@@ -82,6 +82,8 @@ pub struct BwReport {
     pub window: Option<u64>,
     pub congestion: Option<String>,
     pub zerocopy: bool,
+    /// TCP_NODELAY on the data streams (`-N`).
+    pub no_delay: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,6 +109,7 @@ pub(crate) struct BwContext {
     pub window: Option<u64>,
     pub congestion: Option<String>,
     pub zerocopy: bool,
+    pub no_delay: bool,
     pub cpu: CpuReport,
 }
 
@@ -182,6 +185,7 @@ pub(crate) fn merge(context: BwContext, local: &[StreamStats], remote: &[StreamS
         window: context.window,
         congestion: context.congestion,
         zerocopy: context.zerocopy,
+        no_delay: context.no_delay,
     }
 }
 
@@ -209,6 +213,7 @@ mod tests {
             window: None,
             congestion: None,
             zerocopy: false,
+            no_delay: false,
             cpu: CpuReport {
                 local: CpuUsage::default(),
                 remote: CpuUsage::default(),

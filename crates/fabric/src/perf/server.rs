@@ -439,13 +439,7 @@ fn run_test(channel: &mut Channel, request: &TestRequest, routes: &Routes) -> Re
         cookie: cookie.clone(),
     };
     channel.send(&PerfMessage::Accept(Accept { cookie }), HANDSHAKE_TIMEOUT)?;
-    let options = SocketOptions {
-        window: request.window,
-        congestion: request.congestion.clone(),
-        iface: None,
-        nodelay: request.kind == TestKind::Lat,
-    };
-    let streams = collect_streams(&rx, connections, &options)?;
+    let streams = collect_streams(&rx, connections, &data_stream_options(request))?;
     drop(guard);
     channel.send(&PerfMessage::Start, HANDSHAKE_TIMEOUT)?;
     let start = Instant::now();
@@ -571,4 +565,61 @@ fn run_test(channel: &mut Channel, request: &TestRequest, routes: &Routes) -> Re
         }),
         HANDSHAKE_TIMEOUT,
     )
+}
+
+/// The server's side of the data streams: the client's window and congestion control;
+/// TCP_NODELAY for latency tests and when the client asked for it (`-N`).
+fn data_stream_options(request: &TestRequest) -> SocketOptions {
+    SocketOptions {
+        window: request.window,
+        congestion: request.congestion.clone(),
+        iface: None,
+        nodelay: request.kind == TestKind::Lat || request.no_delay,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_streams_take_nodelay_for_latency_and_when_asked() {
+        let bw = TestRequest {
+            kind: TestKind::Bw,
+            size: 1 << 20,
+            streams: 1,
+            duration_ms: 1000,
+            omit_ms: 0,
+            iterations: 0,
+            reverse: true,
+            bidir: false,
+            window: Some(1 << 20),
+            congestion: None,
+            zerocopy: false,
+            busy_poll: false,
+            no_delay: false,
+        };
+        let options = data_stream_options(&bw);
+        assert!(!options.nodelay);
+        assert_eq!(options.window, Some(1 << 20));
+        assert!(
+            data_stream_options(&TestRequest {
+                no_delay: true,
+                ..bw.clone()
+            })
+            .nodelay
+        );
+        assert!(
+            data_stream_options(&TestRequest {
+                kind: TestKind::Lat,
+                ..bw
+            })
+            .nodelay
+        );
+        // A client from before -N sends no such field: its streams keep Nagle.
+        let old = r#"{"kind":"bw","size":1,"streams":1,"duration_ms":1,"iterations":0,
+            "reverse":false,"bidir":false,"window":null,"congestion":null,"zerocopy":false}"#;
+        let request: TestRequest = serde_json::from_str(old).unwrap();
+        assert!(!request.no_delay);
+    }
 }

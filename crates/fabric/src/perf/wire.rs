@@ -32,6 +32,9 @@ pub struct TestRequest {
     /// Latency tests: spin on the socket instead of sleeping until the reply arrives.
     #[serde(default)]
     pub busy_poll: bool,
+    /// Bandwidth: TCP_NODELAY on the data streams (latency tests always set it).
+    #[serde(default)]
+    pub no_delay: bool,
 }
 
 /// The server accepted the test; data connections present this cookie.

@@ -671,6 +671,7 @@ fn measure_perf(
                 window: None,
                 congestion: None,
                 zerocopy: false,
+                no_delay: false,
                 rails: Vec::new(),
             },
             &mut |_, _| {},
