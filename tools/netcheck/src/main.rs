@@ -3,49 +3,15 @@
 //! 0 (all pass), 1 (warnings), 2 (a failure) or 64 (bad invocation). Flags are in
 //! `flags`; the modes across nodes in `pair` (`--peer`/`--listen`) and `cluster`.
 
+use document::{FingerprintDocument, LocalDocument, PairDocument};
 use flags::Args;
 use measure::Table;
 use pair::{pair_options, run_pair};
 use probe::{Check, CheckOptions, GatherOptions, Status, Summary};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// `netcheck --json` on one node (test "local"), or with `--peer`/`--listen` ("pair"):
-/// what it writes; `measure::record::{NetcheckLocal, NetcheckPair}` are what readers take.
-#[derive(serde::Serialize)]
-struct LocalDocument<'a> {
-    host: &'a str,
-    iface: &'a str,
-    checks: &'a [Check],
-    summary: &'a Summary,
-    fingerprint: FingerprintDocument<'a>,
-    pair: Option<PairDocument<'a>>,
-    exit_code: u8,
-}
-
-/// What the node runs, for comparing nodes: Python, packages, NCCL plugins, GPUs, env.
-#[derive(serde::Serialize)]
-struct FingerprintDocument<'a> {
-    python: Option<&'a str>,
-    packages: &'a BTreeMap<String, String>,
-    nccl_net_plugins: &'a [String],
-    gpu_model: Option<&'a str>,
-    gpu_count: usize,
-    driver: Option<&'a str>,
-    /// NCCL_*, GLOO_* and VLLM_* variables.
-    env: BTreeMap<&'a str, &'a str>,
-}
-
-/// Both nodes' summaries, what was measured between them, and the pair checks.
-#[derive(serde::Serialize)]
-struct PairDocument<'a> {
-    a: &'a probe::pair::NodeSummary,
-    b: &'a probe::pair::NodeSummary,
-    measured: &'a probe::pair::Measured,
-    checks: &'a [Check],
-}
-
 mod cluster;
+mod document;
 mod flags;
 mod pair;
 
