@@ -754,7 +754,15 @@ fn shaped_veth_measures_the_tbf_rate_in_every_direction() {
             // bounds are loose on purpose: on a 2-core machine with other tests beside
             // it a tight bound flakes (0.901 once against 0.93); 0.8-1.05 still catches a
             // tool that measures the wrong thing. Tight ratios: scripts/bench/.
-            let (low, high) = (0.80 * gbit, 1.05 * gbit);
+            // --bidir keeps the same margin under its lower goodput (each direction's
+            // data shares the link with the other's ACKs): 0.75 = 0.80 x 0.90 / 0.95.
+            // A noisy CI host once gave 0.789 at 2 Gbit/s against a bound of 0.80.
+            let floor = if extra.contains(&"--bidir") {
+                0.75
+            } else {
+                0.80
+            };
+            let (low, high) = (floor * gbit, 1.05 * gbit);
             assert_rate(&document, low, high, &format!("{rate} {extra:?}"));
             let streams = if extra.contains(&"-P") { 4 } else { 1 };
             assert_eq!(document["streams"], streams);
