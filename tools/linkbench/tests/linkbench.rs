@@ -746,7 +746,9 @@ fn shaped_veth_measures_the_tbf_rate_in_every_direction() {
         for extra in [
             &[][..],
             &["--reverse"][..],
-            &["--bidir"][..],
+            // Both directions' slow starts overflow the tbf queues that carry each
+            // other's ACKs: 0.66-0.92 of the rate over 2 s, 0.88-0.95 with -O 1s.
+            &["--bidir", "-O", "1s"][..],
             &["-P", "4"][..],
         ] {
             let document = bw_in(&pair, extra);
@@ -756,7 +758,8 @@ fn shaped_veth_measures_the_tbf_rate_in_every_direction() {
             // tool that measures the wrong thing. Tight ratios: scripts/bench/.
             // --bidir keeps the same margin under its lower goodput (each direction's
             // data shares the link with the other's ACKs): 0.75 = 0.80 x 0.90 / 0.95.
-            // A noisy CI host once gave 0.789 at 2 Gbit/s against a bound of 0.80.
+            // A noisy CI host once gave 0.789 at 2 Gbit/s against a bound of 0.80, before
+            // the warm-up was left out.
             let floor = if extra.contains(&"--bidir") {
                 0.75
             } else {
