@@ -19,7 +19,8 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Receive buffer, iperf3's default block. Against 1 MiB reads (which keep the socket
 /// owned while they drain its backlog), 128 KiB measured 1.23-1.35x with 1 MiB writes
 /// (veth and loopback, one stream), 1.12-1.17x at -P 4, and 0.98-1.03x with 128 KiB
-/// writes; 64 KiB was no better, 256 KiB only 1.02-1.14x.
+/// writes. 64 KiB measured about the same in other runs (1.42-1.44x, 0.99-1.04x) at twice
+/// the reads; 256 KiB only 1.02-1.14x.
 const RECV_CHUNK: usize = 128 * 1024;
 
 /// How often a stream near its end re-arms its socket timeout. Re-arming on every call
