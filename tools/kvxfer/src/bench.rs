@@ -121,6 +121,7 @@ fn measure_link(peer: &str, timeout: Duration) -> anyhow::Result<f64> {
         congestion: None,
         zerocopy: false,
         no_delay: false,
+        working_set: None,
         rails: Vec::new(),
     };
     let report = client.bandwidth(&spec, &mut |_, _| {})?;

@@ -61,6 +61,7 @@ pub(crate) fn compare(args: CompareArgs) -> anyhow::Result<u8> {
                 congestion: None,
                 zerocopy: false,
                 no_delay: false,
+                working_set: None,
                 rails: Vec::new(),
             },
             &mut |_, _| {},

@@ -175,6 +175,11 @@ pub(crate) struct BwArgs {
     /// kvxfer run): no Nagle or autocork wait for each write's last partial segment.
     #[arg(short = 'N', long)]
     pub(crate) no_delay: bool,
+    /// Each stream writes and reads through this many bytes on both sides, not one
+    /// message: past the CPU caches every copy comes from or goes to memory, as when
+    /// KV blocks move out of and into a pool (e.g. 256M) [default: one message].
+    #[arg(long, value_parser = cli::size_arg, value_name = "BYTES")]
+    pub(crate) working_set: Option<u64>,
     /// RDMA: messages per QP [default: 5000, as ib_write_bw].
     #[arg(short = 'n', long = "iters", value_name = "ITERS", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) iters: Option<u64>,

@@ -90,6 +90,7 @@ pub(crate) fn rdma_bw(args: BwArgs) -> anyhow::Result<u8> {
         (args.congestion.is_some(), "-C/--congestion"),
         (args.zerocopy, "-Z/--zerocopy"),
         (args.no_delay, "-N/--no-delay"),
+        (args.working_set.is_some(), "--working-set"),
         (
             args.time.is_some(),
             "-t/--time (RDMA counts messages: use -n)",

@@ -73,6 +73,20 @@ pub(crate) fn bw(args: BwArgs) -> anyhow::Result<u8> {
             perf::MAX_STREAMS
         )));
     }
+    if let Some(set) = args.working_set {
+        // Each stream holds its own working set on each side, under the server's budget.
+        let largest = plan.sizes.iter().copied().max().unwrap_or(0);
+        let holding = u64::from(streams) * if args.bidir { 2 } else { 1 };
+        let committed = holding.saturating_mul(set.max(largest));
+        if set == 0 || committed > perf::MAX_TEST_BUFFERS {
+            return Err(cli::usage(format!(
+                "--working-set {set} x {holding} streams commits {} MiB on each side; it must be \
+                 at least 1 byte and streams x working set at most {} MiB (lower -P or the working set)",
+                committed >> 20,
+                perf::MAX_TEST_BUFFERS >> 20
+            )));
+        }
+    }
     let mut client = connect(&plan)?;
     let total = (omit + duration) * plan.sizes.len() as u32;
     let live = args.interval.is_some() && !plan.output.json;
@@ -98,6 +112,7 @@ pub(crate) fn bw(args: BwArgs) -> anyhow::Result<u8> {
             congestion: args.congestion.clone(),
             zerocopy: args.zerocopy,
             no_delay: args.no_delay,
+            working_set: args.working_set,
             rails: rails.clone(),
         };
         let done_before = (omit + duration) * i as u32;

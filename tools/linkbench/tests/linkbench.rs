@@ -220,6 +220,34 @@ fn bad_flags_exit_64_naming_the_flags() {
                 "127.0.0.1",
                 "--transport",
                 "rdma",
+                "--working-set",
+                "8M",
+            ][..],
+            "--working-set",
+        ),
+        (
+            &[
+                "bw",
+                "--peer",
+                "127.0.0.1",
+                "-P",
+                "2",
+                "--working-set",
+                "256M",
+            ][..],
+            "--working-set",
+        ),
+        (
+            &["bw", "--peer", "127.0.0.1", "--working-set", "0"][..],
+            "--working-set",
+        ),
+        (
+            &[
+                "bw",
+                "--peer",
+                "127.0.0.1",
+                "--transport",
+                "rdma",
                 "-P",
                 "2",
             ][..],
@@ -430,6 +458,32 @@ fn loopback_bandwidth_latency_sweeps_csv_and_plot() {
         document["throughput_gbps"].as_f64().unwrap() > 0.1,
         "{document}"
     );
+    assert!(document["working_set"].is_null(), "{document}");
+    // --working-set: both sides rotate through 8 MiB (not a multiple of 768 KiB: the
+    // sender keeps whole messages), and say so.
+    for direction in ["-R", "--bidir"] {
+        let document = json_of(&run(
+            None,
+            &[
+                "bw",
+                "--peer",
+                peer,
+                "-t",
+                "1s",
+                direction,
+                "--size",
+                "768K",
+                "--working-set",
+                "8M",
+                "--json",
+            ],
+        ));
+        assert_bw_shape(&document);
+        assert_eq!(document["working_set"], 8 << 20, "{document}");
+        for row in document["directions"].as_array().unwrap() {
+            assert!(row["bytes"].as_u64().unwrap() > 8 << 20, "{document}");
+        }
+    }
 
     let document = json_of(&run(None, &["lat", "--peer", peer, "-n", "2000", "--json"]));
     assert_eq!(document["iterations"], 2000);

@@ -160,6 +160,7 @@ mod tests {
                 zerocopy: false,
                 busy_poll: true,
                 no_delay: true,
+                working_set: Some(256 << 20),
             }),
             Message::Accept(Accept {
                 cookie: "c0ffee".into(),

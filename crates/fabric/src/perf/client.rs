@@ -49,6 +49,8 @@ pub struct BwSpec {
     pub zerocopy: bool,
     /// TCP_NODELAY on both sides' data streams (iperf3 -N).
     pub no_delay: bool,
+    /// Bytes each stream's messages rotate through on both sides (None: one message).
+    pub working_set: Option<u64>,
     /// Multi-rail: the server's address on each rail; data stream i goes to rail
     /// i % rails.len() (empty: every stream to the control peer).
     pub rails: Vec<SocketAddr>,
@@ -175,6 +177,7 @@ impl Client {
             zerocopy: spec.zerocopy,
             busy_poll: false,
             no_delay: spec.no_delay,
+            working_set: spec.working_set,
         };
         let options = SocketOptions {
             window: spec.window,
@@ -189,10 +192,12 @@ impl Client {
             size: spec.size as usize,
             duration: spec.omit + spec.duration,
             zerocopy: spec.zerocopy,
+            working_set: super::working_set_bytes(spec.working_set),
         };
         let receive_plan = ReceivePlan {
             duration: spec.omit + spec.duration,
             omit: spec.omit,
+            working_set: super::working_set_bytes(spec.working_set),
         };
         let meter = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel::<Result<StreamOutcome>>();
@@ -274,6 +279,7 @@ impl Client {
                 congestion: spec.congestion.clone(),
                 zerocopy: spec.zerocopy,
                 no_delay: spec.no_delay,
+                working_set: spec.working_set,
                 cpu: CpuReport {
                     local: local_cpu,
                     remote: results.cpu,
@@ -308,6 +314,7 @@ impl Client {
             zerocopy: false,
             busy_poll: spec.busy_poll,
             no_delay: true,
+            working_set: None,
         };
         let options = SocketOptions {
             iface: self.config.iface.clone(),

@@ -41,15 +41,22 @@ pub const MAX_TEST_BUFFERS: u64 = 256 << 20;
 /// Send buffers all running tests together may commit on one server.
 pub const MAX_SERVER_BUFFERS: u64 = 1 << 30;
 
-/// Bytes of send buffers a test commits on each side (each sending stream holds one
-/// message-sized buffer).
+/// Bytes of stream buffers a test commits on each side: each sending stream holds one
+/// message, or the working set when that is larger; with a working set, so does each
+/// receiving stream.
 pub fn test_buffers(request: &TestRequest) -> u64 {
     let sending = if request.bidir {
         request.streams * 2
     } else {
         request.streams
     };
-    sending as u64 * request.size
+    let per_stream = request.size.max(request.working_set.unwrap_or(0));
+    sending as u64 * per_stream
+}
+
+/// A request's working set as a stream buffer size (0: none). `validate` bounds it.
+pub(crate) fn working_set_bytes(working_set: Option<u64>) -> usize {
+    working_set.map_or(0, |set| usize::try_from(set).unwrap_or(usize::MAX))
 }
 
 /// Checks a request's bounds; both sides use it (the server never trusts the client).
@@ -90,11 +97,20 @@ pub fn validate(request: &TestRequest) -> Result<(), String> {
     if request.reverse && request.bidir {
         return Err("reverse and bidirectional cannot be combined".into());
     }
+    if request.kind == TestKind::Lat && request.working_set.is_some() {
+        return Err("a latency test has no working set: it echoes one message".into());
+    }
+    if request.working_set == Some(0) {
+        return Err("a working set of 0 bytes holds no message".into());
+    }
     if test_buffers(request) > MAX_TEST_BUFFERS {
+        let what = match request.working_set {
+            Some(set) if set > request.size => format!("working sets of {} MiB", set >> 20),
+            _ => format!("{} MiB messages", request.size >> 20),
+        };
         return Err(format!(
-            "{} streams of {} MiB messages commit {} MiB of buffers; one test may commit at most {} MiB",
+            "{} streams of {what} commit {} MiB of buffers; one test may commit at most {} MiB",
             request.streams,
-            request.size >> 20,
             test_buffers(request) >> 20,
             MAX_TEST_BUFFERS >> 20
         ));
@@ -136,6 +152,7 @@ mod tests {
             zerocopy: false,
             busy_poll: false,
             no_delay: false,
+            working_set: None,
         }
     }
 
@@ -151,6 +168,38 @@ mod tests {
         assert!(validate(&request(4, 32 << 20, false, true)).is_ok());
         assert!(validate(&request(3, 64 << 20, false, true)).is_err());
         assert!(validate(&request(1, 1 << 20, false, false)).is_ok());
+    }
+
+    /// A working set is committed on both sides for every stream, like a message.
+    #[test]
+    fn a_working_set_counts_against_the_same_budget() {
+        let with = |streams, set, bidir| TestRequest {
+            working_set: Some(set),
+            ..request(streams, 1 << 20, false, bidir)
+        };
+        assert_eq!(test_buffers(&with(1, 256 << 20, false)), 256 << 20);
+        assert!(validate(&with(1, 256 << 20, false)).is_ok());
+        let e = validate(&with(2, 256 << 20, false)).unwrap_err();
+        assert!(
+            e.contains("2 streams of working sets of 256 MiB commit 512 MiB"),
+            "{e}"
+        );
+        assert!(validate(&with(1, 256 << 20, true)).is_err());
+        // Smaller than a message: the message is the buffer.
+        assert_eq!(test_buffers(&with(1, 4096, false)), 1 << 20);
+        assert!(validate(&with(1, 0, false))
+            .unwrap_err()
+            .contains("0 bytes"));
+        let lat = TestRequest {
+            kind: TestKind::Lat,
+            ..with(1, 8 << 20, false)
+        };
+        assert!(validate(&lat).unwrap_err().contains("latency"));
+        // A client from before the field sends none: one message, as before.
+        let old = r#"{"kind":"bw","size":1,"streams":1,"duration_ms":1,"iterations":0,
+            "reverse":false,"bidir":false,"window":null,"congestion":null,"zerocopy":false}"#;
+        let old: TestRequest = serde_json::from_str(old).unwrap();
+        assert_eq!(old.working_set, None);
     }
 
     #[test]

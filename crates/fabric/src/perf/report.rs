@@ -84,6 +84,8 @@ pub struct BwReport {
     pub zerocopy: bool,
     /// TCP_NODELAY on the data streams (`-N`).
     pub no_delay: bool,
+    /// Bytes each stream rotated through on both sides (null: one message, in cache).
+    pub working_set: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -110,6 +112,7 @@ pub(crate) struct BwContext {
     pub congestion: Option<String>,
     pub zerocopy: bool,
     pub no_delay: bool,
+    pub working_set: Option<u64>,
     pub cpu: CpuReport,
 }
 
@@ -186,6 +189,7 @@ pub(crate) fn merge(context: BwContext, local: &[StreamStats], remote: &[StreamS
         congestion: context.congestion,
         zerocopy: context.zerocopy,
         no_delay: context.no_delay,
+        working_set: context.working_set,
     }
 }
 
@@ -214,6 +218,7 @@ mod tests {
             congestion: None,
             zerocopy: false,
             no_delay: false,
+            working_set: None,
             cpu: CpuReport {
                 local: CpuUsage::default(),
                 remote: CpuUsage::default(),

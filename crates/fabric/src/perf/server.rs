@@ -468,8 +468,13 @@ fn run_test(channel: &mut Channel, request: &TestRequest, routes: &Routes) -> Re
                 size: request.size as usize,
                 duration,
                 zerocopy: request.zerocopy,
+                working_set: super::working_set_bytes(request.working_set),
             };
-            let receive_plan = ReceivePlan { duration, omit };
+            let receive_plan = ReceivePlan {
+                duration,
+                omit,
+                working_set: super::working_set_bytes(request.working_set),
+            };
             let handles: Vec<_> = streams
                 .into_iter()
                 .enumerate()
@@ -598,6 +603,7 @@ mod tests {
             zerocopy: false,
             busy_poll: false,
             no_delay: false,
+            working_set: None,
         };
         let options = data_stream_options(&bw);
         assert!(!options.nodelay);

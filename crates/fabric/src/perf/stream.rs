@@ -45,7 +45,9 @@ impl Retimer {
 }
 
 /// A zeroed buffer that starts on a page boundary: the kernel copies page-aligned user
-/// memory faster (and MSG_ZEROCOPY pins whole pages). Allocated once per stream.
+/// memory faster (and MSG_ZEROCOPY pins whole pages). Allocated once per stream. A
+/// working set of 2 MiB or more sits on huge pages where the kernel allows them, as
+/// kvxfer's KV pool does, so that both pay the same TLB cost.
 struct PageBuffer {
     storage: Vec<u8>,
     offset: usize,
@@ -54,10 +56,26 @@ struct PageBuffer {
 
 impl PageBuffer {
     const PAGE: usize = 4096;
+    const HUGE_PAGE: usize = 2 << 20;
 
     fn new(len: usize) -> Self {
-        let storage = vec![0u8; len + Self::PAGE];
-        let offset = storage.as_ptr().align_offset(Self::PAGE).min(Self::PAGE);
+        let align = if len >= Self::HUGE_PAGE {
+            Self::HUGE_PAGE
+        } else {
+            Self::PAGE
+        };
+        let storage = vec![0u8; len + align];
+        let offset = storage.as_ptr().align_offset(align).min(align);
+        if align == Self::HUGE_PAGE {
+            // SAFETY: advice on memory this Vec owns; a refusal only costs huge pages.
+            unsafe {
+                libc::madvise(
+                    storage.as_ptr().add(offset).cast_mut().cast(),
+                    len,
+                    libc::MADV_HUGEPAGE,
+                )
+            };
+        }
         Self {
             storage,
             offset,
@@ -119,6 +137,8 @@ pub struct SendPlan {
     /// Whole sending time, the omitted warm-up included.
     pub duration: Duration,
     pub zerocopy: bool,
+    /// Bytes the messages rotate through (0: one message, written again and again).
+    pub working_set: usize,
 }
 
 /// What a receiving stream measures.
@@ -128,6 +148,15 @@ pub struct ReceivePlan {
     pub duration: Duration,
     /// Bytes before this long after the test's start are not counted (iperf3's -O).
     pub omit: Duration,
+    /// Bytes the reads rotate through (0: one read-sized buffer).
+    pub working_set: usize,
+}
+
+/// A stream's buffer: `unit` bytes, or as many whole units as fit in `working_set`, so
+/// that a copy never wraps. Past the caches, every byte then comes from or goes to
+/// memory, as a KV pool's blocks do; one unit stays in cache.
+fn working_buffer(unit: usize, working_set: usize) -> PageBuffer {
+    PageBuffer::new((working_set / unit).max(1) * unit)
 }
 
 /// Sends `size`-byte messages for `duration`, then closes its half and waits for the
@@ -145,6 +174,7 @@ pub fn send_for(
         size,
         duration,
         zerocopy,
+        working_set,
     } = plan;
     let cpu = CpuMeter::start(Scope::Thread);
     set_timeouts(&stream, what)?;
@@ -152,11 +182,13 @@ pub fn send_for(
         enable_zerocopy(&stream)?;
     }
     // Not all zeros: some paths (compression, zero-page tricks) would flatter them.
-    let mut storage = PageBuffer::new(size);
+    let mut storage = working_buffer(size, working_set);
     for (i, byte) in storage.as_mut().iter_mut().enumerate() {
         *byte = (i * 131 % 251) as u8;
     }
     let buffer = storage.as_ref();
+    // Where the message being written starts in the buffer.
+    let mut base = 0usize;
     let mut bytes = 0u64;
     let first = Instant::now();
     let deadline = first + duration;
@@ -173,7 +205,7 @@ pub fn send_for(
             break now;
         }
         let written = match zc.as_mut() {
-            Some(writer) => writer.write_all(buffer).map(|()| buffer.len()),
+            Some(writer) => writer.write_all(&buffer[base..base + size]).map(|()| size),
             None => {
                 let left = hard_end.saturating_duration_since(now);
                 if left < STALL_TIMEOUT && retimer.due(now) {
@@ -181,7 +213,7 @@ pub fn send_for(
                         .set_write_timeout(Some(left.max(Duration::from_millis(1))))
                         .map_err(|e| stream_error(what, e))?;
                 }
-                (&stream).write(&buffer[offset..])
+                (&stream).write(&buffer[base + offset..base + size])
             }
         };
         match written {
@@ -189,7 +221,11 @@ pub fn send_for(
             Ok(n) => {
                 bytes += n as u64;
                 meter.fetch_add(n as u64, Ordering::Relaxed);
-                offset = (offset + n) % buffer.len();
+                offset += n;
+                if offset >= size {
+                    offset = 0;
+                    base = (base + size) % buffer.len();
+                }
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e)
@@ -266,14 +302,21 @@ pub fn receive(
     meter: &AtomicU64,
     what: &str,
 ) -> Result<StreamOutcome> {
-    let ReceivePlan { duration, omit } = plan;
+    let ReceivePlan {
+        duration,
+        omit,
+        working_set,
+    } = plan;
     let counted_from = start + omit;
     // Bytes read before the warm-up ended; they do not count.
     let mut omitted: Option<u64> = None;
     let cpu = CpuMeter::start(Scope::Thread);
     set_timeouts(&stream, what)?;
-    let mut storage = PageBuffer::new(RECV_CHUNK);
+    let mut storage = working_buffer(RECV_CHUNK, working_set);
     let buffer = storage.as_mut();
+    // Commit every page now, not in page faults inside the timed window.
+    buffer.fill(1);
+    let mut base = 0usize;
     let mut bytes = 0u64;
     let mut first = None;
     let mut last = start;
@@ -294,9 +337,14 @@ pub fn receive(
                 limited = true;
             }
         }
-        match (&stream).read(buffer) {
+        match (&stream).read(&mut buffer[base..base + RECV_CHUNK]) {
             Ok(0) => break,
             Ok(n) => {
+                // The next read lands right after this one, as a KV pool fills.
+                base += n;
+                if buffer.len() - base < RECV_CHUNK {
+                    base = 0;
+                }
                 last = Instant::now();
                 if first.is_none() {
                     hard_end = Some(last + duration + DRAIN_GRACE + DRAIN_GRACE);
@@ -519,6 +567,35 @@ pub fn echo(stream: TcpStream, size: usize, busy_poll: bool, what: &str) -> Resu
 mod tests {
     use super::*;
     use std::net::TcpListener;
+
+    /// With a working set, successive messages come from successive places in it (here
+    /// three 4 KiB messages fit in 12 KiB + 100 bytes), not from one message again.
+    #[test]
+    fn a_working_set_sends_successive_messages_from_successive_places() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut head = vec![0u8; 64 << 10];
+            stream.read_exact(&mut head).unwrap();
+            std::io::copy(&mut stream, &mut std::io::sink()).unwrap();
+            head
+        });
+        let plan = SendPlan {
+            size: 4096,
+            duration: Duration::from_millis(200),
+            zerocopy: false,
+            working_set: 3 * 4096 + 100,
+        };
+        let stream = TcpStream::connect(address).unwrap();
+        let meter = AtomicU64::new(0);
+        let direction = Direction::ClientToServer;
+        send_for(stream, 0, direction, plan, Instant::now(), &meter, "test").unwrap();
+        let head = reader.join().unwrap();
+        for (i, &byte) in head.iter().enumerate() {
+            assert_eq!(byte, (i % (3 * 4096) * 131 % 251) as u8, "byte {i}");
+        }
+    }
 
     /// A busy-poll echo whose client connects and then says nothing must not spin a core
     /// for the whole wait: it sleeps after a short poll, and still echoes the late ping.

@@ -35,6 +35,10 @@ pub struct TestRequest {
     /// Bandwidth: TCP_NODELAY on the data streams (latency tests always set it).
     #[serde(default)]
     pub no_delay: bool,
+    /// Bandwidth: bytes each stream's writes (or reads) rotate through on both sides,
+    /// so that the copies come from memory, not cache. None: one message.
+    #[serde(default)]
+    pub working_set: Option<u64>,
 }
 
 /// The server accepted the test; data connections present this cookie.

@@ -672,6 +672,7 @@ fn measure_perf(
                 congestion: None,
                 zerocopy: false,
                 no_delay: false,
+                working_set: None,
                 rails: Vec::new(),
             },
             &mut |_, _| {},
