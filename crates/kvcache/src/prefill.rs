@@ -85,6 +85,9 @@ pub struct PrefillStats {
     pub bytes_sent: AtomicU64,
     pub refused: AtomicU64,
     pub expired: AtomicU64,
+    /// Looks at a pool with too few free blocks: a queued request looks once, then once
+    /// per wake-up (blocks freed, or the next lease's expiry).
+    pub waits_for_blocks: AtomicU64,
     /// Peer-caused log lines dropped by the line budget.
     pub log_lines_dropped: AtomicU64,
 }
@@ -187,7 +190,9 @@ impl PrefillAgent {
             };
             self.log_peer(&line);
         }
-        self.freed.notify_all();
+        if state.take_wake_waiters() {
+            self.freed.notify_all();
+        }
     }
 
     /// Logs a line a peer caused, within the peer-line budget; dropped lines are counted
@@ -480,6 +485,7 @@ impl PrefillAgent {
                 Allocation::Attached(blocks) => return Ok(blocks),
                 Allocation::Fresh(blocks) => break blocks,
                 Allocation::Wait { retry_at, .. } => {
+                    self.stats.waits_for_blocks.fetch_add(1, Ordering::Relaxed);
                     if now >= deadline {
                         return Err(state.pool_full(&request, now - started));
                     }
@@ -807,7 +813,9 @@ impl PrefillAgent {
                 };
                 self.log_peer(&line);
             }
-            self.freed.notify_all();
+            if state.take_wake_waiters() {
+                self.freed.notify_all();
+            }
         }
     }
 }

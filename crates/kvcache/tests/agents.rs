@@ -12,6 +12,7 @@ use kvcache::wire::{self, KvMessage, Prefilled, Sending, Sent, Welcome};
 use kvcache::{compat, Dtype, KvError, KvLayout, KvShape, Order};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -661,4 +662,71 @@ fn an_idle_session_is_closed_and_decode_reconnects_for_the_next_request() {
     decode
         .transfer(&mut links, "after", 10, Duration::ZERO)
         .unwrap();
+}
+
+/// Hole: each look at a full pool woke every other queued request, which looked and woke
+/// it back, so a prefill with a full pool and a few requests queued spun both cores
+/// (a block-size sweep at 32 in flight ran at a quarter of its rate). A queued request
+/// now looks once, then only when blocks come free.
+#[test]
+fn requests_queued_for_a_full_pool_wait_without_spinning() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let agent = PrefillAgent::new(
+        KvLayout::new(shape(), 1, 0, 8).unwrap(),
+        PrefillConfig {
+            dp_rank: 0,
+            lease: Duration::from_secs(60),
+            io_timeout: T,
+            idle_timeout: kvcache::prefill::DEFAULT_IDLE_TIMEOUT,
+            token: None,
+            rdma: RdmaOptions::default(),
+            rails: Vec::new(),
+            session_quota: None,
+            log: std::sync::Arc::new(quiet),
+        },
+    )
+    .unwrap();
+    let serving = agent.clone();
+    std::thread::spawn(move || serving.serve(listener));
+    // Each request takes the whole pool (8 blocks of 4 tokens).
+    let whole = |id: &str| wire::Prefill {
+        request_id: id.into(),
+        tokens: 32,
+        dp_rank: 0,
+        tp_rank: 0,
+        readers: 1,
+        fill: false,
+    };
+    let mut holder = PrefillLink::connect(addr, &params(&shape())).unwrap();
+    holder.prefill(&whole("held")).unwrap();
+    let queued: Vec<_> = ["first", "second", "third"]
+        .into_iter()
+        .map(|id| {
+            std::thread::spawn(move || {
+                let mut link = PrefillLink::connect(addr, &params(&shape())).unwrap();
+                let blocks = link.prefill(&whole(id))?;
+                link.complete(id, true)?;
+                Ok::<_, KvError>(blocks.len())
+            })
+        })
+        .collect();
+    let waits = || agent.stats.waits_for_blocks.load(Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    while waits() < 3 && started.elapsed() < T {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Three looks, one each; before the fix, 47,306 by now on the project's test host.
+    assert_eq!(
+        waits(),
+        3,
+        "queued requests looked again with nothing freed"
+    );
+    holder.complete("held", true).unwrap();
+    for request in queued {
+        assert_eq!(request.join().unwrap().unwrap(), 8);
+    }
+    // Each release wakes the queue once: a few looks more, not thousands.
+    assert!(waits() <= 3 + 2 * 3, "{} looks", waits());
 }

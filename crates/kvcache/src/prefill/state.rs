@@ -79,6 +79,9 @@ pub struct PrefillState {
     live: HashMap<String, Lease>,
     expired: VecDeque<String>,
     events: VecDeque<Event>,
+    /// Blocks came free, or a lease became freeable at its expiry, since the agent last
+    /// asked: only then has a request waiting for blocks a reason to look again.
+    wake_waiters: bool,
 }
 
 impl PrefillState {
@@ -90,7 +93,14 @@ impl PrefillState {
             live: HashMap::new(),
             expired: VecDeque::new(),
             events: VecDeque::new(),
+            wake_waiters: false,
         }
+    }
+
+    /// Whether waiters for blocks should look again (see `wake_waiters`); clears it.
+    /// Waking them on anything else made each waiter's failed look wake all the others.
+    pub fn take_wake_waiters(&mut self) -> bool {
+        std::mem::take(&mut self.wake_waiters)
     }
 
     pub fn free_blocks(&self) -> u32 {
@@ -184,6 +194,7 @@ impl PrefillState {
         let id = &request.request_id;
         if let Some(lease) = self.live.get_mut(id) {
             self.free.extend_from_slice(&blocks);
+            self.wake_waiters = true;
             return attach(lease, id, request, session);
         }
         self.live.insert(
@@ -203,6 +214,7 @@ impl PrefillState {
     /// Returns fresh blocks that will not be published.
     pub fn abandon(&mut self, blocks: &[u32]) {
         self.free.extend_from_slice(blocks);
+        self.wake_waiters = true;
     }
 
     /// Checks a pull against the lease and marks it active; returns the pull's deadline
@@ -271,8 +283,12 @@ impl PrefillState {
     pub fn end_pull(&mut self, request_id: &str, now: Instant) {
         if let Some(lease) = self.live.get_mut(request_id) {
             lease.active_pulls = lease.active_pulls.saturating_sub(1);
-            if lease.readers_left == 0 && lease.active_pulls == 0 {
-                self.release(request_id);
+            if lease.active_pulls == 0 {
+                // Its expiry now counts for waiters (see next_expiry).
+                self.wake_waiters = true;
+                if lease.readers_left == 0 {
+                    self.release(request_id);
+                }
             }
         }
         self.sweep(now);
@@ -324,9 +340,15 @@ impl PrefillState {
         }
     }
 
-    /// When the next lease runs out, if any.
+    /// When the next lease that no pull is reading runs out, if any. A lease a pull
+    /// reads is freed when that pull ends, which wakes waiters; counting its expiry here
+    /// would hand them a time already past, and they would spin until the pull ended.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.live.values().map(|l| l.expires).min()
+        self.live
+            .values()
+            .filter(|l| l.active_pulls == 0)
+            .map(|l| l.expires)
+            .min()
     }
 
     /// Frees leases past their end that no pull is reading.
@@ -354,6 +376,7 @@ impl PrefillState {
         match self.live.remove(request_id) {
             Some(lease) => {
                 self.free.extend_from_slice(&lease.blocks);
+                self.wake_waiters = true;
                 lease.blocks.len()
             }
             None => 0,
@@ -682,6 +705,50 @@ mod tests {
             let e = refusal(st.prefill(1, &r, t));
             assert!(e.contains(expected), "{expected}: {e}");
         }
+        assert_eq!(st.free_blocks(), 8);
+    }
+
+    /// Hole: every look at a full pool woke all other waiters, which looked and woke it
+    /// back: with a full pool and a few requests queued, prefill spun both cores.
+    #[test]
+    fn waiters_are_woken_only_when_blocks_come_free_or_can_at_a_known_time() {
+        let mut st = state(None);
+        let t = Instant::now();
+        let held = lease(&mut st, 1, &request("a", 6, 1), t);
+        let b = request("b", 4, 1);
+        assert!(matches!(
+            st.prefill(2, &b, t).unwrap(),
+            Allocation::Wait { .. }
+        ));
+        assert!(
+            !st.take_wake_waiters(),
+            "a look at a full pool woke waiters"
+        );
+        // A pull reading the lease past its end: no retry time already past, no wake.
+        st.begin_pull(1, &pull("a", &held), t).unwrap();
+        let late = t + LEASE * 2;
+        assert_eq!(
+            st.prefill(2, &b, late).unwrap(),
+            Allocation::Wait {
+                free: 2,
+                retry_at: None
+            }
+        );
+        assert!(!st.take_wake_waiters());
+        // The pull ends: the expired lease is freed and the waiters are woken, once.
+        st.end_pull("a", late);
+        assert!(st.take_wake_waiters());
+        assert!(!st.take_wake_waiters());
+        let Allocation::Fresh(fresh) = st.prefill(2, &b, late).unwrap() else {
+            panic!("the freed blocks were not handed out");
+        };
+        assert!(!st.take_wake_waiters());
+        // Returned fresh blocks and completed requests wake them too.
+        st.abandon(&fresh);
+        assert!(st.take_wake_waiters());
+        lease(&mut st, 2, &b, late);
+        st.complete(2, "b", true);
+        assert!(st.take_wake_waiters());
         assert_eq!(st.free_blocks(), 8);
     }
 }
