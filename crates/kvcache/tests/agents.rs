@@ -391,6 +391,15 @@ fn start_prefill_configured(
     blocks: u32,
     configure: impl FnOnce(&mut PrefillConfig),
 ) -> SocketAddr {
+    start_prefill_agent(shape, blocks, configure).0
+}
+
+/// [`start_prefill_configured`], also handing back the agent (for its stats).
+fn start_prefill_agent(
+    shape: KvShape,
+    blocks: u32,
+    configure: impl FnOnce(&mut PrefillConfig),
+) -> (SocketAddr, std::sync::Arc<PrefillAgent>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let mut config = PrefillConfig {
@@ -406,8 +415,9 @@ fn start_prefill_configured(
     };
     configure(&mut config);
     let agent = PrefillAgent::new(KvLayout::new(shape, 1, 0, blocks).unwrap(), config).unwrap();
-    std::thread::spawn(move || agent.serve(listener));
-    addr
+    let serving = std::sync::Arc::clone(&agent);
+    std::thread::spawn(move || serving.serve(listener));
+    (addr, agent)
 }
 
 /// Hole: one Pull naming the same leased block 8,192 times made prefill send 3.76 GB.
@@ -428,26 +438,29 @@ fn a_pull_naming_a_block_twice_is_refused() {
     );
 }
 
-/// Hole: leases survived their connection's close, so a decode that died held its
-/// blocks until the lease ran out (30 s by default) while others waited.
-#[test]
-fn a_closed_connection_frees_its_requests_at_once() {
-    // 8 blocks of 4 tokens; each request takes all 8.
-    let addr = start_prefill_with(shape(), 8, Duration::from_secs(60), None);
-    let whole = |id: &str| wire::Prefill {
+/// A request that takes all of an 8-block pool (8 blocks of 4 tokens).
+fn whole_pool(id: &str) -> wire::Prefill {
+    wire::Prefill {
         request_id: id.into(),
         tokens: 32,
         dp_rank: 0,
         tp_rank: 0,
         readers: 1,
         fill: false,
-    };
+    }
+}
+
+/// Hole: leases survived their connection's close, so a decode that died held its
+/// blocks until the lease ran out (30 s by default) while others waited.
+#[test]
+fn a_closed_connection_frees_its_requests_at_once() {
+    let addr = start_prefill_with(shape(), 8, Duration::from_secs(60), None);
     let mut first = PrefillLink::connect(addr, &params(&shape())).unwrap();
-    first.prefill(&whole("held")).unwrap();
+    first.prefill(&whole_pool("held")).unwrap();
     first.close();
     let started = std::time::Instant::now();
     let mut second = PrefillLink::connect(addr, &params(&shape())).unwrap();
-    second.prefill(&whole("next")).unwrap();
+    second.prefill(&whole_pool("next")).unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
@@ -507,25 +520,9 @@ fn count_flood_line(_: &str) {
 /// are now budgeted (20 a second), and the session still works.
 #[test]
 fn a_flood_of_unknown_completions_does_not_flood_the_log() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let agent = PrefillAgent::new(
-        KvLayout::new(shape(), 1, 0, 32).unwrap(),
-        PrefillConfig {
-            dp_rank: 0,
-            lease: Duration::from_secs(30),
-            io_timeout: T,
-            idle_timeout: kvcache::prefill::DEFAULT_IDLE_TIMEOUT,
-            token: None,
-            rdma: RdmaOptions::default(),
-            rails: Vec::new(),
-            session_quota: None,
-            log: std::sync::Arc::new(count_flood_line),
-        },
-    )
-    .unwrap();
-    let served = std::sync::Arc::clone(&agent);
-    std::thread::spawn(move || served.serve(listener));
+    let (addr, agent) = start_prefill_agent(shape(), 32, |config| {
+        config.log = std::sync::Arc::new(count_flood_line);
+    });
     let mut link = PrefillLink::connect(addr, &params(&shape())).unwrap();
     let started = std::time::Instant::now();
     for i in 0..2000 {
@@ -670,42 +667,17 @@ fn an_idle_session_is_closed_and_decode_reconnects_for_the_next_request() {
 /// now looks once, then only when blocks come free.
 #[test]
 fn requests_queued_for_a_full_pool_wait_without_spinning() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let agent = PrefillAgent::new(
-        KvLayout::new(shape(), 1, 0, 8).unwrap(),
-        PrefillConfig {
-            dp_rank: 0,
-            lease: Duration::from_secs(60),
-            io_timeout: T,
-            idle_timeout: kvcache::prefill::DEFAULT_IDLE_TIMEOUT,
-            token: None,
-            rdma: RdmaOptions::default(),
-            rails: Vec::new(),
-            session_quota: None,
-            log: std::sync::Arc::new(quiet),
-        },
-    )
-    .unwrap();
-    let serving = agent.clone();
-    std::thread::spawn(move || serving.serve(listener));
-    // Each request takes the whole pool (8 blocks of 4 tokens).
-    let whole = |id: &str| wire::Prefill {
-        request_id: id.into(),
-        tokens: 32,
-        dp_rank: 0,
-        tp_rank: 0,
-        readers: 1,
-        fill: false,
-    };
+    let (addr, agent) = start_prefill_agent(shape(), 8, |config| {
+        config.lease = Duration::from_secs(60);
+    });
     let mut holder = PrefillLink::connect(addr, &params(&shape())).unwrap();
-    holder.prefill(&whole("held")).unwrap();
+    holder.prefill(&whole_pool("held")).unwrap();
     let queued: Vec<_> = ["first", "second", "third"]
         .into_iter()
         .map(|id| {
             std::thread::spawn(move || {
                 let mut link = PrefillLink::connect(addr, &params(&shape())).unwrap();
-                let blocks = link.prefill(&whole(id))?;
+                let blocks = link.prefill(&whole_pool(id))?;
                 link.complete(id, true)?;
                 Ok::<_, KvError>(blocks.len())
             })
